@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# Load benchmark: Portcullis against nginx, in one run, on loopback. See bench/README.md.
+#
+#   bench/run.sh                              # 3 rounds x 3 targets x 10 s
+#   BENCH_DURATION=5s BENCH_ROUNDS=5 bench/run.sh
+#
+# Targets, each hit by the same wrk Lua script (a JSON-RPC tools/call POST):
+#   direct       nginx answering a canned JSON-RPC result (the upstream itself; the ceiling)
+#   nginx-proxy  nginx as a plain keepalive reverse proxy to `direct`
+#   portcullis   the Portcullis release binary proxying /mcp/bench to `direct`
+# Rounds alternate the targets (direct, nginx-proxy, portcullis, direct, ...) so drift on a noisy
+# machine spreads over all of them; the table shows the median over rounds.
+#
+# Environment (defaults in brackets):
+#   BENCH_DURATION [10s]  BENCH_ROUNDS [3]  BENCH_WARMUP [2s]  BENCH_CONNECTIONS [32]
+#   BENCH_WRK_THREADS [1]  BENCH_GATEWAY_THREADS [1]  BENCH_PIN [1: taskset when >= 2 cpus]
+#   BENCH_SERVER_CPUS [0]  BENCH_CLIENT_CPUS [1]
+#   PORTCULLIS_BIN [target/release/portcullis, built with cargo build --release --locked]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+DURATION=${BENCH_DURATION:-10s}
+ROUNDS=${BENCH_ROUNDS:-3}
+WARMUP=${BENCH_WARMUP:-2s}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+WRK_THREADS=${BENCH_WRK_THREADS:-1}
+GATEWAY_THREADS=${BENCH_GATEWAY_THREADS:-1}
+SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
+CLIENT_CPUS=${BENCH_CLIENT_CPUS:-1}
+COMMAND="$0${*:+ $*}"
+ENV_USED=$(env | grep -E '^(BENCH_|PORTCULLIS_BIN=|RUST_LOG=)' | sort | tr '\n' ' ' || true)
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+for tool in wrk nginx curl python3; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (scripts/peers.sh installs wrk and nginx)"
+done
+
+# --- CPU pinning: servers on one core, the load generator on the other ------------------------
+server_pin=()
+client_pin=()
+if [ "${BENCH_PIN:-1}" = 1 ] && command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+    server_pin=(taskset -c "$SERVER_CPUS")
+    client_pin=(taskset -c "$CLIENT_CPUS")
+    PINNING="servers on cpu $SERVER_CPUS, wrk on cpu $CLIENT_CPUS"
+else
+    PINNING="none"
+fi
+
+# --- The gateway binary ---------------------------------------------------------------------------
+if [ -z "${PORTCULLIS_BIN:-}" ]; then
+    log "cargo build --release --locked"
+    cargo build --release --locked --quiet
+    PORTCULLIS_BIN=$ROOT/target/release/portcullis
+fi
+[ -x "$PORTCULLIS_BIN" ] || die "no gateway binary at $PORTCULLIS_BIN"
+
+# --- Scratch folder, ports, cleanup ---------------------------------------------------------------
+WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
+pids=()
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+PORT_DIRECT=$(free_port)
+PORT_PROXY=$(free_port)
+PORT_GATEWAY=$(free_port)
+
+# The canned answer: what server-everything's echo tool returns, as plain JSON.
+CANNED='{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Echo: hi"}]}}'
+
+# nginx_conf NAME SERVER-BLOCK: a foreground nginx with its pid, logs and temp files in $WORK.
+nginx_conf() {
+    local name=$1 server=$2 dir=$WORK/nginx-$1
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+$server
+}
+EOF
+    printf '%s\n' "$dir"
+}
+
+start() { # start NAME CMD...: run in the background on the server cpus, output to $WORK/NAME.log
+    local name=$1
+    shift
+    "${server_pin[@]}" "$@" >"$WORK/$name.log" 2>&1 &
+    pids+=("$!")
+}
+
+wait_ok() { # wait_ok NAME URL: poll a POST until it answers 200 (bounded)
+    local name=$1 url=$2 i
+    for i in $(seq 1 300); do
+        if curl -fsS -o "$WORK/$name.preflight" -X POST -H 'Content-Type: application/json' \
+            -H 'Accept: application/json, text/event-stream' \
+            --data '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}' \
+            "$url" 2>/dev/null; then
+            grep -q '"jsonrpc"' "$WORK/$name.preflight" || die "$name answered 200 without JSON-RPC: $(cat "$WORK/$name.preflight")"
+            return 0
+        fi
+        [ "$i" -lt 300 ] && sleep 0.1
+    done
+    log "$name not ready at $url after 30 s; its log:"
+    tail -n 40 "$WORK/$name.log" >&2 || true
+    exit 1
+}
+
+dir=$(nginx_conf direct "    server {
+        listen 127.0.0.1:$PORT_DIRECT;
+        location / {
+            default_type application/json;
+            return 200 '$CANNED';
+        }
+    }")
+start nginx-direct nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
+
+dir=$(nginx_conf proxy "    upstream canned {
+        server 127.0.0.1:$PORT_DIRECT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$PORT_PROXY;
+        location / {
+            proxy_pass http://canned;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }")
+start nginx-proxy nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
+
+cat >"$WORK/gateway.yaml" <<EOF
+# Generated by bench/run.sh
+server:
+  listen: "127.0.0.1:$PORT_GATEWAY"
+  threads: $GATEWAY_THREADS
+oauth:
+  enabled: false
+proxy:
+  servers:
+    - name: bench
+      type: streamable-http
+      connection:
+        url: "http://127.0.0.1:$PORT_DIRECT/mcp"
+        timeout: 30s
+EOF
+start portcullis "$PORTCULLIS_BIN" serve --config "$WORK/gateway.yaml"
+
+declare -A URL=(
+    [direct]="http://127.0.0.1:$PORT_DIRECT/mcp"
+    [nginx-proxy]="http://127.0.0.1:$PORT_PROXY/mcp"
+    [portcullis]="http://127.0.0.1:$PORT_GATEWAY/mcp/bench"
+)
+TARGETS=(direct nginx-proxy portcullis)
+for t in "${TARGETS[@]}"; do
+    wait_ok "$t" "${URL[$t]}"
+done
+
+cat >"$WORK/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json, text/event-stream"
+EOF
+
+run_wrk() { # run_wrk DURATION URL OUT
+    "${client_pin[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1" --latency -s "$WORK/post.lua" "$2" >"$3" 2>&1
+}
+
+log "targets: ${TARGETS[*]}; $ROUNDS rounds x $DURATION, wrk -t$WRK_THREADS -c$CONNECTIONS; pinning: $PINNING"
+for t in "${TARGETS[@]}"; do
+    run_wrk "$WARMUP" "${URL[$t]}" "$WORK/warmup-$t.txt"
+done
+
+RESULTS=$WORK/results.tsv
+for round in $(seq 1 "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do
+        out=$WORK/wrk-$round-$t.txt
+        run_wrk "$DURATION" "${URL[$t]}" "$out"
+        # requests/s, p50, p99 (converted to microseconds), non-2xx count, socket errors.
+        awk -v round="$round" -v target="$t" '
+            function us(v) {
+                if (v ~ /us$/) return v + 0
+                if (v ~ /ms$/) return v * 1000
+                if (v ~ /s$/) return v * 1000000
+                return v + 0
+            }
+            $1 == "50.000%" || $1 == "50%" { p50 = us($2) }
+            $1 == "99.000%" || $1 == "99%" { p99 = us($2) }
+            /^Requests\/sec:/ { rps = $2 }
+            /Non-2xx or 3xx responses:/ { bad = $NF }
+            /Socket errors:/ { errs = $0 }
+            END {
+                if (rps == "") { print "unparsable wrk output for " target > "/dev/stderr"; exit 1 }
+                printf "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", round, target, rps, p50, p99, bad + 0, (errs == "" ? "-" : errs)
+            }' "$out" >>"$RESULTS" || { cat "$out" >&2; exit 1; }
+        tail -n 1 "$RESULTS" | awk -F'\t' '{ printf "bench: round %s %-12s %10.0f req/s  p50 %6.0f us  p99 %6.0f us  non-2xx %s\n", $1, $2, $3, $4, $5, $6 }' >&2
+    done
+done
+
+# --- Summary: medians per target, ratios, appended to bench/out/latest.md ---------------------
+mkdir -p bench/out
+SUMMARY=$WORK/summary.md
+python3 - "$RESULTS" >"$SUMMARY" <<'EOF'
+import statistics
+import sys
+
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
+order = ["direct", "nginx-proxy", "portcullis"]
+med = {}
+for target in order:
+    mine = [r for r in rows if r[1] == target]
+    med[target] = {
+        "rps": statistics.median(float(r[2]) for r in mine),
+        "p50": statistics.median(float(r[3]) for r in mine),
+        "p99": statistics.median(float(r[4]) for r in mine),
+        "bad": sum(int(r[5]) for r in mine),
+        "rounds": " / ".join(f"{float(r[2]):.0f}" for r in mine),
+    }
+print("| target | req/s (median) | p50 | p99 | non-2xx | req/s per round |")
+print("|---|---:|---:|---:|---:|---|")
+for t in order:
+    m = med[t]
+    print(f"| {t} | {m['rps']:.0f} | {m['p50']:.0f} µs | {m['p99']:.0f} µs | {m['bad']} | {m['rounds']} |")
+print()
+p, n, d = med["portcullis"], med["nginx-proxy"], med["direct"]
+print("| ratio | req/s | p50 | p99 |")
+print("|---|---:|---:|---:|")
+print(f"| portcullis / nginx-proxy | {p['rps'] / n['rps']:.2f} | {p['p50'] / n['p50']:.2f} | {p['p99'] / n['p99']:.2f} |")
+print(f"| portcullis / direct | {p['rps'] / d['rps']:.2f} | {p['p50'] / d['p50']:.2f} | {p['p99'] / d['p99']:.2f} |")
+if any(med[t]["bad"] for t in order):
+    print()
+    print("**Warning: some responses were not 2xx; those numbers do not measure proxying.**")
+EOF
+
+{
+    printf '\n## %s\n\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    printf -- "- command: \`%s\`%s\n" "$COMMAND" "${ENV_USED:+ with env \`${ENV_USED% }\`}"
+    printf -- '- %s rounds x %s per target (warm-up %s), wrk -t%s -c%s --latency, POST tools/call\n' \
+        "$ROUNDS" "$DURATION" "$WARMUP" "$WRK_THREADS" "$CONNECTIONS"
+    printf -- '- nproc %s; pinning: %s; nginx worker_processes 1; portcullis threads %s\n' \
+        "$(nproc)" "$PINNING" "$GATEWAY_THREADS"
+    printf -- '- portcullis %s (%s); %s; %s\n' "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+        "$PORTCULLIS_BIN" "$(nginx -v 2>&1)" "$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
+    printf '\n'
+    cat "$SUMMARY"
+} >>bench/out/latest.md
+cat "$SUMMARY"
+log "appended to bench/out/latest.md"

@@ -1,0 +1,488 @@
+//! Raw -> runtime: requiredness, semantic checks and typing, collecting every error (never
+//! stopping at the first). Errors are located through a side table of positions built from the
+//! YAML tree ([`Ctx`]); a "missing" error is suppressed where a structural error (unknown key,
+//! wrong type, missing variable) was already reported for a related path.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::diagnostic::{Diagnostic, FieldPath};
+use super::raw::{List, RawConfig, RawOAuth, RawProvider, RawProxy, RawServer};
+use super::runtime::{OAuth, Provider, Proxy, Runtime, Server, SourceInfo};
+use super::yaml::{Node, Pos};
+use super::{policy, servers};
+
+/// Where things are, and what was already reported.
+pub(crate) struct Ctx<'a> {
+    file: &'a str,
+    positions: HashMap<FieldPath, (Option<Pos>, Pos)>,
+    structural: &'a [FieldPath],
+    /// Errors found so far.
+    pub(crate) errors: Vec<Diagnostic>,
+    /// Warnings found so far.
+    pub(crate) warnings: Vec<Diagnostic>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context over the final tree; `structural` lists the paths already reported.
+    pub(crate) fn new(file: &'a str, root: &Node, structural: &'a [FieldPath]) -> Self {
+        let mut positions = HashMap::new();
+        root.walk(&FieldPath::root(), &mut |p, key_pos, node| {
+            positions.insert(p.clone(), (key_pos, node.pos));
+        });
+        Self {
+            file,
+            positions,
+            structural,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn diag(
+        &self,
+        path: &FieldPath,
+        pos: Pos,
+        message: String,
+        hint: Option<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            file: self.file.to_owned(),
+            line: pos.line,
+            column: pos.col,
+            path: path.to_string(),
+            message,
+            hint,
+        }
+    }
+
+    /// The position of the nearest existing node at or above `path`: its value, or for an
+    /// ancestor, its key (so "missing" errors point at the section that lacks the field).
+    fn locate(&self, path: &FieldPath, prefer_key: bool) -> Pos {
+        if let Some((key, value)) = self.positions.get(path) {
+            return if prefer_key {
+                key.unwrap_or(*value)
+            } else {
+                *value
+            };
+        }
+        let mut p = path.parent();
+        while let Some(cur) = p {
+            if let Some((key, value)) = self.positions.get(&cur) {
+                return key.unwrap_or(*value);
+            }
+            p = cur.parent();
+        }
+        Pos { line: 1, col: 1 }
+    }
+
+    /// An error about the value at `path`.
+    pub(crate) fn error(&mut self, path: &FieldPath, message: String, hint: Option<String>) {
+        let d = self.diag(path, self.locate(path, false), message, hint);
+        self.errors.push(d);
+    }
+
+    /// An error about the key at `path` (e.g. a permission pattern).
+    pub(crate) fn key_error(&mut self, path: &FieldPath, message: String, hint: Option<String>) {
+        let d = self.diag(path, self.locate(path, true), message, hint);
+        self.errors.push(d);
+    }
+
+    /// A required value is absent; skipped if an error was already reported near `path`.
+    pub(crate) fn missing(&mut self, path: &FieldPath, message: String, hint: Option<String>) {
+        if self
+            .structural
+            .iter()
+            .any(|e| e.starts_with(path) || path.starts_with(e))
+        {
+            return;
+        }
+        self.error(path, message, hint);
+    }
+
+    /// The entries of a list with their index in the file; null entries are reported (unless an
+    /// error was already reported there) and skipped.
+    pub(crate) fn entries<T>(
+        &mut self,
+        path: &FieldPath,
+        list: Option<List<T>>,
+    ) -> Vec<(usize, T)> {
+        let mut out = Vec::new();
+        for (i, item) in list.unwrap_or_default().into_iter().enumerate() {
+            match item {
+                Some(v) => out.push((i, v)),
+                None => self.missing(
+                    &path.index(i),
+                    "empty list entry".into(),
+                    Some("remove the empty entry, or quote the value".into()),
+                ),
+            }
+        }
+        out
+    }
+
+    /// Like [`Ctx::entries`], without the indices.
+    pub(crate) fn values<T>(&mut self, path: &FieldPath, list: Option<List<T>>) -> Vec<T> {
+        self.entries(path, list)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// A finding that does not stop the load.
+    pub(crate) fn warn(&mut self, path: &FieldPath, message: String, hint: Option<String>) {
+        let d = self.diag(path, self.locate(path, true), message, hint);
+        self.warnings.push(d);
+    }
+}
+
+/// Checks `u` is an absolute http(s) URL with a host.
+pub(crate) fn http_url(ctx: &mut Ctx<'_>, path: &FieldPath, u: &str) -> Option<url::Url> {
+    match url::Url::parse(u.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+            Some(url)
+        }
+        Ok(url) => {
+            ctx.error(
+                path,
+                format!("invalid URL `{u}`: scheme must be http or https and a host is required"),
+                Some(format!(
+                    "found scheme `{}`; write e.g. `https://mcp.example.com`",
+                    url.scheme()
+                )),
+            );
+            None
+        }
+        Err(e) => {
+            ctx.error(
+                path,
+                format!("invalid URL `{u}`: {e}"),
+                Some("write an absolute URL such as `https://mcp.example.com/mcp`".into()),
+            );
+            None
+        }
+    }
+}
+
+/// True for `localhost` and loopback IP literals.
+pub(crate) fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+pub(crate) fn root() -> FieldPath {
+    FieldPath::root()
+}
+
+/// Compiles a raw config; `None` when errors were recorded in `ctx`.
+pub(crate) fn compile(raw: RawConfig, ctx: &mut Ctx<'_>, source: SourceInfo) -> Option<Runtime> {
+    let server = compile_server(raw.server.unwrap_or_default(), ctx);
+    let oauth = compile_oauth(raw.oauth, &server, ctx);
+    let proxy = compile_proxy(raw.proxy.unwrap_or_default(), ctx);
+    let auth = policy::compile_auth(raw.auth.unwrap_or_default(), &proxy, ctx);
+    let rate_limits = policy::compile_rate_limits(raw.rate_limits, ctx);
+    if !ctx.errors.is_empty() {
+        return None;
+    }
+    Some(Runtime {
+        source,
+        server: server.server?,
+        oauth,
+        auth,
+        proxy,
+        rate_limits,
+        warnings: std::mem::take(&mut ctx.warnings),
+    })
+}
+
+/// The compiled server section; `server` is `None` if it had errors.
+struct ServerOut {
+    server: Option<Server>,
+    listen: Option<SocketAddr>,
+}
+
+fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
+    let p = root().key("server");
+    let public_url = raw
+        .url
+        .as_deref()
+        .and_then(|u| http_url(ctx, &p.key("url"), u));
+    let bad_url = raw.url.is_some() && public_url.is_none();
+    let listen_text = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let listen = match listen_text.trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            ctx.error(
+                &p.key("listen"),
+                format!("invalid listen address `{listen_text}`"),
+                Some("write an IP address and a port, e.g. `127.0.0.1:8080`, `0.0.0.0:8080` or `[::]:8080`".into()),
+            );
+            None
+        }
+    };
+    let max_body = raw.max_body_bytes.map_or(4 << 20, |b| b.0);
+    let body_ok = (1024..=256 << 20).contains(&max_body);
+    if !body_ok {
+        ctx.error(
+            &p.key("max_body_bytes"),
+            format!("`max_body_bytes` is {max_body}, outside the allowed range"),
+            Some("use a size from `1KiB` (1024) to `256MiB` (268435456)".into()),
+        );
+    }
+    let mut origins = Vec::new();
+    let mut origins_ok = true;
+    for (i, o) in ctx.entries(&p.key("allowed_origins"), raw.allowed_origins) {
+        let op = p.key("allowed_origins").index(i);
+        match url::Url::parse(o.trim()) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty() =>
+            {
+                origins.push(u.origin().ascii_serialization());
+            }
+            _ => {
+                origins_ok = false;
+                ctx.error(
+                    &op,
+                    format!("invalid origin `{o}`"),
+                    Some("an origin is `scheme://host[:port]` with no path, e.g. `https://claude.ai`".into()),
+                );
+            }
+        }
+    }
+    let threads = raw.threads.unwrap_or(2);
+    let threads_ok = (1..=1024).contains(&threads);
+    if !threads_ok {
+        ctx.error(
+            &p.key("threads"),
+            format!("`threads` is {threads}"),
+            Some("use 1 to 1024 threads".into()),
+        );
+    }
+    let grace_period = raw.grace_period.map_or(Duration::from_secs(30), |d| d.0);
+    let server = match listen {
+        Some(listen) if !bad_url && body_ok && origins_ok && threads_ok => Some(Server {
+            public_url,
+            listen,
+            max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+            allowed_origins: origins,
+            threads: usize::try_from(threads).unwrap_or(1),
+            grace_period,
+        }),
+        _ => None,
+    };
+    ServerOut { server, listen }
+}
+
+fn compile_oauth(raw: Option<RawOAuth>, server: &ServerOut, ctx: &mut Ctx<'_>) -> OAuth {
+    let p = root().key("oauth");
+    let present = raw.is_some();
+    let raw = raw.unwrap_or_default();
+    let enabled = raw.enabled.unwrap_or(present);
+    let mut issuers = Vec::new();
+    let listed = ctx.entries(&p.key("authorization_servers"), raw.authorization_servers);
+    for (i, s) in &listed {
+        let sp = p.key("authorization_servers").index(*i);
+        if let Some(u) = http_url(ctx, &sp, s) {
+            if u.scheme() == "http" && !is_loopback_host(&u) {
+                ctx.error(
+                    &sp,
+                    format!("authorization server `{u}` must use https"),
+                    Some(
+                        "plain http is allowed only for loopback hosts (127.0.0.1, ::1, localhost)"
+                            .into(),
+                    ),
+                );
+            } else {
+                issuers.push(u);
+            }
+        }
+    }
+    let jwks_uri = raw.jwks_uri.map(|j| j.trim().to_owned());
+    if let Some(j) = &jwks_uri {
+        let ok = match url::Url::parse(j) {
+            Ok(u) => {
+                u.scheme() == "https"
+                    || u.scheme() == "file"
+                    || (u.scheme() == "http" && is_loopback_host(&u))
+            }
+            Err(_) => false,
+        };
+        if !ok {
+            ctx.error(
+                &p.key("jwks_uri"),
+                format!("invalid `jwks_uri` `{j}`"),
+                Some("use an https URL (http only for loopback hosts) or a `file:///path/to/jwks.json` URL".into()),
+            );
+        }
+    }
+    if enabled && listed.is_empty() && jwks_uri.is_none() {
+        ctx.missing(
+            &p.key("authorization_servers"),
+            "authentication is enabled but no issuer is configured".into(),
+            Some("list issuers in `oauth.authorization_servers` or set `oauth.jwks_uri`; or set `oauth.enabled: false` on a loopback listener".into()),
+        );
+    }
+    let audiences = ctx.values(&p.key("audiences"), raw.audiences);
+    if enabled && audiences.is_empty() {
+        ctx.warn(
+            &p,
+            "no `oauth.audiences`: tokens are accepted whatever their `aud`".into(),
+            Some("list the audience(s) of this gateway, e.g. `api://default`".into()),
+        );
+    }
+    if let Some(listen) = server.listen {
+        if !enabled && !listen.ip().is_loopback() {
+            let at = if present && raw.enabled.is_some() {
+                p.key("enabled")
+            } else {
+                root().key("server").key("listen")
+            };
+            ctx.error(
+                &at,
+                "authentication may be disabled only on a loopback listener".into(),
+                Some(format!(
+                    "`server.listen` is `{listen}`; enable `oauth` with an authorization server, or listen on 127.0.0.1"
+                )),
+            );
+        }
+    }
+    OAuth {
+        enabled,
+        provider: match raw.provider {
+            Some(RawProvider::Okta) => Provider::Okta,
+            Some(RawProvider::Oidc) | None => Provider::Oidc,
+        },
+        authorization_servers: issuers,
+        audiences,
+        jwks_uri,
+        leeway: raw.leeway.map_or(Duration::from_secs(60), |d| d.0),
+    }
+}
+
+fn compile_proxy(raw: RawProxy, ctx: &mut Ctx<'_>) -> Proxy {
+    let p = root().key("proxy");
+    let separator = raw.separator.unwrap_or_else(|| "__".into());
+    if separator.is_empty()
+        || !separator
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        ctx.error(
+            &p.key("separator"),
+            format!("invalid separator `{separator}`"),
+            Some(
+                "use one or more of `A-Z a-z 0-9 _ -` (the default `__` suits every client)".into(),
+            ),
+        );
+    }
+    let session_key = raw.session_key.as_deref().and_then(|k| {
+        let key = decode_base64(k.trim()).and_then(|b| <[u8; 32]>::try_from(b).ok());
+        if key.is_none() {
+            ctx.error(
+                &p.key("session_key"),
+                "`session_key` must be the base64 encoding of exactly 32 bytes".into(),
+                Some("generate one with `openssl rand -base64 32`".into()),
+            );
+        }
+        key
+    });
+    let mut servers = Vec::new();
+    let mut index = HashMap::new();
+    let raw_servers = ctx.entries(&p.key("servers"), raw.servers);
+    if raw_servers.is_empty() {
+        ctx.warn(
+            &p,
+            "no upstream servers are configured".into(),
+            Some("add entries under `proxy.servers`".into()),
+        );
+    }
+    let mut first_use: HashMap<String, usize> = HashMap::new();
+    for (i, s) in raw_servers {
+        let sp = p.key("servers").index(i);
+        let name = s.name.clone();
+        let compiled = servers::compile_upstream(s, &sp, &separator, ctx);
+        if let Some(name) = name {
+            if let Some(first) = first_use.get(&name) {
+                ctx.error(
+                    &sp.key("name"),
+                    format!("duplicate server name `{name}`"),
+                    Some(format!("`proxy.servers[{first}]` already uses this name; server names must be unique")),
+                );
+                continue;
+            }
+            first_use.insert(name, i);
+        }
+        if let Some(u) = compiled {
+            index.insert(u.name.clone(), servers.len());
+            servers.push(Arc::new(u));
+        }
+    }
+    Proxy {
+        separator,
+        session_key,
+        servers,
+        index,
+    }
+}
+
+/// Standard or URL-safe base64, padding optional.
+pub(crate) fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(((acc >> bits) & 0xff) as u8);
+        }
+    }
+    (bits < 6).then_some(out)
+}
+
+/// Source information for a text.
+pub(crate) fn source_info(file: &str, text: &str) -> SourceInfo {
+    use sha2::Digest;
+    SourceInfo {
+        file: file.to_owned(),
+        hash: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+        loaded_at: SystemTime::now(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64() {
+        assert_eq!(decode_base64("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(decode_base64("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(decode_base64("-_8").unwrap(), vec![0xfb, 0xff]);
+        assert!(decode_base64("a").is_none());
+        assert!(decode_base64("a$==").is_none());
+        let k = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        assert_eq!(decode_base64(k).unwrap(), (0u8..32).collect::<Vec<_>>());
+    }
+}

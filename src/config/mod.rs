@@ -1,0 +1,231 @@
+//! Configuration: `gateway.yaml` -> [`Runtime`], the immutable snapshot the gateway runs on.
+//!
+//! The pipeline, one file per step:
+//!
+//! | file            | step                                                                   |
+//! |-----------------|------------------------------------------------------------------------|
+//! | `yaml.rs`       | YAML events (`saphyr-parser`) -> positioned tree; anchors, merge keys, duplicate keys rejected |
+//! | `env.rs`        | `${VAR}` / `${VAR:-default}` / `$$` substituted in scalar values        |
+//! | `de.rs`         | a serde `Deserializer` over the tree that locates every error          |
+//! | `raw.rs`        | the serde mirror of the file (all optional, unknown keys denied)      |
+//! | `compile.rs`    | raw -> runtime: requiredness and semantics, all errors at once (`server`, `oauth`, `proxy`) |
+//! | `servers.rs`    | one `proxy.servers[]` entry -> `Upstream`                              |
+//! | `policy.rs`     | `auth` (mappings, permission patterns) and `rate_limits`               |
+//! | `runtime.rs`    | the typed snapshot (no serde, secrets redacted in `Debug`)            |
+//! | `diagnostic.rs` | `file:line:col`, field path, hint, rendering, "did you mean"          |
+//!
+//! Every error in a file is reported at once: when deserialization fails, the error is recorded
+//! with its position, the offending node is removed from the tree and deserialization is retried;
+//! `compile` then adds the semantic errors.
+//!
+//! Why not `serde_yaml`: it stops at the first error and cannot give the position of later ones
+//! (it is also deprecated and accepts duplicate keys); we need every error with
+//! `file:line:col`, the field path and a hint. Why not the `envsubst` crate: it refuses values
+//! containing `$`, `{` or `}` (a password with a `$` would break it), has no `${VAR:-default}`
+//! and silently leaves unset variables in place. Substitution happens after parsing, on scalar
+//! values only, so positions stay exact and a secret can never change the YAML structure.
+
+mod compile;
+mod de;
+mod diagnostic;
+mod env;
+mod policy;
+mod raw;
+mod runtime;
+mod servers;
+mod yaml;
+
+use std::path::Path;
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use runtime::{
+    redacted_url, Auth, HttpTarget, OAuth, Permission, Provider, Proxy, RateLimit, RateLimitKey,
+    Runtime, ScopeMode, Server, SourceInfo, StdioCommand, Transport, Upstream,
+};
+
+use de::{DeError, ErrKind};
+use diagnostic::{did_you_mean, expected_hint, FieldPath};
+use yaml::Kind;
+
+/// Maximum number of deserialize-and-retry rounds (one error is found per round).
+const MAX_ROUNDS: usize = 64;
+
+/// The top-level sections, for hints.
+const SECTIONS: &[&str] = &["server", "oauth", "auth", "proxy", "rate_limits"];
+
+/// Loads and compiles the config file at `path`, substituting variables from the process
+/// environment. A file that cannot be read yields one diagnostic at line 0.
+pub fn load_file(path: &Path) -> Result<Runtime, Diagnostics> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&text, &file, &|name| std::env::var(name).ok()),
+        Err(e) => Err(Diagnostics(vec![Diagnostic {
+            file,
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: format!("cannot read the config file: {e}"),
+            hint: None,
+        }])),
+    }
+}
+
+/// Loads and compiles config `text`; `file_name` is used in diagnostics and `env` looks up
+/// variables (so tests need not touch the process environment).
+pub fn load_str(
+    text: &str,
+    file_name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Runtime, Diagnostics> {
+    let source = compile::source_info(file_name, text);
+    let mk = |pos: yaml::Pos, path: &FieldPath, message: String, hint: Option<String>| Diagnostic {
+        file: file_name.to_owned(),
+        line: pos.line,
+        column: pos.col,
+        path: path.to_string(),
+        message,
+        hint,
+    };
+    let parsed = match yaml::parse(text) {
+        Ok(p) => p,
+        Err(e) => return Err(Diagnostics(vec![mk(e.pos, &e.path, e.message, e.hint)])),
+    };
+    let mut diags: Vec<Diagnostic> = parsed
+        .errors
+        .into_iter()
+        .map(|e| mk(e.pos, &e.path, e.message, e.hint))
+        .collect();
+    let root_path = FieldPath::root();
+    let mut root = match parsed.root {
+        Some(r) if !r.is_null() => r,
+        _ => {
+            diags.push(Diagnostic {
+                file: file_name.to_owned(),
+                line: 0,
+                column: 0,
+                path: String::new(),
+                message: "the config file is empty".into(),
+                hint: Some(
+                    "a config needs at least `proxy.servers`; see the example `gateway.yaml`"
+                        .into(),
+                ),
+            });
+            return Err(finish(diags));
+        }
+    };
+    if !matches!(root.kind, Kind::Map(_)) {
+        let list = SECTIONS
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        diags.push(mk(
+            root.pos,
+            &root_path,
+            "the config must be a mapping of sections".into(),
+            Some(format!("expected top-level keys among {list}")),
+        ));
+        return Err(finish(diags));
+    }
+
+    let mut failures = Vec::new();
+    env::apply(&mut root, &root_path, env, &mut failures);
+    let mut structural: Vec<FieldPath> = Vec::new();
+    for f in failures {
+        diags.push(mk(
+            f.pos,
+            &f.path,
+            format!("environment variable `{}` is not set", f.var),
+            Some(format!(
+                "set it, or give a default: `${{{}:-value}}`",
+                f.var
+            )),
+        ));
+        structural.push(f.path);
+    }
+
+    let mut raw = None;
+    for _ in 0..MAX_ROUNDS {
+        match de::from_tree::<raw::RawConfig>(&root) {
+            Ok(r) => {
+                raw = Some(r);
+                break;
+            }
+            Err(e) => {
+                let (d, site_path, meant) = de_diagnostic(e, file_name);
+                diags.push(d);
+                // `conection` reported as unknown: do not also report `connection` missing.
+                structural.extend(meant);
+                match site_path {
+                    Some(p) if !p.0.is_empty() && root.remove(&p.0) => structural.push(p),
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    if let Some(raw) = raw {
+        let mut ctx = compile::Ctx::new(file_name, &root, &structural);
+        let runtime = compile::compile(raw, &mut ctx, source);
+        diags.append(&mut ctx.errors);
+        if diags.is_empty() {
+            if let Some(rt) = runtime {
+                return Ok(rt);
+            }
+        }
+    }
+    if diags.is_empty() {
+        diags.push(mk(
+            yaml::Pos { line: 1, col: 1 },
+            &root_path,
+            format!("too many errors (more than {MAX_ROUNDS})"),
+            None,
+        ));
+    }
+    Err(finish(diags))
+}
+
+/// Sorts by position and drops exact repeats (an anchor's error shows once per alias otherwise).
+fn finish(mut diags: Vec<Diagnostic>) -> Diagnostics {
+    diags.sort_by_key(|d| (d.line, d.column));
+    let mut out: Vec<Diagnostic> = Vec::with_capacity(diags.len());
+    for d in diags {
+        if !out
+            .iter()
+            .any(|o| o.line == d.line && o.column == d.column && o.message == d.message)
+        {
+            out.push(d);
+        }
+    }
+    Diagnostics(out)
+}
+
+/// Turns a located deserialization error into a diagnostic; returns the node path to remove and,
+/// for a misspelt field, the path of the field probably meant.
+fn de_diagnostic(e: DeError, file: &str) -> (Diagnostic, Option<FieldPath>, Option<FieldPath>) {
+    let (path, pos) = match &e.site {
+        Some(s) => (s.path.clone(), s.pos),
+        None => (FieldPath::root(), yaml::Pos { line: 1, col: 1 }),
+    };
+    let message = e.to_string();
+    let meant = match &e.kind {
+        ErrKind::UnknownField(name, expected) => did_you_mean(name, expected.iter().copied())
+            .and_then(|m| path.parent().map(|p| p.key(m))),
+        _ => None,
+    };
+    let hint = match e.kind {
+        ErrKind::Message(_, hint) => hint,
+        ErrKind::UnknownField(name, expected) | ErrKind::UnknownVariant(name, expected) => {
+            expected_hint(&name, expected)
+        }
+    };
+    let d = Diagnostic {
+        file: file.to_owned(),
+        line: pos.line,
+        column: pos.col,
+        path: path.to_string(),
+        message,
+        hint,
+    };
+    (d, e.site.map(|_| path), meant)
+}

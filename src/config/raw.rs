@@ -1,0 +1,379 @@
+//! The serde mirror of `gateway.yaml`: every key the file may hold, nothing validated beyond
+//! its type. Every field is optional here (requiredness is checked by `compile`, which can then
+//! report all errors at once) and every struct denies unknown keys.
+//!
+//! The seed (Go mcp-gateway) keys are `server.url`, `oauth.*`, `auth.*`, `proxy.servers[]`;
+//! Portcullis adds `server.{listen, max_body_bytes, allowed_origins, threads, grace_period}`,
+//! `proxy.{separator, session_key}`, per-server timeouts, stdio settings, headers and
+//! `forward_authorization`, and `rate_limits`.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use super::de::HINT_SEP;
+
+/// The whole file.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    /// Listener, public URL and request limits.
+    pub(crate) server: Option<RawServer>,
+    /// Token validation (OAuth 2 resource server).
+    pub(crate) oauth: Option<RawOAuth>,
+    /// Claims to scopes, and scopes required per tool.
+    pub(crate) auth: Option<RawAuth>,
+    /// The upstream MCP servers.
+    pub(crate) proxy: Option<RawProxy>,
+    /// Per-replica request rate limits.
+    pub(crate) rate_limits: Option<List<RawRateLimit>>,
+}
+
+/// `server`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    /// Public base URL of the gateway (seed key); resource URLs derive from it.
+    pub(crate) url: Option<String>,
+    /// Socket address to listen on; startup-only. Default `127.0.0.1:8080`.
+    pub(crate) listen: Option<String>,
+    /// Request body cap, bytes or a size such as `4MiB`. Default 4 MiB.
+    pub(crate) max_body_bytes: Option<ByteSize>,
+    /// Allowed `Origin` values (`scheme://host[:port]`).
+    pub(crate) allowed_origins: Option<List<String>>,
+    /// Worker threads; startup-only. Default 2.
+    pub(crate) threads: Option<u64>,
+    /// Time given to in-flight requests at shutdown; startup-only. Default 30s.
+    pub(crate) grace_period: Option<RawDuration>,
+}
+
+/// `oauth`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOAuth {
+    /// Whether tokens are required. Default: true when the section is present.
+    pub(crate) enabled: Option<bool>,
+    /// Identity provider flavour (seed key).
+    pub(crate) provider: Option<RawProvider>,
+    /// Issuer URLs, found by OIDC discovery (seed key).
+    pub(crate) authorization_servers: Option<List<String>>,
+    /// Accepted `aud` values.
+    pub(crate) audiences: Option<List<String>>,
+    /// JWKS URL or `file://` path overriding discovery.
+    pub(crate) jwks_uri: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`. Default 60s.
+    pub(crate) leeway: Option<RawDuration>,
+}
+
+/// `oauth.provider`.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawProvider {
+    /// Okta (custom authorization servers).
+    Okta,
+    /// Any OIDC issuer.
+    Oidc,
+}
+
+/// `auth`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    /// Token claims that yield `claim:value` keys (seed key).
+    pub(crate) claims: Option<List<String>>,
+    /// `claim:value` key to scopes (seed key).
+    pub(crate) mappings: Option<OrderedMap<Option<List<String>>>>,
+    /// `server:name` pattern to required scopes (seed key).
+    pub(crate) permissions: Option<OrderedMap<Option<List<String>>>>,
+    /// Policy options (seed key).
+    pub(crate) options: Option<RawAuthOptions>,
+}
+
+/// `auth.options`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuthOptions {
+    /// `any` (one listed scope suffices) or `all`.
+    pub(crate) scope_mode: Option<RawScopeMode>,
+    /// Scope required when no pattern matches; null denies.
+    pub(crate) default_scope: Option<String>,
+}
+
+/// `auth.options.scope_mode`.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawScopeMode {
+    /// At least one scope.
+    Any,
+    /// Every scope.
+    All,
+}
+
+/// `proxy`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProxy {
+    /// Joins server and tool names on `/mcp`. Default `__`.
+    pub(crate) separator: Option<String>,
+    /// Base64 of 32 bytes sealing legacy session ids.
+    pub(crate) session_key: Option<String>,
+    /// The upstream servers (seed key).
+    pub(crate) servers: Option<List<RawUpstream>>,
+}
+
+/// `proxy.servers[]`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    /// Unique name; prefixes tools and routes `/mcp/{name}`.
+    pub(crate) name: Option<String>,
+    /// Transport.
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<RawTransport>,
+    /// Where and how to reach the server.
+    pub(crate) connection: Option<RawConnection>,
+    /// Credentials the gateway adds to upstream requests.
+    pub(crate) auth: Option<RawUpstreamAuth>,
+    /// Forward the client's `Authorization` header. Default false.
+    pub(crate) forward_authorization: Option<bool>,
+}
+
+/// `proxy.servers[].type`.
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RawTransport {
+    /// MCP Streamable HTTP.
+    StreamableHttp,
+    /// A child process speaking MCP on stdin/stdout.
+    Stdio,
+    /// Legacy HTTP+SSE (2024-11-05).
+    Sse,
+}
+
+/// `proxy.servers[].connection`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConnection {
+    /// Upstream URL (HTTP transports).
+    pub(crate) url: Option<String>,
+    /// Maximum idle time between bytes from the upstream. Default 300s.
+    pub(crate) timeout: Option<RawDuration>,
+    /// TCP/TLS connect timeout. Default 5s.
+    pub(crate) connect_timeout: Option<RawDuration>,
+    /// Program to run (stdio).
+    pub(crate) command: Option<String>,
+    /// Program arguments (stdio).
+    pub(crate) args: Option<List<String>>,
+    /// Environment variables for the child (stdio).
+    pub(crate) env: Option<OrderedMap<Option<String>>>,
+    /// Working directory of the child (stdio).
+    pub(crate) cwd: Option<String>,
+    /// Fall back to legacy SSE when Streamable HTTP is refused.
+    pub(crate) fallback_sse: Option<bool>,
+    /// Extra request headers (HTTP transports).
+    pub(crate) headers: Option<OrderedMap<Option<String>>>,
+}
+
+/// `proxy.servers[].auth`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamAuth {
+    /// `header`, `bearer` or `none`.
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<RawAuthType>,
+    /// Header name (type `header`).
+    pub(crate) header: Option<String>,
+    /// Header value or bearer token.
+    pub(crate) value: Option<String>,
+}
+
+/// `proxy.servers[].auth.type`.
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawAuthType {
+    /// A named header with a fixed value.
+    Header,
+    /// `Authorization: Bearer <value>`.
+    Bearer,
+    /// No credentials.
+    None,
+}
+
+/// `rate_limits[]`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    /// What the bucket is keyed by.
+    pub(crate) key: Option<RawRateLimitKey>,
+    /// Sustained rate.
+    pub(crate) requests_per_second: Option<f64>,
+    /// Bucket size. Default: the rate rounded up, at least 1.
+    pub(crate) burst: Option<u32>,
+}
+
+/// `rate_limits[].key`.
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawRateLimitKey {
+    /// Per authenticated principal.
+    Principal,
+    /// Per upstream server.
+    Server,
+    /// Per principal and tool.
+    Tool,
+}
+
+/// A list whose entries keep their index: an entry removed after an error (or written as null)
+/// is `None`, so later entries keep the index (and path) they have in the file.
+pub(crate) type List<T> = Vec<Option<T>>;
+
+/// A mapping read in file order, keys as strings.
+pub(crate) struct OrderedMap<V>(pub(crate) Vec<(String, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V_<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for V_<V> {
+            type Value = OrderedMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, V>()? {
+                    out.push((k, v));
+                }
+                Ok(OrderedMap(out))
+            }
+        }
+        d.deserialize_map(V_(PhantomData))
+    }
+}
+
+/// A duration: a humantime string (`30s`, `5m`, `500ms`, `1h 30m`) or an integer of seconds.
+#[derive(Clone, Copy)]
+pub(crate) struct RawDuration(pub(crate) Duration);
+
+const DURATION_HINT: &str =
+    "write a number of seconds or a duration such as `30s`, `5m`, `500ms` or `1h 30m`";
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDuration, E> {
+                Ok(RawDuration(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDuration, E> {
+                Err(E::custom(format!(
+                    "invalid duration `{v}`: negative{HINT_SEP}{DURATION_HINT}"
+                )))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDuration, E> {
+                Err(E::custom(format!(
+                    "invalid duration `{v}`{HINT_SEP}fractions of a second are written with a unit, e.g. `1500ms`"
+                )))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawDuration, E> {
+                Err(E::custom(format!(
+                    "invalid duration `{v}`{HINT_SEP}{DURATION_HINT}"
+                )))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDuration, E> {
+                let t = v.trim();
+                if let Ok(secs) = t.parse::<u64>() {
+                    return Ok(RawDuration(Duration::from_secs(secs)));
+                }
+                humantime::parse_duration(t).map(RawDuration).map_err(|_| {
+                    E::custom(format!("invalid duration `{v}`{HINT_SEP}{DURATION_HINT}"))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A byte size: an integer or a string with a unit (`4MiB`, `512KiB`, `1MB`, `1024B`).
+#[derive(Clone, Copy)]
+pub(crate) struct ByteSize(pub(crate) u64);
+
+const SIZE_HINT: &str = "write a number of bytes or a size such as `4MiB`, `512KiB` or `1MB`";
+
+/// Parses `4MiB`, `512 KiB`, `1MB`, `1024`, case-insensitively.
+pub(crate) fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte size")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                Err(E::custom(format!(
+                    "invalid size `{v}`{HINT_SEP}{SIZE_HINT}"
+                )))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ByteSize, E> {
+                Err(E::custom(format!(
+                    "invalid size `{v}`{HINT_SEP}{SIZE_HINT}"
+                )))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ByteSize, E> {
+                Err(E::custom(format!(
+                    "invalid size `{v}`{HINT_SEP}{SIZE_HINT}"
+                )))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                parse_size(v)
+                    .map(ByteSize)
+                    .ok_or_else(|| E::custom(format!("invalid size `{v}`{HINT_SEP}{SIZE_HINT}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4MiB"), Some(4 * 1024 * 1024));
+        assert_eq!(parse_size("512 KiB"), Some(512 * 1024));
+        assert_eq!(parse_size("1MB"), Some(1_000_000));
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("12XB"), None);
+        assert_eq!(parse_size("MiB"), None);
+        assert_eq!(parse_size("99999999999999GiB"), None);
+    }
+}

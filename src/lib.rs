@@ -1,0 +1,28 @@
+//! Portcullis: a declarative MCP gateway on Pingora.
+//!
+//! One YAML file (`gateway.yaml`) describes the upstream MCP servers and the policy. The gateway
+//! compiles it into an immutable [`config::Runtime`] snapshot held in one `ArcSwap`
+//! ([`reload::Snapshot`]), reloads it when the file changes, and proxies `/mcp/{server}` traffic,
+//! reading each JSON-RPC body before the upstream is chosen.
+//!
+//! Module map (one module, one idea):
+//!
+//! | module        | owns                                                                  |
+//! |---------------|-----------------------------------------------------------------------|
+//! | [`cli`]       | `serve`, `check`, `explain` command line                              |
+//! | [`app`]       | builds the Pingora server: proxy service, background services         |
+//! | [`config`]    | raw (file mirror) -> compile (all errors at once) -> runtime snapshot |
+//! | [`reload`]    | the one `ArcSwap`, the directory watcher, SIGHUP, keep-last-good       |
+//! | [`proxy`]     | the thin `ProxyHttp` impl, routing, the pre-read POST exchange        |
+//! | [`mcp`]       | JSON-RPC classification, capped body reading                          |
+//! | [`telemetry`] | tracing setup and the Prometheus registry                             |
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod mcp;
+pub mod proxy;
+pub mod reload;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,251 @@
+//! The pre-read POST exchange: how a body of any size up to `max_body_bytes` is read and decided
+//! on before any upstream is contacted.
+//!
+//! Pingora reads a request body only after `upstream_peer`, and the buffer it replays for a body
+//! read early is capped at 64 KiB: above that the body is truncated and the upstream hangs
+//! (pingora #575, #688, #780; measured in FACTS.md). So for a POST the gateway reads the whole
+//! body in `request_filter` ([`crate::mcp::body::read_capped`]), classifies it, and then does
+//! the upstream exchange itself with Pingora's own connector and connection pool:
+//!
+//! 1. request header rewritten ([`super::upstream::rewrite_request`]) with the exact
+//!    `Content-Length` and no `Transfer-Encoding`/`Expect`;
+//! 2. header and body written, response header read (a stale pooled connection is retried once
+//!    on a fresh one: the body is in memory, and nothing was answered);
+//! 3. the response relayed chunk by chunk as it arrives (SSE is never buffered), while the
+//!    downstream is watched: a client that goes away drops the upstream connection, which
+//!    cancels the upstream request;
+//! 4. the upstream connection returned to the pool when the response completed cleanly.
+//!
+//! This is the only module that knows about the workaround; everything else sees a `Route`
+//! and a body.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_error::{Error, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+
+use super::upstream::Route;
+use crate::telemetry::metrics::metrics;
+
+/// How long a pooled upstream connection may idle before it is closed.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// Why an exchange did not complete.
+#[derive(Debug)]
+pub enum Failure {
+    /// Nothing was sent downstream yet: answer with this status and detail.
+    BeforeResponse {
+        /// 502 or 504.
+        status: u16,
+        /// Metric label: `connect`, `timeout`, `protocol`, `resolve`.
+        kind: &'static str,
+        /// Human-readable cause (no secrets: never headers or bodies).
+        detail: String,
+    },
+    /// The response had started; the downstream connection was closed to signal truncation.
+    Aborted,
+    /// The client went away; the upstream request was cancelled.
+    ClientGone,
+}
+
+impl Failure {
+    fn before(e: &Error) -> Self {
+        let (status, kind) = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                (504, "timeout")
+            }
+            ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::BindError
+            | ErrorType::SocketError => (502, "connect"),
+            _ => (502, "protocol"),
+        };
+        Failure::BeforeResponse {
+            status,
+            kind,
+            detail: describe(e),
+        }
+    }
+}
+
+/// A short cause for logs and error bodies.
+fn describe(e: &Error) -> String {
+    match e.etype() {
+        ErrorType::ConnectRefused => "connection refused".into(),
+        ErrorType::ConnectTimedout => "connect timed out".into(),
+        ErrorType::ReadTimedout => "no response within the read timeout".into(),
+        ErrorType::WriteTimedout => "write timed out".into(),
+        ErrorType::ConnectionClosed => "connection closed before a response".into(),
+        ErrorType::ConnectNoRoute => "no route to host".into(),
+        other => format!("{}", other.as_str().to_lowercase().replace('_', " ")),
+    }
+}
+
+/// Forward a fully read POST body to `route` and relay the answer. On `Ok`, the status sent.
+/// `sse_open` is set when the answer is an SSE stream (counted until the request is logged).
+pub async fn forward(
+    connector: &Connector,
+    session: &mut Session,
+    sse_open: &mut bool,
+    route: &Route,
+    body: Bytes,
+) -> Result<u16, Failure> {
+    let peer = route.peer(false).map_err(|e| Failure::BeforeResponse {
+        status: 502,
+        kind: "resolve",
+        detail: e.to_string(),
+    })?;
+    let mut req = session.req_header().clone();
+    super::upstream::rewrite_request(&mut req, &route.upstream, &route.target, Some(body.len()));
+
+    let started = Instant::now();
+    let mut up = open(connector, &peer, &req, &body).await?;
+    route.latency.observe(started.elapsed().as_secs_f64());
+
+    let mut resp = match up.response_header() {
+        Some(h) => Box::new(h.clone()),
+        None => {
+            return Err(Failure::BeforeResponse {
+                status: 502,
+                kind: "protocol",
+                detail: "no response header".into(),
+            })
+        }
+    };
+    let status = resp.status.as_u16();
+    let sse = prepare_response(&mut resp);
+    if sse {
+        metrics().sse_open.inc();
+        *sse_open = true;
+    }
+    if session.write_response_header(resp, false).await.is_err() {
+        return Err(Failure::ClientGone);
+    }
+    relay_body(session, &mut up).await?;
+    if session.write_response_body(None, true).await.is_err() {
+        return Err(Failure::ClientGone);
+    }
+    if up.response_done() {
+        connector
+            .release_http_session(up, &peer, Some(POOL_IDLE))
+            .await;
+    }
+    Ok(status)
+}
+
+/// Connect (or reuse a pooled connection), send the request, read the response header.
+async fn open(
+    connector: &Connector,
+    peer: &pingora_core::upstreams::peer::HttpPeer,
+    req: &RequestHeader,
+    body: &Bytes,
+) -> Result<HttpSession, Failure> {
+    for attempt in 0..2 {
+        let (mut up, reused) = connector
+            .get_http_session(peer)
+            .await
+            .map_err(|e| Failure::before(&e))?;
+        up.set_read_timeout(peer.options.read_timeout);
+        up.set_write_timeout(peer.options.write_timeout);
+        match send(&mut up, req, body).await {
+            Ok(()) => return Ok(up),
+            // A pooled connection the upstream closed while idle: retry once on a new one.
+            Err(e) if reused && attempt == 0 => {
+                tracing::debug!(error = %e, "stale pooled upstream connection; retrying");
+            }
+            Err(e) => return Err(Failure::before(&e)),
+        }
+    }
+    Err(Failure::BeforeResponse {
+        status: 502,
+        kind: "connect",
+        detail: "no usable connection".into(),
+    })
+}
+
+async fn send(up: &mut HttpSession, req: &RequestHeader, body: &Bytes) -> pingora_error::Result<()> {
+    up.write_request_header(Box::new(req.clone())).await?;
+    if !body.is_empty() {
+        up.write_request_body(body.clone(), true).await?;
+    }
+    up.finish_request_body().await?;
+    loop {
+        up.read_response_header().await?;
+        // Skip interim 1xx answers (101 is not expected on this path).
+        match up.response_header().map(|h| h.status.as_u16()) {
+            Some(s) if (100..200).contains(&s) => continue,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Hop-by-hop response headers: framing is Pingora's to choose downstream.
+const DROP_DOWNSTREAM: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "proxy-connection",
+    "trailer",
+    "upgrade",
+];
+
+/// Clean the upstream's response header for the client. Returns true for an SSE stream, which
+/// is marked never to be buffered by intermediaries.
+pub fn prepare_response(resp: &mut ResponseHeader) -> bool {
+    for h in DROP_DOWNSTREAM {
+        resp.remove_header(h);
+    }
+    let sse = resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+    if sse {
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        let _ = resp.insert_header("x-accel-buffering", "no");
+    }
+    sse
+}
+
+/// Relay the response body chunk by chunk, watching for the client going away.
+async fn relay_body(session: &mut Session, up: &mut HttpSession) -> Result<(), Failure> {
+    let mut watch_client = true;
+    loop {
+        let next = tokio::select! {
+            biased;
+            r = up.read_response_body() => r,
+            gone = session.as_downstream_mut().read_body_or_idle(true), if watch_client => {
+                match gone {
+                    Err(_) => {
+                        // Dropping `up` without returning it to the pool closes the upstream
+                        // connection: that is the cancellation the upstream sees.
+                        tracing::debug!("client went away; cancelling the upstream request");
+                        return Err(Failure::ClientGone);
+                    }
+                    Ok(_) => {
+                        watch_client = false;
+                        continue;
+                    }
+                }
+            }
+        };
+        match next {
+            Ok(Some(chunk)) => {
+                if session.write_response_body(Some(chunk), false).await.is_err() {
+                    return Err(Failure::ClientGone);
+                }
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), "upstream failed mid-response; closing the client connection");
+                session.as_downstream_mut().shutdown().await;
+                return Err(Failure::Aborted);
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The Pingora `ProxyHttp` implementation. It stays thin: each phase delegates to one module.
+//!
+//! ```text
+//!  phase                    what happens                               module
+//!  ───────────────────────  ─────────────────────────────────────────  ──────────────────
+//!  new_ctx                  pin the live config snapshot (one load)     reload::Snapshot
+//!  request_filter           route; admin endpoints answered             route, admin
+//!                           Origin check; unknown server -> 404         route, respond
+//!                           POST: content type, capped body read,       mcp::body
+//!                                 JSON-RPC classification               mcp::jsonrpc
+//!                                 (authn/authz: next issue)
+//!                                 upstream exchange, streamed back      exchange
+//!                           GET/DELETE: fall through to Pingora
+//!  upstream_peer            GET/DELETE: the chosen server's peer        upstream
+//!  upstream_request_filter  path, Host, credentials, hop-by-hop        upstream
+//!  response_filter          SSE: X-Accel-Buffering: no, stream gauge   exchange
+//!  fail_to_proxy            upstream down -> 502 JSON-RPC error         respond
+//!  logging                  metrics (route/method/status, duration)     telemetry
+//! ```
+
+pub mod admin;
+pub mod ctx;
+pub mod exchange;
+pub mod respond;
+pub mod route;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora_core::connectors::http::Connector;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use serde_json::{json, Value};
+
+use crate::mcp::body::{self, BodyError};
+use crate::mcp::jsonrpc;
+use crate::reload::Snapshot;
+use crate::telemetry::metrics::{method_index, metrics, RouteLabel};
+use crate::upstream::health::Health;
+use ctx::Ctx;
+use route::Route;
+
+/// The gateway: the live snapshot, reachability, and the connector for pre-read exchanges.
+pub struct Gateway {
+    snapshot: Arc<Snapshot>,
+    health: Arc<Health>,
+    connector: Connector,
+}
+
+impl Gateway {
+    /// A gateway serving `snapshot`.
+    pub fn new(snapshot: Arc<Snapshot>, health: Arc<Health>) -> Self {
+        Gateway {
+            snapshot,
+            health,
+            connector: Connector::new(None),
+        }
+    }
+
+    /// `POST /mcp/{server}`: read, check, forward. Returns the status written.
+    async fn post(&self, session: &mut Session, ctx: &mut Ctx) -> Result<u16> {
+        let live = &ctx.live;
+        let server = ctx.server.as_deref().unwrap_or_default();
+        let Some(route) = live.routes.get(server) else {
+            return not_found(session, server).await;
+        };
+        if !is_json(session.req_header()) {
+            respond::rpc_error(
+                session,
+                415,
+                &Value::Null,
+                -32600,
+                "Unsupported Media Type: POST bodies must be `Content-Type: application/json`",
+                None,
+                true,
+            )
+            .await?;
+            return Ok(415);
+        }
+        let limit = live.config.server.max_body_bytes;
+        let body = match body::read_capped(session, limit).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge { limit }) => {
+                let msg = format!("Request body exceeds the {limit}-byte limit");
+                respond::rpc_error(session, 413, &Value::Null, -32600, &msg, None, true).await?;
+                return Ok(413);
+            }
+            Err(e @ BodyError::BadLength) => {
+                let msg = e.to_string();
+                respond::rpc_error(session, 400, &Value::Null, -32600, &msg, None, true).await?;
+                return Ok(400);
+            }
+            Err(BodyError::Read(e)) => {
+                return Err(Error::explain(ErrorType::ReadError, e));
+            }
+        };
+        let envelope = match jsonrpc::classify(&body) {
+            Ok(e) => e,
+            Err(e) => {
+                respond::rpc_error(session, 400, &Value::Null, e.code(), &e.to_string(), None, false)
+                    .await?;
+                return Ok(400);
+            }
+        };
+        // Identity and policy decide here, before any upstream is contacted (next issue).
+        match exchange::forward(&self.connector, session, &mut ctx.sse_open, route, body).await {
+            Ok(status) => Ok(status),
+            Err(exchange::Failure::BeforeResponse { status, kind, detail }) => {
+                metrics().upstream_error(server, kind);
+                tracing::warn!(server, kind, detail = %detail, "upstream request failed");
+                let id = envelope.error_id();
+                respond::upstream_failure(session, status, &id, server, &detail).await?;
+                Ok(status)
+            }
+            Err(exchange::Failure::Aborted) => {
+                metrics().upstream_error(server, "aborted");
+                Ok(502)
+            }
+            Err(exchange::Failure::ClientGone) => Ok(499),
+        }
+    }
+}
+
+fn is_json(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn not_found(session: &mut Session, server: &str) -> Result<u16> {
+    let body = json!({
+        "error": "not_found",
+        "message": format!("no upstream server named `{server}` is configured"),
+    });
+    respond::json(session, 404, &body, false).await?;
+    Ok(404)
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new(self.snapshot.load())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let route = Route::parse(session.req_header().uri.path());
+        ctx.route = route.label();
+        let status = match route {
+            Route::Admin(which) => admin::serve(session, &ctx.live, &self.health, which).await?,
+            Route::NotFound => {
+                let body = json!({ "error": "not_found", "message": "no such endpoint" });
+                respond::json(session, 404, &body, false).await?;
+                404
+            }
+            Route::Aggregate => {
+                let v = json!({ "error": "not_implemented", "message": "the aggregated /mcp endpoint is not available yet; use /mcp/{server}" });
+                respond::json(session, 501, &v, false).await?;
+                501
+            }
+            Route::Server(name) => {
+                if let Some(status) = route::check_origin(session, &ctx.live.config) {
+                    let v = json!({ "error": "forbidden", "message": "Origin not allowed" });
+                    respond::json(session, status, &v, false).await?;
+                    ctx.status = status;
+                    return Ok(true);
+                }
+                ctx.server = Some(name);
+                let method = session.req_header().method.clone();
+                match method {
+                    http::Method::POST => self.post(session, ctx).await?,
+                    http::Method::GET | http::Method::DELETE => {
+                        let name = ctx.server.as_deref().unwrap_or_default();
+                        if ctx.live.routes.get(name).is_none() {
+                            not_found(session, name).await?
+                        } else {
+                            return Ok(false); // Pingora proxies it (no body to read).
+                        }
+                    }
+                    _ => {
+                        let v = json!({ "error": "method_not_allowed", "message": "use POST, GET or DELETE" });
+                        let body = bytes::Bytes::from(v.to_string());
+                        respond::send(session, 405, "application/json", body, &[("allow", "GET, POST, DELETE")], false).await?;
+                        405
+                    }
+                }
+            }
+        };
+        ctx.status = status;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let name = ctx.server.as_deref().unwrap_or_default();
+        let route = ctx
+            .live
+            .routes
+            .get(name)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        let peer = route
+            .peer(true)
+            .map_err(|e| Error::explain(ErrorType::ConnectError, e.to_string()))?;
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let name = ctx.server.as_deref().unwrap_or_default();
+        if let Some(route) = ctx.live.routes.get(name) {
+            upstream::rewrite_request(req, &route.upstream, &route.target, None);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if exchange::prepare_response(resp) && !ctx.sse_open {
+            metrics().sse_open.inc();
+            ctx.sse_open = true;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let server = ctx.server.as_deref().unwrap_or("unknown");
+        let status = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout => 504,
+            _ if e.esource() == &pingora_error::ErrorSource::Downstream => 0,
+            _ => 502,
+        };
+        if status >= 500 {
+            metrics().upstream_error(server, "connect");
+            tracing::warn!(server, error = %e.etype().as_str(), "upstream request failed");
+        }
+        if status > 0 && session.response_written().is_none() {
+            let detail = e.etype().as_str().to_lowercase().replace('_', " ");
+            let _ = respond::upstream_failure(session, status, &Value::Null, server, &detail).await;
+        }
+        ctx.status = status;
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _error: &Error) -> bool {
+        // Upstream failures are logged once, with the server name, in `fail_to_proxy`.
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.sse_open {
+            metrics().sse_open.dec();
+            ctx.sse_open = false;
+        }
+        let status = match session.response_written() {
+            Some(r) => r.status.as_u16(),
+            None => ctx.status,
+        };
+        let method = method_index(&session.req_header().method);
+        metrics().request(ctx.route, method, status, ctx.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Route {
+    fn label(&self) -> RouteLabel {
+        match self {
+            Route::Server(_) => RouteLabel::McpServer,
+            Route::Aggregate => RouteLabel::Mcp,
+            Route::Admin(_) => RouteLabel::Admin,
+            Route::NotFound => RouteLabel::Unknown,
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Upstream connection details, prepared once per config load, and the request rewrite shared by
+//! both forwarding paths (Pingora's own for GET/DELETE, [`super::exchange`] for POST).
+
+use std::collections::HashMap;
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderName};
+use pingora_core::protocols::ALPN;
+use pingora_core::protocols::TcpKeepalive;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::RequestHeader;
+use prometheus::Histogram;
+
+use crate::config::{HttpTarget, Runtime, Transport, Upstream};
+use crate::telemetry::metrics::metrics;
+
+/// How long an idle pooled upstream connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// One HTTP upstream, ready to connect to.
+pub struct Route {
+    /// The config entry.
+    pub upstream: Arc<Upstream>,
+    /// Where it listens.
+    pub target: HttpTarget,
+    /// The peer template (address resolved at load time, timeouts applied).
+    pub peer: Result<HttpPeer, String>,
+    /// The resolved address, for health probes.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Time-to-header histogram of this upstream.
+    pub latency: Histogram,
+}
+
+impl Route {
+    /// A peer for one request. `streaming_get` lifts the idle read timeout for the long-lived
+    /// GET notification stream (client disconnect and TCP keepalive end it instead).
+    pub fn peer(&self, streaming_get: bool) -> Result<HttpPeer, &str> {
+        let mut peer = match &self.peer {
+            Ok(p) => p.clone(),
+            Err(e) => return Err(e.as_str()),
+        };
+        if streaming_get {
+            peer.options.read_timeout = None;
+        }
+        Ok(peer)
+    }
+}
+
+/// Every HTTP upstream of a snapshot, by name.
+#[derive(Default)]
+pub struct Routes {
+    by_name: HashMap<String, Route>,
+}
+
+impl Routes {
+    /// Prepare peers for every HTTP upstream of `rt`. Host names are resolved here, at load time,
+    /// never per request; a name that does not resolve makes that upstream answer 502.
+    pub fn build(rt: &Runtime) -> Self {
+        let mut by_name = HashMap::new();
+        for up in &rt.proxy.servers {
+            let target = match &up.transport {
+                Transport::StreamableHttp(t) => t.clone(),
+                Transport::Sse(_) | Transport::Stdio(_) => continue,
+            };
+            let addr = resolve(&target);
+            if let Err(e) = &addr {
+                tracing::warn!(server = %up.name, error = %e, "upstream address does not resolve");
+            }
+            let peer = addr.clone().map(|a| build_peer(up, &target, a));
+            by_name.insert(
+                up.name.clone(),
+                Route {
+                    upstream: up.clone(),
+                    latency: metrics().upstream_latency(&up.name),
+                    target,
+                    addr: peer.as_ref().ok().and(addr.ok()),
+                    peer,
+                },
+            );
+        }
+        Routes { by_name }
+    }
+
+    /// The route of a server, if it is an HTTP upstream.
+    pub fn get(&self, name: &str) -> Option<&Route> {
+        self.by_name.get(name)
+    }
+
+    /// Every HTTP route, for health probing.
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.by_name.values()
+    }
+}
+
+fn resolve(t: &HttpTarget) -> Result<std::net::SocketAddr, String> {
+    (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", t.address))?
+        .next()
+        .ok_or_else(|| format!("{} resolves to no address", t.address))
+}
+
+fn build_peer(up: &Upstream, t: &HttpTarget, addr: std::net::SocketAddr) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, t.tls, t.host.clone());
+    let o = &mut peer.options;
+    o.connection_timeout = Some(up.connect_timeout);
+    o.total_connection_timeout = Some(up.connect_timeout * 2);
+    o.read_timeout = Some(up.timeout);
+    o.write_timeout = Some(up.timeout);
+    o.idle_timeout = Some(POOL_IDLE);
+    o.tcp_keepalive = Some(TcpKeepalive {
+        idle: Duration::from_secs(60),
+        interval: Duration::from_secs(10),
+        count: 5,
+        #[cfg(target_os = "linux")]
+        user_timeout: Duration::from_secs(0),
+    });
+    o.alpn = if t.tls { ALPN::H2H1 } else { ALPN::H1 };
+    peer
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus ones the gateway owns.
+const DROP_UPSTREAM: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::EXPECT,
+    // Responses must stay uncompressed: SSE is never compressed and later filters read bodies.
+    header::ACCEPT_ENCODING,
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Rewrite a downstream request header into the upstream's: path, `Host`, credentials,
+/// hop-by-hop cleanup. `body_len` is set for the pre-read POST path (exact `Content-Length`).
+pub fn rewrite_request(
+    req: &mut RequestHeader,
+    up: &Upstream,
+    target: &HttpTarget,
+    body_len: Option<usize>,
+) {
+    // Headers named by `Connection` are hop-by-hop too.
+    if let Some(conn) = req.headers.get(header::CONNECTION).cloned() {
+        if let Ok(list) = conn.to_str() {
+            for name in list.split(',') {
+                let name = name.trim();
+                if !name.is_empty() {
+                    req.remove_header(name);
+                }
+            }
+        }
+    }
+    for h in &DROP_UPSTREAM {
+        req.remove_header(h);
+    }
+    let query = req.uri.query().map(str::to_owned);
+    let path = match query {
+        None => target.path_and_query.clone(),
+        Some(q) if target.path_and_query.contains('?') => {
+            format!("{}&{q}", target.path_and_query)
+        }
+        Some(q) => format!("{}?{q}", target.path_and_query),
+    };
+    if let Ok(uri) = path.parse::<http::Uri>() {
+        req.set_uri(uri);
+    }
+    let _ = req.insert_header(header::HOST, target.host_header.as_str());
+    if !up.forward_authorization {
+        req.remove_header(&header::AUTHORIZATION);
+    }
+    for (name, value) in &up.inject_headers {
+        let _ = req.insert_header(name.clone(), value.clone());
+    }
+    if let Some(len) = body_len {
+        req.remove_header(&header::TRANSFER_ENCODING);
+        let _ = req.insert_header(header::CONTENT_LENGTH, len);
+    }
+}

@@ -1,0 +1,148 @@
+//! Hot reload: the one `ArcSwap` holding the live snapshot, keep-last-good, and the watcher.
+//!
+//! A request loads the snapshot once (`Snapshot::load`, in `new_ctx`) and uses only that `Arc`
+//! until it ends, so a reload never changes a request in flight. A reload compiles the file
+//! into a complete new [`Live`] off the request path and swaps it in with one atomic store; a
+//! bad file, or one that changes a startup-only field, leaves the old snapshot running.
+
+pub mod watcher;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::config::{self, Runtime};
+use crate::proxy::upstream::Routes;
+use crate::telemetry::metrics::{metrics, ReloadResult};
+
+/// Everything a request needs from the config, compiled and prepared.
+pub struct Live {
+    /// The compiled config.
+    pub config: Runtime,
+    /// Prepared upstream peers.
+    pub routes: Routes,
+}
+
+impl Live {
+    /// Prepare a compiled config for serving.
+    pub fn new(config: Runtime) -> Self {
+        let routes = Routes::build(&config);
+        Live { config, routes }
+    }
+}
+
+/// What a reload attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new snapshot is live; its content hash.
+    Applied(String),
+    /// The file did not change.
+    Unchanged,
+    /// The file was refused; the old snapshot keeps running. The rendered reason.
+    Rejected(String),
+}
+
+/// The live snapshot and where it came from.
+pub struct Snapshot {
+    current: ArcSwap<Live>,
+    path: PathBuf,
+    /// Bumped after every reload attempt (any outcome), for observers and tests.
+    generation: watch::Sender<u64>,
+    /// The outcome of the latest attempt (read by `/status` and tests, never per request).
+    last: std::sync::Mutex<Option<Outcome>>,
+}
+
+impl Snapshot {
+    /// Wrap an already loaded config read from `path`.
+    pub fn new(path: &Path, config: Runtime) -> Arc<Self> {
+        let hash = config.source.hash.clone();
+        let at = unix_seconds(&config);
+        let (generation, _) = watch::channel(0);
+        let snap = Arc::new(Snapshot {
+            current: ArcSwap::from_pointee(Live::new(config)),
+            path: path.to_path_buf(),
+            generation,
+            last: std::sync::Mutex::new(None),
+        });
+        metrics().reload(ReloadResult::Success, Some(&hash), at);
+        snap
+    }
+
+    /// The live snapshot. Call once per request.
+    pub fn load(&self) -> Arc<Live> {
+        self.current.load_full()
+    }
+
+    /// The config file this snapshot reloads from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Subscribe to reload attempts (the value counts them).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Re-read the file and swap it in if it is valid, changed, and changes no startup-only
+    /// field. Never panics; logs and counts every outcome.
+    pub fn reload(&self) -> Outcome {
+        let outcome = self.try_reload();
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(outcome.clone());
+        }
+        self.generation.send_modify(|g| *g += 1);
+        outcome
+    }
+
+    /// The outcome of the latest reload attempt, if any.
+    pub fn last_outcome(&self) -> Option<Outcome> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+
+    fn try_reload(&self) -> Outcome {
+        let file = self.path.display().to_string();
+        let new = match config::load_file(&self.path) {
+            Ok(rt) => rt,
+            Err(diags) => {
+                let text = diags.to_string();
+                tracing::error!(file = %file, "config reload rejected; the previous config keeps running\n{text}");
+                metrics().reload(ReloadResult::Error, None, 0);
+                return Outcome::Rejected(text);
+            }
+        };
+        let old = self.current.load();
+        if old.config.source.hash == new.source.hash {
+            tracing::debug!(file = %file, "config unchanged");
+            metrics().reload(ReloadResult::Unchanged, None, 0);
+            return Outcome::Unchanged;
+        }
+        let startup = old.config.startup_only_changes(&new);
+        if !startup.is_empty() {
+            let text = format!(
+                "{} cannot change without a restart: {}",
+                if startup.len() == 1 { "this field" } else { "these fields" },
+                startup.join(", ")
+            );
+            tracing::error!(file = %file, fields = ?startup, "config reload rejected; the previous config keeps running: {text}");
+            metrics().reload(ReloadResult::Error, None, 0);
+            return Outcome::Rejected(text);
+        }
+        let hash = new.source.hash.clone();
+        let at = unix_seconds(&new);
+        self.current.store(Arc::new(Live::new(new)));
+        metrics().reload(ReloadResult::Success, Some(&hash), at);
+        tracing::info!(file = %file, hash = %hash, "config reloaded");
+        Outcome::Applied(hash)
+    }
+}
+
+fn unix_seconds(rt: &Runtime) -> i64 {
+    rt.source
+        .loaded_at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

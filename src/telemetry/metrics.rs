@@ -1,0 +1,239 @@
+//! The Prometheus registry. Metric names are consts; label sets are low-cardinality.
+//!
+//! Hot-path counters are resolved once at start into plain arrays indexed by
+//! route × method × status, so recording a request is an atomic add, never a map lookup or lock.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// `portcullis_requests_total{route,method,status}`.
+pub const REQUESTS_TOTAL: &str = "portcullis_requests_total";
+/// `portcullis_request_duration_seconds{route}`.
+pub const REQUEST_DURATION: &str = "portcullis_request_duration_seconds";
+/// `portcullis_config_reloads_total{result}`.
+pub const CONFIG_RELOADS: &str = "portcullis_config_reloads_total";
+/// `portcullis_config_info{hash}`: 1 for the live config.
+pub const CONFIG_INFO: &str = "portcullis_config_info";
+/// `portcullis_config_loaded_timestamp_seconds`.
+pub const CONFIG_LOADED_AT: &str = "portcullis_config_loaded_timestamp_seconds";
+/// `portcullis_sse_streams_open`.
+pub const SSE_OPEN: &str = "portcullis_sse_streams_open";
+/// `portcullis_upstream_errors_total{server,kind}`.
+pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
+/// `portcullis_upstream_up{server}`: 1 when the last probe connected.
+pub const UPSTREAM_UP: &str = "portcullis_upstream_up";
+/// `portcullis_upstream_request_duration_seconds{server}` (time to response header).
+pub const UPSTREAM_LATENCY: &str = "portcullis_upstream_request_duration_seconds";
+
+/// Where a request went, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteLabel {
+    /// `/mcp/{server}`.
+    McpServer = 0,
+    /// `/mcp` (aggregated).
+    Mcp = 1,
+    /// `/live`, `/ready`, `/metrics`, `/status`.
+    Admin = 2,
+    /// Anything else.
+    Unknown = 3,
+}
+const ROUTES: [&str; 4] = ["mcp_server", "mcp", "admin", "unknown"];
+const METHODS: [&str; 5] = ["GET", "POST", "DELETE", "OPTIONS", "OTHER"];
+const STATUSES: [u16; 18] = [
+    200, 202, 204, 400, 401, 403, 404, 405, 406, 409, 413, 415, 429, 500, 502, 503, 504, 0,
+];
+
+/// Index of an HTTP method in the method label set.
+pub fn method_index(m: &http::Method) -> usize {
+    match *m {
+        http::Method::GET => 0,
+        http::Method::POST => 1,
+        http::Method::DELETE => 2,
+        http::Method::OPTIONS => 3,
+        _ => 4,
+    }
+}
+
+fn status_index(s: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|x| *x == s)
+        .unwrap_or(STATUSES.len() - 1)
+}
+
+/// Outcome of a config reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// A new snapshot went live.
+    Success = 0,
+    /// The file was bad (or changed a startup-only field); the old snapshot stays.
+    Error = 1,
+    /// The file's content did not change.
+    Unchanged = 2,
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Vec<IntCounter>,
+    durations: Vec<Histogram>,
+    reloads: [IntCounter; 3],
+    config_info: IntGaugeVec,
+    config_loaded_at: IntGauge,
+    /// Open SSE response streams.
+    pub sse_open: IntGauge,
+    upstream_errors: IntCounterVec,
+    upstream_latency: HistogramVec,
+    /// Upstream reachability by server (set by the health prober).
+    pub upstream_up: IntGaugeVec,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    // Registration fails only on a programming error (duplicate name, bad label count), which the
+    // test suite catches at the first call; it runs at start, never on a request.
+    #[allow(clippy::expect_used)]
+    fn new() -> Self {
+        let registry = Registry::new();
+        let requests_vec = IntCounterVec::new(
+            Opts::new(REQUESTS_TOTAL, "HTTP requests by route, method and status."),
+            &["route", "method", "status"],
+        )
+        .expect("metric definition");
+        let mut requests = Vec::with_capacity(ROUTES.len() * METHODS.len() * STATUSES.len());
+        for r in ROUTES {
+            for m in METHODS {
+                for s in STATUSES {
+                    let status = if s == 0 { "other".to_string() } else { s.to_string() };
+                    requests.push(requests_vec.with_label_values(&[r, m, &status]));
+                }
+            }
+        }
+        let durations_vec = HistogramVec::new(
+            HistogramOpts::new(REQUEST_DURATION, "Request duration until the response ended.")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0, 30.0, 60.0, 300.0,
+                ]),
+            &["route"],
+        )
+        .expect("metric definition");
+        let durations = ROUTES
+            .iter()
+            .map(|r| durations_vec.with_label_values(&[r]))
+            .collect();
+        let reloads_vec = IntCounterVec::new(
+            Opts::new(CONFIG_RELOADS, "Config reloads by result."),
+            &["result"],
+        )
+        .expect("metric definition");
+        let reloads = [
+            reloads_vec.with_label_values(&["success"]),
+            reloads_vec.with_label_values(&["error"]),
+            reloads_vec.with_label_values(&["unchanged"]),
+        ];
+        let config_info = IntGaugeVec::new(
+            Opts::new(CONFIG_INFO, "The live config, by content hash (value 1)."),
+            &["hash"],
+        )
+        .expect("metric definition");
+        let config_loaded_at = IntGauge::new(
+            CONFIG_LOADED_AT,
+            "Unix time at which the live config was loaded.",
+        )
+        .expect("metric definition");
+        let sse_open =
+            IntGauge::new(SSE_OPEN, "SSE response streams currently open.").expect("metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(UPSTREAM_ERRORS, "Upstream failures by server and kind."),
+            &["server", "kind"],
+        )
+        .expect("metric definition");
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(UPSTREAM_LATENCY, "Time from request to upstream response header.")
+                .buckets(prometheus::exponential_buckets(0.0005, 2.5, 14).expect("buckets")),
+            &["server"],
+        )
+        .expect("metric definition");
+        let upstream_up = IntGaugeVec::new(
+            Opts::new(UPSTREAM_UP, "1 when the upstream accepted the last probe connection."),
+            &["server"],
+        )
+        .expect("metric definition");
+        for c in [
+            Box::new(upstream_up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests_vec),
+            Box::new(durations_vec),
+            Box::new(reloads_vec),
+            Box::new(config_info.clone()),
+            Box::new(config_loaded_at.clone()),
+            Box::new(sse_open.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(upstream_latency.clone()),
+        ] {
+            registry.register(c).expect("metric registration");
+        }
+        Metrics {
+            registry,
+            requests,
+            durations,
+            reloads,
+            config_info,
+            config_loaded_at,
+            sse_open,
+            upstream_errors,
+            upstream_latency,
+            upstream_up,
+        }
+    }
+
+    /// Count one finished request. `method` is from [`method_index`].
+    pub fn request(&self, route: RouteLabel, method: usize, status: u16, seconds: f64) {
+        let idx = ((route as usize) * METHODS.len() + method.min(METHODS.len() - 1))
+            * STATUSES.len()
+            + status_index(status);
+        if let Some(c) = self.requests.get(idx) {
+            c.inc();
+        }
+        if let Some(h) = self.durations.get(route as usize) {
+            h.observe(seconds);
+        }
+    }
+
+    /// Count a reload and, on success, publish the live config's identity.
+    pub fn reload(&self, result: ReloadResult, live_hash: Option<&str>, loaded_at_unix: i64) {
+        self.reloads[result as usize].inc();
+        if let Some(hash) = live_hash {
+            self.config_info.reset();
+            self.config_info.with_label_values(&[hash]).set(1);
+            self.config_loaded_at.set(loaded_at_unix);
+        }
+    }
+
+    /// Count an upstream failure (off the hot path: only on errors).
+    pub fn upstream_error(&self, server: &str, kind: &str) {
+        self.upstream_errors.with_label_values(&[server, kind]).inc();
+    }
+
+    /// The latency histogram of one upstream, resolved once per config load (not per request).
+    pub fn upstream_latency(&self, server: &str) -> Histogram {
+        self.upstream_latency.with_label_values(&[server])
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

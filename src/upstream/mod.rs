@@ -1,0 +1,3 @@
+//! Upstream servers beyond a single request: reachability ([`health`]).
+
+pub mod health;

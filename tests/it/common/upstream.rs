@@ -1,0 +1,180 @@
+//! A scriptable MCP-shaped upstream on 127.0.0.1:0 that records what it receives.
+//!
+//! `POST /mcp` answers according to the request header `x-test-reply`:
+//! - absent or `json`: `{"result":{"len":N,"sha256":H}}` describing the body it received;
+//! - `sse:N:MS`: an SSE stream of N `notifications/progress` events, MS ms apart, then the result;
+//! - `forever`: SSE events every 20 ms until the client goes away (then `cancelled` counts it);
+//! - `silent:MS`: waits MS ms, then the JSON result;
+//! - `status:CODE`: an empty answer with that status.
+//!
+//! `GET /mcp` opens an SSE stream (3 events 30 ms apart); `DELETE /mcp` answers 200.
+//! Every answer carries `mcp-session-id: upstream-session` and echoes some request headers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Response, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use futures_util::stream;
+use tokio::sync::Notify;
+
+#[derive(Default)]
+pub struct Seen {
+    pub posts: AtomicUsize,
+    pub gets: AtomicUsize,
+    pub deletes: AtomicUsize,
+    pub cancelled: AtomicUsize,
+    pub cancel_notify: Notify,
+    pub last_headers: Mutex<Option<HeaderMap>>,
+    pub last_body: Mutex<Option<Bytes>>,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Seen>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let seen = Arc::new(Seen::default());
+        let app = Router::new()
+            .route("/mcp", post(on_post).get(on_get).delete(on_delete))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn posts(&self) -> usize {
+        self.seen.posts.load(Ordering::SeqCst)
+    }
+
+    pub fn last_headers(&self) -> HeaderMap {
+        self.seen.last_headers.lock().unwrap().clone().unwrap_or_default()
+    }
+}
+
+fn base(status: StatusCode, ctype: &str, req: &HeaderMap) -> axum::http::response::Builder {
+    let mut b = Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .header("mcp-session-id", "upstream-session");
+    for h in ["mcp-protocol-version", "last-event-id", "mcp-session-id"] {
+        if let Some(v) = req.get(h) {
+            b = b.header(format!("x-seen-{h}"), v);
+        }
+    }
+    b
+}
+
+struct CancelGuard(Arc<Seen>);
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        self.0.cancelled.fetch_add(1, Ordering::SeqCst);
+        self.0.cancel_notify.notify_waiters();
+    }
+}
+
+async fn on_post(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    seen.posts.fetch_add(1, Ordering::SeqCst);
+    *seen.last_headers.lock().unwrap() = Some(headers.clone());
+    *seen.last_body.lock().unwrap() = Some(body.clone());
+    let result = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{{"len":{},"sha256":"{}"}}}}"#,
+        body.len(),
+        super::sha256(&body)
+    );
+    let mode = headers
+        .get("x-test-reply")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("json")
+        .to_string();
+    let parts: Vec<&str> = mode.split(':').collect();
+    match parts.as_slice() {
+        ["sse", n, ms] => {
+            let n: usize = n.parse().unwrap();
+            let gap = Duration::from_millis(ms.parse().unwrap());
+            let events = stream::unfold(0usize, move |i| {
+                let result = result.clone();
+                async move {
+                    if i > n {
+                        return None;
+                    }
+                    tokio::time::sleep(gap).await;
+                    let data = if i < n {
+                        format!(
+                            "event: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progressToken\":\"t\",\"progress\":{}}}}}\n\n",
+                            i + 1
+                        )
+                    } else {
+                        format!("event: message\ndata: {result}\n\n")
+                    };
+                    Some((Ok::<_, std::io::Error>(Bytes::from(data)), i + 1))
+                }
+            });
+            base(StatusCode::OK, "text/event-stream", &headers)
+                .body(Body::from_stream(events))
+                .unwrap()
+        }
+        ["forever"] => {
+            let guard = CancelGuard(seen.clone());
+            let events = stream::unfold((0u64, guard), |(i, guard)| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let data = format!("data: {{\"tick\":{i}}}\n\n");
+                Some((Ok::<_, std::io::Error>(Bytes::from(data)), (i + 1, guard)))
+            });
+            base(StatusCode::OK, "text/event-stream", &headers)
+                .body(Body::from_stream(events))
+                .unwrap()
+        }
+        ["silent", ms] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+            base(StatusCode::OK, "application/json", &headers)
+                .body(Body::from(result))
+                .unwrap()
+        }
+        ["status", code] => base(
+            StatusCode::from_u16(code.parse().unwrap()).unwrap(),
+            "application/json",
+            &headers,
+        )
+        .body(Body::empty())
+        .unwrap(),
+        _ => base(StatusCode::OK, "application/json", &headers)
+            .body(Body::from(result))
+            .unwrap(),
+    }
+}
+
+async fn on_get(State(seen): State<Arc<Seen>>, headers: HeaderMap) -> Response<Body> {
+    seen.gets.fetch_add(1, Ordering::SeqCst);
+    *seen.last_headers.lock().unwrap() = Some(headers.clone());
+    let events = stream::unfold(0usize, |i| async move {
+        if i >= 3 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let data = format!("id: {i}\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{\"n\":{i}}}}}\n\n");
+        Some((Ok::<_, std::io::Error>(Bytes::from(data)), i + 1))
+    });
+    base(StatusCode::OK, "text/event-stream", &headers)
+        .body(Body::from_stream(events))
+        .unwrap()
+}
+
+async fn on_delete(State(seen): State<Arc<Seen>>, headers: HeaderMap) -> Response<Body> {
+    seen.deletes.fetch_add(1, Ordering::SeqCst);
+    *seen.last_headers.lock().unwrap() = Some(headers.clone());
+    base(StatusCode::OK, "application/json", &headers)
+        .body(Body::empty())
+        .unwrap()
+}
