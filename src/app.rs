@@ -35,7 +35,11 @@ pub fn check_servable(rt: &Runtime) -> anyhow::Result<()> {
 }
 
 /// The proxy application (no listener): used by `serve` and by in-process tests.
-pub fn proxy_app(conf: &Arc<ServerConf>, snapshot: Arc<Snapshot>, health: Arc<Health>) -> HttpProxy<Gateway> {
+pub fn proxy_app(
+    conf: &Arc<ServerConf>,
+    snapshot: Arc<Snapshot>,
+    health: Arc<Health>,
+) -> HttpProxy<Gateway> {
     let mut app = pingora_proxy::http_proxy(conf, Gateway::new(snapshot, health));
     let mut opts = HttpServerOptions::default();
     opts.h2c = true; // HTTP/2 with prior knowledge on cleartext listeners.
@@ -68,10 +72,17 @@ pub fn build(path: &Path, config: Runtime) -> anyhow::Result<Server> {
     let mut proxy = Service::new("portcullis proxy".to_string(), app);
     proxy.add_tcp(&listen.to_string());
 
-    let watcher = background_service("config watcher", Watcher::new(snapshot.clone(), DEFAULT_DEBOUNCE));
+    let watcher = background_service(
+        "config watcher",
+        Watcher::new(snapshot.clone(), DEFAULT_DEBOUNCE),
+    );
     let prober = background_service(
         "upstream health",
-        Prober { health, snapshot, interval: PROBE_INTERVAL },
+        Prober {
+            health,
+            snapshot,
+            interval: PROBE_INTERVAL,
+        },
     );
     server.add_service(proxy);
     server.add_service(watcher);

@@ -23,7 +23,12 @@ pub struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArg {
     /// The gateway config file.
-    #[arg(long, short = 'c', env = "PORTCULLIS_CONFIG", default_value = "gateway.yaml")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "PORTCULLIS_CONFIG",
+        default_value = "gateway.yaml"
+    )]
     pub config: PathBuf,
 }
 

@@ -3,8 +3,9 @@
 //!
 //! It runs on the parsed tree, value by value, never on the raw text: positions stay exact and a
 //! substituted secret containing `$`, `{`, `}`, `#`, `: ` or newlines can never change the YAML
-//! structure. Substituted text is never scanned again. Any other `$` stays literal. Map keys are
-//! not substituted.
+//! structure. Substituted text is never scanned again. Any other `$` stays literal, including a
+//! malformed `${...}` (bad name, no closing `}`). A default runs to the first `}` and is taken
+//! literally. Map keys are not substituted.
 
 use super::diagnostic::FieldPath;
 use super::yaml::{Kind, Node, Pos};

@@ -18,6 +18,12 @@
 //! with its position, the offending node is removed from the tree and deserialization is retried;
 //! `compile` then adds the semantic errors.
 //!
+//! Semantics worth knowing: an `oauth` section without `enabled` means enabled (no section means
+//! disabled, allowed only on a loopback listener). A permission naming a server that is not
+//! configured is an error when it looks like a typo of a configured name, otherwise a warning
+//! ([`Runtime::warnings`]): the seed's own example has `admin:*` without an `admin` server.
+//! Lists keep their indices in error paths even when an entry was removed after an error.
+//!
 //! Why not `serde_yaml`: it stops at the first error and cannot give the position of later ones
 //! (it is also deprecated and accepts duplicate keys); we need every error with
 //! `file:line:col`, the field path and a hint. Why not the `envsubst` crate: it refuses values

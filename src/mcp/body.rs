@@ -28,7 +28,11 @@ pub enum BodyError {
 
 /// The declared `Content-Length`, if any.
 pub fn declared_length(session: &Session) -> Result<Option<usize>, BodyError> {
-    match session.req_header().headers.get(http::header::CONTENT_LENGTH) {
+    match session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+    {
         None => Ok(None),
         Some(v) => v
             .to_str()

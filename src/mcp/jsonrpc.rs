@@ -203,18 +203,35 @@ impl<'de> DeserializeSeed<'de> for MessageSeed {
     }
 }
 
-/// Tracks the keys of one object to reject duplicates. Small objects scan linearly.
+/// Tracks the keys of one object to reject duplicates. Small objects (the common case) scan a
+/// short vector; past `SMALL` keys a hash set keeps a hostile object with 100k keys linear.
 #[derive(Default)]
 struct KeySet<'de> {
-    keys: Vec<Cow<'de, str>>,
+    small: Vec<Cow<'de, str>>,
+    large: Option<std::collections::HashSet<Cow<'de, str>>>,
 }
+
+const SMALL: usize = 16;
 
 impl<'de> KeySet<'de> {
     fn insert<E: de::Error>(&mut self, key: Cow<'de, str>) -> Result<(), E> {
-        if self.keys.iter().any(|k| *k == key) {
+        let duplicate = match &mut self.large {
+            Some(set) => !set.insert(key.clone()),
+            None if self.small.contains(&key) => true,
+            None if self.small.len() < SMALL => {
+                self.small.push(key.clone());
+                false
+            }
+            None => {
+                let mut set: std::collections::HashSet<_> = self.small.drain(..).collect();
+                set.insert(key.clone());
+                self.large = Some(set);
+                false
+            }
+        };
+        if duplicate {
             return Err(invalid(format_args!("duplicate key `{key}` in an object")));
         }
-        self.keys.push(key);
         Ok(())
     }
 }
@@ -513,7 +530,9 @@ mod tests {
 
     #[test]
     fn tool_call_target_is_extracted() {
-        let m = req(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#);
+        let m = req(
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#,
+        );
         assert_eq!(
             m,
             Message::Request {
@@ -526,7 +545,9 @@ mod tests {
 
     #[test]
     fn params_before_method_still_yields_target() {
-        let m = req(r#"{"params":{"uri":"file:///a"},"method":"resources/read","id":"x","jsonrpc":"2.0"}"#);
+        let m = req(
+            r#"{"params":{"uri":"file:///a"},"method":"resources/read","id":"x","jsonrpc":"2.0"}"#,
+        );
         assert_eq!(
             m,
             Message::Request {
@@ -572,7 +593,10 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[{"a":1,"\u0061":2}]}"#,
         ] {
             let err = classify(body.as_bytes()).unwrap_err();
-            assert!(matches!(err, RpcError::Invalid(ref m) if m.contains("duplicate key")), "{body}: {err:?}");
+            assert!(
+                matches!(err, RpcError::Invalid(ref m) if m.contains("duplicate key")),
+                "{body}: {err:?}"
+            );
         }
     }
 
@@ -588,7 +612,12 @@ mod tests {
             b"{\"jsonrpc\":\"2.0\",\"method\":\"\\ud800\"}",
         ] {
             let err = classify(body).unwrap_err();
-            assert_eq!(err.code(), -32700, "{:?}: {err:?}", String::from_utf8_lossy(body));
+            assert_eq!(
+                err.code(),
+                -32700,
+                "{:?}: {err:?}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
@@ -606,6 +635,24 @@ mod tests {
             let err = classify(body.as_bytes()).unwrap_err();
             assert_eq!(err.code(), -32600, "{body}: {err:?}");
         }
+    }
+
+    #[test]
+    fn large_objects_are_checked_in_linear_time() {
+        let n = 100_000;
+        let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\":0")).collect();
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{{}}}}}"#,
+            keys.join(",")
+        );
+        let start = std::time::Instant::now();
+        classify(body.as_bytes()).unwrap();
+        assert!(start.elapsed().as_secs() < 5, "quadratic key check");
+        let dup = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{{},"k5":1}}}}"#,
+            keys.join(",")
+        );
+        assert!(classify(dup.as_bytes()).is_err());
     }
 
     #[test]

@@ -12,10 +12,23 @@ use crate::telemetry::metrics::metrics;
 use crate::upstream::health::Health;
 
 /// Answer an admin request; returns the status written.
-pub async fn serve(session: &mut Session, live: &Live, health: &Health, which: Admin) -> Result<u16> {
+pub async fn serve(
+    session: &mut Session,
+    live: &Live,
+    health: &Health,
+    which: Admin,
+) -> Result<u16> {
     if session.req_header().method != http::Method::GET {
         let body = Bytes::from_static(b"{\"error\":\"method_not_allowed\"}");
-        respond::send(session, 405, "application/json", body, &[("allow", "GET")], false).await?;
+        respond::send(
+            session,
+            405,
+            "application/json",
+            body,
+            &[("allow", "GET")],
+            false,
+        )
+        .await?;
         return Ok(405);
     }
     match which {
@@ -36,8 +49,15 @@ pub async fn serve(session: &mut Session, live: &Live, health: &Health, which: A
         }
         Admin::Metrics => {
             let text = metrics().render();
-            respond::send(session, 200, "text/plain; version=0.0.4", Bytes::from(text), &[], false)
-                .await?;
+            respond::send(
+                session,
+                200,
+                "text/plain; version=0.0.4",
+                Bytes::from(text),
+                &[],
+                false,
+            )
+            .await?;
             Ok(200)
         }
         Admin::Status => {

@@ -82,7 +82,7 @@ fn describe(e: &Error) -> String {
         ErrorType::WriteTimedout => "write timed out".into(),
         ErrorType::ConnectionClosed => "connection closed before a response".into(),
         ErrorType::ConnectNoRoute => "no route to host".into(),
-        other => format!("{}", other.as_str().to_lowercase().replace('_', " ")),
+        other => other.as_str().to_lowercase().replace('_', " "),
     }
 }
 
@@ -168,7 +168,11 @@ async fn open(
     })
 }
 
-async fn send(up: &mut HttpSession, req: &RequestHeader, body: &Bytes) -> pingora_error::Result<()> {
+async fn send(
+    up: &mut HttpSession,
+    req: &RequestHeader,
+    body: &Bytes,
+) -> pingora_error::Result<()> {
     up.write_request_header(Box::new(req.clone())).await?;
     if !body.is_empty() {
         up.write_request_body(body.clone(), true).await?;
@@ -236,7 +240,11 @@ async fn relay_body(session: &mut Session, up: &mut HttpSession) -> Result<(), F
         };
         match next {
             Ok(Some(chunk)) => {
-                if session.write_response_body(Some(chunk), false).await.is_err() {
+                if session
+                    .write_response_body(Some(chunk), false)
+                    .await
+                    .is_err()
+                {
                     return Err(Failure::ClientGone);
                 }
             }

@@ -100,15 +100,27 @@ impl Gateway {
         let envelope = match jsonrpc::classify(&body) {
             Ok(e) => e,
             Err(e) => {
-                respond::rpc_error(session, 400, &Value::Null, e.code(), &e.to_string(), None, false)
-                    .await?;
+                respond::rpc_error(
+                    session,
+                    400,
+                    &Value::Null,
+                    e.code(),
+                    &e.to_string(),
+                    None,
+                    false,
+                )
+                .await?;
                 return Ok(400);
             }
         };
         // Identity and policy decide here, before any upstream is contacted (next issue).
         match exchange::forward(&self.connector, session, &mut ctx.sse_open, route, body).await {
             Ok(status) => Ok(status),
-            Err(exchange::Failure::BeforeResponse { status, kind, detail }) => {
+            Err(exchange::Failure::BeforeResponse {
+                status,
+                kind,
+                detail,
+            }) => {
                 metrics().upstream_error(server, kind);
                 tracing::warn!(server, kind, detail = %detail, "upstream request failed");
                 let id = envelope.error_id();
@@ -186,7 +198,15 @@ impl ProxyHttp for Gateway {
                     _ => {
                         let v = json!({ "error": "method_not_allowed", "message": "use POST, GET or DELETE" });
                         let body = bytes::Bytes::from(v.to_string());
-                        respond::send(session, 405, "application/json", body, &[("allow", "GET, POST, DELETE")], false).await?;
+                        respond::send(
+                            session,
+                            405,
+                            "application/json",
+                            body,
+                            &[("allow", "GET, POST, DELETE")],
+                            false,
+                        )
+                        .await?;
                         405
                     }
                 }
@@ -273,7 +293,12 @@ impl ProxyHttp for Gateway {
             None => ctx.status,
         };
         let method = method_index(&session.req_header().method);
-        metrics().request(ctx.route, method, status, ctx.started.elapsed().as_secs_f64());
+        metrics().request(
+            ctx.route,
+            method,
+            status,
+            ctx.started.elapsed().as_secs_f64(),
+        );
     }
 }
 

@@ -57,7 +57,11 @@ impl Route {
 pub fn check_origin(session: &Session, rt: &Runtime) -> Option<u16> {
     let origin = session.req_header().headers.get(http::header::ORIGIN)?;
     let origin = origin.to_str().ok()?.trim_end_matches('/');
-    let allowed = rt.server.allowed_origins.iter().any(|o| o.trim_end_matches('/') == origin)
+    let allowed = rt
+        .server
+        .allowed_origins
+        .iter()
+        .any(|o| o.trim_end_matches('/') == origin)
         || rt
             .server
             .public_url
@@ -85,8 +89,14 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(Route::parse("/mcp/everything"), Route::Server("everything".into()));
-        assert_eq!(Route::parse("/mcp/everything/"), Route::Server("everything".into()));
+        assert_eq!(
+            Route::parse("/mcp/everything"),
+            Route::Server("everything".into())
+        );
+        assert_eq!(
+            Route::parse("/mcp/everything/"),
+            Route::Server("everything".into())
+        );
         assert_eq!(Route::parse("/mcp"), Route::Aggregate);
         assert_eq!(Route::parse("/mcp/"), Route::Aggregate);
         assert_eq!(Route::parse("/mcp/a/b"), Route::NotFound);

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName};
-use pingora_core::protocols::ALPN;
 use pingora_core::protocols::TcpKeepalive;
+use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 use prometheus::Histogram;

@@ -123,7 +123,11 @@ impl Snapshot {
         if !startup.is_empty() {
             let text = format!(
                 "{} cannot change without a restart: {}",
-                if startup.len() == 1 { "this field" } else { "these fields" },
+                if startup.len() == 1 {
+                    "this field"
+                } else {
+                    "these fields"
+                },
                 startup.join(", ")
             );
             tracing::error!(file = %file, fields = ?startup, "config reload rejected; the previous config keeps running: {text}");

@@ -50,8 +50,7 @@ impl Watcher {
             tracing::error!("the config watcher was started twice");
             return;
         };
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot install the SIGHUP handler");

@@ -114,17 +114,24 @@ impl Metrics {
         for r in ROUTES {
             for m in METHODS {
                 for s in STATUSES {
-                    let status = if s == 0 { "other".to_string() } else { s.to_string() };
+                    let status = if s == 0 {
+                        "other".to_string()
+                    } else {
+                        s.to_string()
+                    };
                     requests.push(requests_vec.with_label_values(&[r, m, &status]));
                 }
             }
         }
         let durations_vec = HistogramVec::new(
-            HistogramOpts::new(REQUEST_DURATION, "Request duration until the response ended.")
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0, 30.0, 60.0, 300.0,
-                ]),
+            HistogramOpts::new(
+                REQUEST_DURATION,
+                "Request duration until the response ended.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0, 300.0,
+            ]),
             &["route"],
         )
         .expect("metric definition");
@@ -160,13 +167,19 @@ impl Metrics {
         )
         .expect("metric definition");
         let upstream_latency = HistogramVec::new(
-            HistogramOpts::new(UPSTREAM_LATENCY, "Time from request to upstream response header.")
-                .buckets(prometheus::exponential_buckets(0.0005, 2.5, 14).expect("buckets")),
+            HistogramOpts::new(
+                UPSTREAM_LATENCY,
+                "Time from request to upstream response header.",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.5, 14).expect("buckets")),
             &["server"],
         )
         .expect("metric definition");
         let upstream_up = IntGaugeVec::new(
-            Opts::new(UPSTREAM_UP, "1 when the upstream accepted the last probe connection."),
+            Opts::new(
+                UPSTREAM_UP,
+                "1 when the upstream accepted the last probe connection.",
+            ),
             &["server"],
         )
         .expect("metric definition");
@@ -222,7 +235,9 @@ impl Metrics {
 
     /// Count an upstream failure (off the hot path: only on errors).
     pub fn upstream_error(&self, server: &str, kind: &str) {
-        self.upstream_errors.with_label_values(&[server, kind]).inc();
+        self.upstream_errors
+            .with_label_values(&[server, kind])
+            .inc();
     }
 
     /// The latency histogram of one upstream, resolved once per config load (not per request).

@@ -69,17 +69,27 @@ impl Health {
         for p in probes {
             if let Ok((name, result)) = p.await {
                 let status = match result {
-                    Ok(()) => Status { reachable: true, detail: "ok".into(), checked_at: now },
-                    Err(detail) => Status { reachable: false, detail, checked_at: now },
+                    Ok(()) => Status {
+                        reachable: true,
+                        detail: "ok".into(),
+                        checked_at: now,
+                    },
+                    Err(detail) => Status {
+                        reachable: false,
+                        detail,
+                        checked_at: now,
+                    },
                 };
                 if let Some(g) = up_gauge {
-                    g.with_label_values(&[&name]).set(i64::from(status.reachable));
+                    g.with_label_values(&[&name])
+                        .set(i64::from(status.reachable));
                 }
                 state.insert(name, status);
             }
         }
         self.state.store(Arc::new(state));
-        self.probed.store(true, std::sync::atomic::Ordering::Release);
+        self.probed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

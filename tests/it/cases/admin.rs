@@ -28,7 +28,11 @@ async fn ready_waits_for_a_reachable_upstream() {
 
 #[tokio::test]
 async fn ready_is_503_when_no_upstream_answers() {
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let gw = Gateway::start(&config_for(dead, "", "")).await;
     gw.health.probe(&gw.snapshot, None).await;
     let resp = client().get(gw.url("/ready")).send().await.unwrap();
@@ -41,8 +45,18 @@ async fn ready_is_503_when_no_upstream_answers() {
 async fn metrics_expose_requests_reloads_and_streams() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&config_for(up.addr, "", "")).await;
-    post(&gw, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).send().await.unwrap();
-    let text = client().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    post(&gw, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    let text = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "portcullis_requests_total{method=\"POST\",route=\"mcp_server\",status=\"200\"}",
         "portcullis_request_duration_seconds_bucket",
@@ -59,7 +73,14 @@ async fn metrics_expose_requests_reloads_and_streams() {
 async fn status_lists_upstreams_and_the_config() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&config_for(up.addr, "", "")).await;
-    let v: Value = client().get(gw.url("/status")).send().await.unwrap().json().await.unwrap();
+    let v: Value = client()
+        .get(gw.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["upstreams"][0]["name"], "up");
     assert_eq!(v["upstreams"][0]["transport"], "streamable-http");
     assert_eq!(v["config"]["hash"].as_str().unwrap().len(), 64);

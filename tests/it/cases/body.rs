@@ -11,7 +11,12 @@ const MAX: usize = 2 * 1024 * 1024;
 
 async fn setup() -> (Upstream, Gateway) {
     let up = Upstream::start().await;
-    let gw = Gateway::start(&config_for(up.addr, &format!("  max_body_bytes: {MAX}"), "")).await;
+    let gw = Gateway::start(&config_for(
+        up.addr,
+        &format!("  max_body_bytes: {MAX}"),
+        "",
+    ))
+    .await;
     (up, gw)
 }
 
@@ -22,7 +27,10 @@ async fn assert_round_trip(size: usize, sse: bool, chunked: bool) {
     let mut req = if chunked {
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
             body.chunks(7919).map(|c| Ok(c.to_vec())).collect();
-        post(&gw, reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        post(
+            &gw,
+            reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
+        )
     } else {
         post(&gw, body.clone())
     };
@@ -35,8 +43,8 @@ async fn assert_round_trip(size: usize, sse: bool, chunked: bool) {
     let result_line = if sse {
         assert!(text.contains("notifications/progress"), "{text}");
         text.lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .last()
+            .rev()
+            .find_map(|l| l.strip_prefix("data: "))
             .unwrap()
             .to_string()
     } else {

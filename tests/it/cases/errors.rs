@@ -22,7 +22,11 @@ async fn expect_rpc_error(resp: reqwest::Response, status: u16, code: i64) -> Va
 #[tokio::test]
 async fn malformed_json_is_400_parse_error() {
     let (up, gw) = setup().await;
-    for body in [&b"{\"jsonrpc\":\"2.0\","[..], b"not json", b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\"} {}"] {
+    for body in [
+        &b"{\"jsonrpc\":\"2.0\","[..],
+        b"not json",
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\"} {}",
+    ] {
         let resp = post(&gw, body.to_vec()).send().await.unwrap();
         expect_rpc_error(resp, 400, -32700).await;
     }
@@ -44,7 +48,10 @@ async fn duplicate_keys_are_rejected() {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe","name":"dangerous"}}"#;
     let resp = post(&gw, body).send().await.unwrap();
     let v = expect_rpc_error(resp, 400, -32600).await;
-    assert!(v["error"]["message"].as_str().unwrap().contains("duplicate key `name`"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("duplicate key `name`"));
     assert_eq!(up.posts(), 0);
 }
 
@@ -87,7 +94,11 @@ async fn content_type_with_charset_is_accepted() {
 #[tokio::test]
 async fn unknown_server_is_404_json() {
     let (up, gw) = setup().await;
-    for method in [reqwest::Method::POST, reqwest::Method::GET, reqwest::Method::DELETE] {
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::GET,
+        reqwest::Method::DELETE,
+    ] {
         let resp = client()
             .request(method.clone(), gw.url("/mcp/nope"))
             .header("content-type", "application/json")
@@ -133,7 +144,10 @@ async fn upstream_down_is_502_naming_the_server_with_the_request_id() {
         .unwrap();
     let v = expect_rpc_error(resp, 502, -32000).await;
     assert_eq!(v["id"], "abc");
-    assert!(v["error"]["message"].as_str().unwrap().contains("`up`"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("`up`"),
+        "{v}"
+    );
     assert_eq!(v["error"]["data"]["server"], "up");
 }
 
@@ -147,19 +161,31 @@ async fn upstream_down_on_get_is_502_json_not_a_pingora_page() {
         .await
         .unwrap();
     let v = expect_rpc_error(resp, 502, -32000).await;
-    assert!(v["error"]["message"].as_str().unwrap().contains("`up`"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("`up`"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
 async fn slow_upstream_past_timeout_is_504() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&config_for(up.addr, "", "        timeout: 300ms")).await;
-    let resp = post(&gw, r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"slow"}}"#)
-        .header("x-test-reply", "silent:3000")
-        .send()
-        .await
-        .unwrap();
+    let resp = post(
+        &gw,
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"slow"}}"#,
+    )
+    .header("x-test-reply", "silent:3000")
+    .send()
+    .await
+    .unwrap();
     let v = expect_rpc_error(resp, 504, -32000).await;
     assert_eq!(v["id"], 5);
-    assert!(v["error"]["message"].as_str().unwrap().contains("timed out"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{v}"
+    );
 }

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::common::{body_of_size, config_for, post, sha256, Gateway, Upstream};
 
-const BROKEN: &str = "server:\n  listen: \"127.0.0.1:8080\"\n  max_body_bytes: lots\nproxy:\n  servers: []\n";
+const BROKEN: &str =
+    "server:\n  listen: \"127.0.0.1:8080\"\n  max_body_bytes: lots\nproxy:\n  servers: []\n";
 
 /// Which upstream answered: each test upstream is told apart by its recorded POST count.
 async fn post_ok(gw: &Gateway) -> bool {
@@ -72,11 +73,19 @@ async fn requests_in_flight_finish_on_their_snapshot() {
     assert_eq!(b.posts(), 1, "new requests go to the new upstream");
     let text = in_flight.text().await.unwrap();
     assert_eq!(text.matches("notifications/progress").count(), 5);
-    assert_eq!(a.posts(), 1, "the in-flight request stayed on the old upstream");
+    assert_eq!(
+        a.posts(),
+        1,
+        "the in-flight request stayed on the old upstream"
+    );
 }
 
 /// Wait until a reload attempt after generation `after` has happened and `done` holds.
-async fn wait_reload(snap: &Snapshot, rx: &mut tokio::sync::watch::Receiver<u64>, done: impl Fn(&Snapshot) -> bool) {
+async fn wait_reload(
+    snap: &Snapshot,
+    rx: &mut tokio::sync::watch::Receiver<u64>,
+    done: impl Fn(&Snapshot) -> bool,
+) {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if done(snap) {
@@ -133,7 +142,10 @@ async fn the_watcher_sees_rename_on_save() {
     let tmp = gw.dir.path().join(".gateway.yaml.swp");
     std::fs::write(&tmp, &new).unwrap();
     std::fs::rename(&tmp, &gw.config_path).unwrap();
-    wait_reload(&gw.snapshot, &mut rx, |s| s.load().config.source.hash == want).await;
+    wait_reload(&gw.snapshot, &mut rx, |s| {
+        s.load().config.source.hash == want
+    })
+    .await;
     assert!(post_ok(&gw).await);
     assert_eq!(b.posts(), 1);
 }
@@ -173,7 +185,8 @@ async fn two_hundred_reloads_under_load_lose_no_request() {
             let before = gw.snapshot.load().config.source.hash.clone();
             k8s_swap(gw.dir.path(), version, BROKEN);
             wait_reload(&gw.snapshot, &mut rx, |s| {
-                *s.subscribe().borrow() > g0 && matches!(s.last_outcome(), Some(Outcome::Rejected(_)))
+                *s.subscribe().borrow() > g0
+                    && matches!(s.last_outcome(), Some(Outcome::Rejected(_)))
             })
             .await;
             assert_eq!(gw.snapshot.load().config.source.hash, before);
@@ -181,7 +194,10 @@ async fn two_hundred_reloads_under_load_lose_no_request() {
             let content = &configs[if i % 3 == 0 { 1 } else { 0 }];
             let want = sha256(content.as_bytes());
             k8s_swap(gw.dir.path(), version, content);
-            wait_reload(&gw.snapshot, &mut rx, |s| s.load().config.source.hash == want).await;
+            wait_reload(&gw.snapshot, &mut rx, |s| {
+                s.load().config.source.hash == want
+            })
+            .await;
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -189,7 +205,13 @@ async fn two_hundred_reloads_under_load_lose_no_request() {
         t.await.unwrap();
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    assert_eq!(failed, 0, "{failed} requests failed during reloads ({ok} succeeded)");
+    assert_eq!(
+        failed, 0,
+        "{failed} requests failed during reloads ({ok} succeeded)"
+    );
     assert!(ok >= 200, "the load generator barely ran: {ok} requests");
-    assert!(a.posts() > 0 && b.posts() > 0, "both configs served traffic");
+    assert!(
+        a.posts() > 0 && b.posts() > 0,
+        "both configs served traffic"
+    );
 }

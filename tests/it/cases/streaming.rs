@@ -42,7 +42,10 @@ async fn client_authorization_is_not_forwarded_by_default_and_credentials_are_in
         .unwrap();
     assert_eq!(resp.status(), 200);
     let seen = up.last_headers();
-    assert!(seen.get("authorization").is_none(), "client token leaked upstream");
+    assert!(
+        seen.get("authorization").is_none(),
+        "client token leaked upstream"
+    );
     assert_eq!(seen["x-n8n-key"], "s3cr$t{x}");
 }
 
@@ -62,7 +65,12 @@ async fn bearer_credentials_replace_the_clients_token() {
 #[tokio::test]
 async fn forward_authorization_passes_the_clients_token() {
     let up = Upstream::start().await;
-    let gw = Gateway::start(&config_for(up.addr, "", "      forward_authorization: true")).await;
+    let gw = Gateway::start(&config_for(
+        up.addr,
+        "",
+        "      forward_authorization: true",
+    ))
+    .await;
     post(&gw, PING)
         .header("authorization", "Bearer client-token")
         .send()
@@ -137,5 +145,8 @@ async fn a_stream_longer_than_the_idle_timeout_survives_while_events_flow() {
         .unwrap();
     let text = resp.text().await.unwrap();
     assert_eq!(text.matches("notifications/progress").count(), 8);
-    assert!(text.contains("\"sha256\""), "the final result is missing: {text}");
+    assert!(
+        text.contains("\"sha256\""),
+        "the final result is missing: {text}"
+    );
 }

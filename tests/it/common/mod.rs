@@ -48,12 +48,23 @@ impl Gateway {
         let snapshot = Snapshot::new(&config_path, rt);
         let health = Arc::new(Health::default());
         let conf = Arc::new(ServerConf::default());
-        let app = Arc::new(portcullis::app::proxy_app(&conf, snapshot.clone(), health.clone()));
+        let app = Arc::new(portcullis::app::proxy_app(
+            &conf,
+            snapshot.clone(),
+            health.clone(),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = watch::channel(false);
         tokio::spawn(portcullis::app::serve_listener(app, listener, rx));
-        Gateway { addr, snapshot, health, dir, config_path, stop }
+        Gateway {
+            addr,
+            snapshot,
+            health,
+            dir,
+            config_path,
+            stop,
+        }
     }
 
     /// `http://127.0.0.1:PORT{path}`.

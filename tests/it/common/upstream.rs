@@ -58,7 +58,12 @@ impl Upstream {
     }
 
     pub fn last_headers(&self) -> HeaderMap {
-        self.seen.last_headers.lock().unwrap().clone().unwrap_or_default()
+        self.seen
+            .last_headers
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_default()
     }
 }
 
