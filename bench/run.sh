@@ -16,6 +16,7 @@
 #   BENCH_WRK_THREADS [1]  BENCH_GATEWAY_THREADS [1]  BENCH_PIN [1: taskset when >= 2 cpus]
 #   BENCH_SERVER_CPUS [0]  BENCH_CLIENT_CPUS [1]
 #   PORTCULLIS_BIN [target/release/portcullis, built with cargo build --release --locked]
+#   BENCH_KEEP [0: 1 keeps the scratch folder with configs, logs and raw wrk output]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -69,7 +70,11 @@ cleanup() {
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
-    rm -rf "$WORK"
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        log "kept $WORK (configs, logs, raw wrk output)"
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 
@@ -160,6 +165,7 @@ cat >"$WORK/gateway.yaml" <<EOF
 server:
   listen: "127.0.0.1:$PORT_GATEWAY"
   threads: $GATEWAY_THREADS
+  grace_period: 1s
 oauth:
   enabled: false
 proxy:
@@ -193,7 +199,8 @@ run_wrk() { # run_wrk DURATION URL OUT
     "${client_pin[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1" --latency -s "$WORK/post.lua" "$2" >"$3" 2>&1
 }
 
-log "targets: ${TARGETS[*]}; $ROUNDS rounds x $DURATION, wrk -t$WRK_THREADS -c$CONNECTIONS; pinning: $PINNING"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "targets: ${TARGETS[*]}; $ROUNDS rounds x $DURATION, wrk -t$WRK_THREADS -c$CONNECTIONS; pinning: $PINNING; load $LOAD_BEFORE"
 for t in "${TARGETS[@]}"; do
     run_wrk "$WARMUP" "${URL[$t]}" "$WORK/warmup-$t.txt"
 done
@@ -223,6 +230,8 @@ for round in $(seq 1 "$ROUNDS"); do
         tail -n 1 "$RESULTS" | awk -F'\t' '{ printf "bench: round %s %-12s %10.0f req/s  p50 %6.0f us  p99 %6.0f us  non-2xx %s\n", $1, $2, $3, $4, $5, $6 }' >&2
     done
 done
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- Summary: medians per target, ratios, appended to bench/out/latest.md ---------------------
 mkdir -p bench/out
@@ -266,6 +275,8 @@ EOF
         "$ROUNDS" "$DURATION" "$WARMUP" "$WRK_THREADS" "$CONNECTIONS"
     printf -- '- nproc %s; pinning: %s; nginx worker_processes 1; portcullis threads %s\n' \
         "$(nproc)" "$PINNING" "$GATEWAY_THREADS"
+    printf -- '- load average (1/5/15 min) before %s, after %s: other work on the machine skews results\n' \
+        "$LOAD_BEFORE" "$LOAD_AFTER"
     printf -- '- portcullis %s (%s); %s; %s\n' "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
         "$PORTCULLIS_BIN" "$(nginx -v 2>&1)" "$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
     printf '\n'

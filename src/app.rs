@@ -50,6 +50,9 @@ pub fn proxy_app(
 /// Build the whole server for `config` (already loaded from `path`).
 pub fn build(path: &Path, config: Runtime) -> anyhow::Result<Server> {
     check_servable(&config)?;
+    for w in &config.warnings {
+        tracing::warn!("{}", w.render_as_warning());
+    }
     let listen = config.server.listen;
     if !config.oauth.enabled {
         tracing::warn!(%listen, "authentication is disabled (oauth.enabled: false); serving on a loopback listener only");

@@ -68,17 +68,17 @@ pub async fn serve(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
+            let statuses = health.statuses();
             let upstreams: Vec<_> = live
                 .config
                 .proxy
                 .servers
                 .iter()
                 .map(|u| {
-                    let h = health.statuses();
                     json!({
                         "name": u.name,
-                        "transport": transport_name(&u.transport),
-                        "health": h.get(&u.name),
+                        "transport": u.transport.kind(),
+                        "health": statuses.get(&u.name),
                     })
                 })
                 .collect();
@@ -89,13 +89,5 @@ pub async fn serve(
             respond::json(session, 200, &body, false).await?;
             Ok(200)
         }
-    }
-}
-
-fn transport_name(t: &crate::config::Transport) -> &'static str {
-    match t {
-        crate::config::Transport::StreamableHttp(_) => "streamable-http",
-        crate::config::Transport::Sse(_) => "sse",
-        crate::config::Transport::Stdio(_) => "stdio",
     }
 }

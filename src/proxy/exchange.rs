@@ -100,11 +100,13 @@ pub async fn forward(
         kind: "resolve",
         detail: e.to_string(),
     })?;
-    let mut req = session.req_header().clone();
-    super::upstream::rewrite_request(&mut req, &route.upstream, &route.target, Some(body.len()));
-
+    let make_request = || {
+        let mut req = Box::new(session.req_header().clone());
+        super::upstream::rewrite_request(&mut req, route, Some(body.len()));
+        req
+    };
     let started = Instant::now();
-    let mut up = open(connector, &peer, &req, &body).await?;
+    let mut up = open(connector, &peer, make_request, &body).await?;
     route.latency.observe(started.elapsed().as_secs_f64());
 
     let mut resp = match up.response_header() {
@@ -139,10 +141,11 @@ pub async fn forward(
 }
 
 /// Connect (or reuse a pooled connection), send the request, read the response header.
+/// `make_request` builds the upstream request header; it runs again only for a retry.
 async fn open(
     connector: &Connector,
     peer: &pingora_core::upstreams::peer::HttpPeer,
-    req: &RequestHeader,
+    make_request: impl Fn() -> Box<RequestHeader>,
     body: &Bytes,
 ) -> Result<HttpSession, Failure> {
     for attempt in 0..2 {
@@ -152,7 +155,7 @@ async fn open(
             .map_err(|e| Failure::before(&e))?;
         up.set_read_timeout(peer.options.read_timeout);
         up.set_write_timeout(peer.options.write_timeout);
-        match send(&mut up, req, body).await {
+        match send(&mut up, make_request(), body).await {
             Ok(()) => return Ok(up),
             // A pooled connection the upstream closed while idle: retry once on a new one.
             Err(e) if reused && attempt == 0 => {
@@ -170,10 +173,10 @@ async fn open(
 
 async fn send(
     up: &mut HttpSession,
-    req: &RequestHeader,
+    req: Box<RequestHeader>,
     body: &Bytes,
 ) -> pingora_error::Result<()> {
-    up.write_request_header(Box::new(req.clone())).await?;
+    up.write_request_header(req).await?;
     if !body.is_empty() {
         up.write_request_body(body.clone(), true).await?;
     }

@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 
 use crate::mcp::body::{self, BodyError};
 use crate::mcp::jsonrpc;
-use crate::reload::Snapshot;
+use crate::reload::{Live, Snapshot};
 use crate::telemetry::metrics::{method_index, metrics, RouteLabel};
 use crate::upstream::health::Health;
 use ctx::Ctx;
@@ -65,7 +65,7 @@ impl Gateway {
         let live = &ctx.live;
         let server = ctx.server.as_deref().unwrap_or_default();
         let Some(route) = live.routes.get(server) else {
-            return not_found(session, server).await;
+            return not_found(session, live, server).await;
         };
         if !is_json(session.req_header()) {
             respond::rpc_error(
@@ -144,7 +144,15 @@ fn is_json(req: &RequestHeader) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn not_found(session: &mut Session, server: &str) -> Result<u16> {
+async fn not_found(session: &mut Session, live: &Live, server: &str) -> Result<u16> {
+    if let Some(up) = live.config.proxy.server(server) {
+        let body = json!({
+            "error": "not_implemented",
+            "message": format!("upstream `{server}` uses the {} transport, which this build does not serve yet", up.transport.kind()),
+        });
+        respond::json(session, 501, &body, false).await?;
+        return Ok(501);
+    }
     let body = json!({
         "error": "not_found",
         "message": format!("no upstream server named `{server}` is configured"),
@@ -190,7 +198,7 @@ impl ProxyHttp for Gateway {
                     http::Method::GET | http::Method::DELETE => {
                         let name = ctx.server.as_deref().unwrap_or_default();
                         if ctx.live.routes.get(name).is_none() {
-                            not_found(session, name).await?
+                            not_found(session, &ctx.live, name).await?
                         } else {
                             return Ok(false); // Pingora proxies it (no body to read).
                         }
@@ -237,7 +245,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let name = ctx.server.as_deref().unwrap_or_default();
         if let Some(route) = ctx.live.routes.get(name) {
-            upstream::rewrite_request(req, &route.upstream, &route.target, None);
+            upstream::rewrite_request(req, route, None);
         }
         Ok(())
     }

@@ -31,6 +31,10 @@ pub struct Route {
     pub addr: Option<std::net::SocketAddr>,
     /// Time-to-header histogram of this upstream.
     pub latency: Histogram,
+    /// The upstream request target (path and query), parsed once.
+    pub uri: http::Uri,
+    /// The `Host` header value, built once.
+    pub host: http::HeaderValue,
 }
 
 impl Route {
@@ -69,11 +73,19 @@ impl Routes {
                 tracing::warn!(server = %up.name, error = %e, "upstream address does not resolve");
             }
             let peer = addr.clone().map(|a| build_peer(up, &target, a));
+            let uri = target
+                .path_and_query
+                .parse::<http::Uri>()
+                .unwrap_or_else(|_| http::Uri::from_static("/"));
+            let host = http::HeaderValue::from_str(&target.host_header)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"));
             by_name.insert(
                 up.name.clone(),
                 Route {
                     upstream: up.clone(),
                     latency: metrics().upstream_latency(&up.name),
+                    uri,
+                    host,
                     target,
                     addr: peer.as_ref().ok().and(addr.ok()),
                     peer,
@@ -137,12 +149,7 @@ const DROP_UPSTREAM: [HeaderName; 9] = [
 
 /// Rewrite a downstream request header into the upstream's: path, `Host`, credentials,
 /// hop-by-hop cleanup. `body_len` is set for the pre-read POST path (exact `Content-Length`).
-pub fn rewrite_request(
-    req: &mut RequestHeader,
-    up: &Upstream,
-    target: &HttpTarget,
-    body_len: Option<usize>,
-) {
+pub fn rewrite_request(req: &mut RequestHeader, route: &Route, body_len: Option<usize>) {
     // Headers named by `Connection` are hop-by-hop too.
     if let Some(conn) = req.headers.get(header::CONNECTION).cloned() {
         if let Ok(list) = conn.to_str() {
@@ -157,18 +164,18 @@ pub fn rewrite_request(
     for h in &DROP_UPSTREAM {
         req.remove_header(h);
     }
-    let query = req.uri.query().map(str::to_owned);
-    let path = match query {
-        None => target.path_and_query.clone(),
-        Some(q) if target.path_and_query.contains('?') => {
-            format!("{}&{q}", target.path_and_query)
+    match req.uri.query() {
+        None => req.set_uri(route.uri.clone()),
+        Some(q) => {
+            let base = &route.target.path_and_query;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            if let Ok(uri) = format!("{base}{sep}{q}").parse::<http::Uri>() {
+                req.set_uri(uri);
+            }
         }
-        Some(q) => format!("{}?{q}", target.path_and_query),
-    };
-    if let Ok(uri) = path.parse::<http::Uri>() {
-        req.set_uri(uri);
     }
-    let _ = req.insert_header(header::HOST, target.host_header.as_str());
+    let up = &route.upstream;
+    let _ = req.insert_header(header::HOST, route.host.clone());
     if !up.forward_authorization {
         req.remove_header(&header::AUTHORIZATION);
     }

@@ -134,6 +134,9 @@ impl Snapshot {
             metrics().reload(ReloadResult::Error, None, 0);
             return Outcome::Rejected(text);
         }
+        for w in &new.warnings {
+            tracing::warn!(file = %file, "{}", w.render_as_warning());
+        }
         let hash = new.source.hash.clone();
         let at = unix_seconds(&new);
         self.current.store(Arc::new(Live::new(new)));

@@ -258,7 +258,7 @@ pub struct Stack {
     pub peers: Peers,
     pub client: reqwest::Client,
     mcp_url: String,
-    gateway: Option<Proc>, // DEV-ONLY Option
+    gateway: Proc,
     upstream: Proc,
     dir: TempDir,
 }
@@ -287,17 +287,6 @@ impl Stack {
         let mut upstream = Proc::spawn("server-everything", cmd, dir.path());
         wait_tcp(&mut upstream, upstream_port).await;
 
-        if std::env::var_os("DEV_E2E_DIRECT").is_some() {
-            // DEV-ONLY
-            return Self {
-                peers,
-                client,
-                mcp_url: format!("http://127.0.0.1:{upstream_port}/mcp"),
-                gateway: None,
-                upstream,
-                dir,
-            };
-        }
         let gateway_port = free_port();
         let config = dir.path().join("gateway.yaml");
         std::fs::write(
@@ -318,7 +307,7 @@ impl Stack {
             peers,
             client,
             mcp_url: format!("{base}/mcp/{}", Self::SERVER),
-            gateway: Some(gateway),
+            gateway,
             upstream,
             dir,
         }
@@ -336,9 +325,7 @@ impl Stack {
 
     /// Panics (printing logs on drop) if the gateway or the upstream died.
     pub fn assert_running(&mut self) {
-        if let Some(g) = self.gateway.as_mut() {
-            g.assert_running();
-        }
+        self.gateway.assert_running();
         self.upstream.assert_running();
     }
 }
