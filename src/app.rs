@@ -65,7 +65,8 @@ pub fn build(path: &Path, config: Runtime) -> anyhow::Result<Server> {
         upgrade_sock: format!("/tmp/portcullis-{}-upgrade.sock", listen.port()),
         ..ServerConf::default()
     };
-    conf.work_stealing = true;
+    // One current-thread runtime per thread: fewer cross-thread wakeups on the hot path.
+    conf.work_stealing = false;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

@@ -224,15 +224,17 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let name = ctx.server.as_deref().unwrap_or_default();
         let route = ctx
             .live
             .routes
             .get(name)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        // The GET notification stream may idle for hours; only DELETE keeps the idle timeout.
+        let streaming_get = session.req_header().method == http::Method::GET;
         let peer = route
-            .peer(true)
+            .peer(streaming_get)
             .map_err(|e| Error::explain(ErrorType::ConnectError, e.to_string()))?;
         Ok(Box::new(peer))
     }

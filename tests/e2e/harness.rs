@@ -41,6 +41,7 @@ impl Peers {
             peers.node(),
             peers.everything_js(),
             peers.inspector(),
+            peers.conformance(),
             peers.python(),
         ] {
             assert!(
@@ -71,6 +72,11 @@ impl Peers {
     /// `@modelcontextprotocol/inspector` launcher (`#!/usr/bin/env node`).
     pub fn inspector(&self) -> PathBuf {
         self.root.join("node/node_modules/.bin/mcp-inspector")
+    }
+
+    /// `@modelcontextprotocol/conformance` launcher (`#!/usr/bin/env node`).
+    pub fn conformance(&self) -> PathBuf {
+        self.root.join("node/node_modules/.bin/conformance")
     }
 
     /// Python of the venv holding the `mcp` SDK.
@@ -258,6 +264,7 @@ pub struct Stack {
     pub peers: Peers,
     pub client: reqwest::Client,
     mcp_url: String,
+    upstream_url: String,
     gateway: Proc,
     upstream: Proc,
     dir: TempDir,
@@ -287,18 +294,17 @@ impl Stack {
         let mut upstream = Proc::spawn("server-everything", cmd, dir.path());
         wait_tcp(&mut upstream, upstream_port).await;
 
+        let upstream_url = format!("http://127.0.0.1:{upstream_port}/mcp");
+
         let gateway_port = free_port();
         let config = dir.path().join("gateway.yaml");
-        std::fs::write(
-            &config,
-            gateway_yaml(
-                gateway_port,
-                &format!("http://127.0.0.1:{upstream_port}/mcp"),
-            ),
-        )
-        .expect("write gateway.yaml");
+        std::fs::write(&config, gateway_yaml(gateway_port, &upstream_url))
+            .expect("write gateway.yaml");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        cmd.arg("serve").arg("--config").arg(&config);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("NO_COLOR", "1");
         let mut gateway = Proc::spawn("portcullis", cmd, dir.path());
         let base = format!("http://127.0.0.1:{gateway_port}");
         wait_http_ok(&mut gateway, &client, &format!("{base}/ready")).await;
@@ -307,6 +313,7 @@ impl Stack {
             peers,
             client,
             mcp_url: format!("{base}/mcp/{}", Self::SERVER),
+            upstream_url,
             gateway,
             upstream,
             dir,
@@ -316,6 +323,11 @@ impl Stack {
     /// The gateway's MCP endpoint for the upstream.
     pub fn mcp_url(&self) -> &str {
         &self.mcp_url
+    }
+
+    /// The upstream's own MCP endpoint, for comparisons with the direct path.
+    pub fn upstream_url(&self) -> &str {
+        &self.upstream_url
     }
 
     /// A scratch folder that lives as long as the stack.

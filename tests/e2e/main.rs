@@ -1,6 +1,6 @@
 //! End-to-end tests against real MCP peers (shared PEERS.md): the reference `server-everything`
-//! upstream behind a real `portcullis serve`, driven by raw HTTP, the official Python SDK and the
-//! Inspector CLI.
+//! upstream behind a real `portcullis serve`, driven by raw HTTP, the official Python SDK, the
+//! Inspector CLI and the MCP conformance suite.
 //!
 //! The peers come from `scripts/peers.sh` and are found through `PORTCULLIS_PEERS`
 //! (`. .peers/env.sh`); `scripts/test.sh` does both. Without them these tests fail, they never
@@ -8,8 +8,11 @@
 //! every child is killed when its guard drops.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod conformance;
 mod harness;
 mod inspector;
+mod large_bodies;
 mod protocol;
 mod python_sdk;
+mod session;
 mod sse;

@@ -8,125 +8,16 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::harness::Stack;
-use crate::sse::{read_messages, Arrival, Messages};
-
-const PROTOCOL_VERSION: &str = "2025-11-25";
-const ACCEPT: &str = "application/json, text/event-stream";
-
-/// A client session over raw HTTP.
-struct Session<'a> {
-    stack: &'a Stack,
-    session_id: Option<String>,
-    protocol_version: Option<String>,
-    next_id: u64,
-}
-
-impl<'a> Session<'a> {
-    fn new(stack: &'a Stack) -> Self {
-        Self {
-            stack,
-            session_id: None,
-            protocol_version: None,
-            next_id: 1,
-        }
-    }
-
-    fn with_headers(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let mut request = request.header("accept", ACCEPT);
-        if let Some(id) = &self.session_id {
-            request = request.header("mcp-session-id", id);
-        }
-        if let Some(version) = &self.protocol_version {
-            request = request.header("mcp-protocol-version", version);
-        }
-        request
-    }
-
-    async fn post(&self, body: &Value) -> reqwest::Response {
-        self.with_headers(self.stack.client.post(self.stack.mcp_url()))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .expect("POST to the gateway")
-    }
-
-    /// Sends a request and returns every message of its answer, asserting the last one is the
-    /// response to it.
-    async fn request(&mut self, method: &str, params: Value) -> (Vec<Arrival>, Value) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let response = self
-            .post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .await;
-        assert_eq!(response.status(), StatusCode::OK, "{method}: HTTP status");
-        let messages = read_messages(response).await;
-        let last = messages
-            .last()
-            .unwrap_or_else(|| panic!("{method}: empty answer"));
-        assert_eq!(
-            last.message["id"],
-            json!(id),
-            "{method}: {:?}",
-            last.message
-        );
-        let result = last
-            .message
-            .get("result")
-            .unwrap_or_else(|| panic!("{method} failed: {}", last.message))
-            .clone();
-        (messages, result)
-    }
-}
-
-fn text_content(result: &Value) -> String {
-    result["content"]
-        .as_array()
-        .expect("content array")
-        .iter()
-        .filter(|c| c["type"] == "text")
-        .filter_map(|c| c["text"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use crate::session::{text_content, Session};
+use crate::sse::{Arrival, Messages};
 
 #[tokio::test]
 async fn legacy_session_streams_progress_through_gateway() {
     let mut stack = Stack::start().await;
     let mut session = Session::new(&stack);
 
-    // initialize: the session id comes back in a response header.
-    let response = session
-        .post(&json!({
-            "jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {
-                "protocolVersion": PROTOCOL_VERSION,
-                "capabilities": {},
-                "clientInfo": {"name": "portcullis-e2e", "version": "0"},
-            },
-        }))
-        .await;
-    assert_eq!(response.status(), StatusCode::OK, "initialize");
-    let session_id = response
-        .headers()
-        .get("mcp-session-id")
-        .expect("initialize answer has Mcp-Session-Id")
-        .to_str()
-        .expect("ASCII session id")
-        .to_owned();
-    let messages = read_messages(response).await;
-    let init = &messages.last().expect("initialize result").message;
-    assert_eq!(init["id"], 0);
-    assert_eq!(init["result"]["protocolVersion"], PROTOCOL_VERSION);
-    session.session_id = Some(session_id.clone());
-    session.protocol_version = Some(PROTOCOL_VERSION.to_owned());
-
-    // notifications/initialized: accepted, no body.
-    let response = session
-        .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-        .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED, "initialized");
+    // initialize (the session id comes back in a response header), then initialized.
+    session.initialize().await;
 
     // tools/list
     let (_, tools) = session.request("tools/list", json!({})).await;

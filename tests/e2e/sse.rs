@@ -13,10 +13,13 @@ pub struct Event {
     pub data: String,
 }
 
-/// Splits a byte stream into events as the bytes arrive (chunks may cut anywhere).
+/// Splits a byte stream into events as the bytes arrive (chunks may cut anywhere). Each byte is
+/// scanned for event boundaries once, so a multi-megabyte event costs linear time.
 #[derive(Debug, Default)]
 pub struct Parser {
     buf: Vec<u8>,
+    /// Bytes of `buf` already known to hold no complete boundary.
+    scanned: usize,
 }
 
 impl Parser {
@@ -24,13 +27,20 @@ impl Parser {
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Event> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        while let Some((end, sep)) = boundary(&self.buf) {
+        loop {
+            // A boundary (at most 4 bytes) may straddle the previous end of the buffer.
+            let from = self.scanned.saturating_sub(3);
+            let Some((pos, sep)) = boundary(&self.buf[from..]) else {
+                self.scanned = self.buf.len();
+                return out;
+            };
+            let end = from + pos;
             let raw: Vec<u8> = self.buf.drain(..end + sep).collect();
+            self.scanned = 0;
             if let Some(event) = parse_event(&raw[..end]) {
                 out.push(event);
             }
         }
-        out
     }
 
     /// Bytes received after the last complete event.
@@ -184,4 +194,23 @@ fn parser_handles_split_chunks_crlf_comments_and_multiline_data() {
     assert_eq!(events[0].id.as_deref(), Some("1"));
     assert_eq!(events[1].event.as_deref(), Some("message"));
     assert!(p.pending().is_empty());
+}
+
+#[test]
+fn parser_gives_the_same_events_byte_by_byte() {
+    let stream: &[u8] =
+        b"id: 1\r\ndata: a\r\n\r\n: c\n\nevent: message\ndata: b\ndata: c\n\ndata: d\r\r";
+    let whole: Vec<String> = Parser::default()
+        .push(stream)
+        .into_iter()
+        .map(|e| e.data)
+        .collect();
+    let mut p = Parser::default();
+    let bytewise: Vec<String> = stream
+        .iter()
+        .flat_map(|b| p.push(std::slice::from_ref(b)))
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(whole, ["a", "b\nc", "d"]);
+    assert_eq!(bytewise, whole);
 }

@@ -1,0 +1,104 @@
+//! The MCP conformance suite (`@modelcontextprotocol/conformance`, server scenarios) run against
+//! server-everything twice, directly and through the gateway: every scenario that passes directly
+//! must pass through the gateway. server-everything lacks the suite's own test tools, so some
+//! scenarios fail on both paths; what the gateway adds (DNS-rebinding protection) must pass.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{run_bounded, Stack};
+
+/// Scenario name to whether all its checks passed, from the suite's `=== SUMMARY ===` lines
+/// (`✓ name: 2 passed, 0 failed`).
+fn summary(stdout: &str) -> BTreeMap<String, bool> {
+    let (_, tail) = stdout
+        .split_once("=== SUMMARY ===")
+        .unwrap_or_else(|| panic!("no summary in conformance output:\n{stdout}"));
+    tail.lines()
+        .filter_map(|line| {
+            let (mark, rest) = line.trim().split_once(' ')?;
+            let (name, counts) = rest.split_once(": ")?;
+            let failed: u32 = counts
+                .strip_suffix(" failed")?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            matches!(mark, "✓" | "✗").then(|| (name.to_owned(), mark == "✓" && failed == 0))
+        })
+        .collect()
+}
+
+async fn run_suite(stack: &Stack, label: &str, url: &str) -> BTreeMap<String, bool> {
+    let home = stack.dir().join("conformance-home");
+    std::fs::create_dir_all(&home).expect("conformance HOME");
+    let mut cmd = Command::new(stack.peers.conformance());
+    cmd.args(["server", "--url", url, "-o"])
+        .arg(stack.dir().join(format!("conformance-{label}")))
+        .env("HOME", &home)
+        .env("PATH", stack.peers.path_env());
+    let name = format!("conformance-{label}");
+    // Exit 1 is expected: some scenarios need tools server-everything does not have.
+    let out = run_bounded(&name, cmd, stack.dir(), Duration::from_secs(180)).await;
+    let results = summary(&out.stdout);
+    assert!(
+        !results.is_empty(),
+        "{name}: no scenario results ({}):\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    results
+}
+
+#[tokio::test]
+async fn conformance_suite_passes_through_gateway_as_directly() {
+    let mut stack = Stack::start().await;
+    let direct = run_suite(&stack, "direct", stack.upstream_url()).await;
+    let gateway = run_suite(&stack, "gateway", stack.mcp_url()).await;
+
+    let table: Vec<String> = direct
+        .keys()
+        .chain(gateway.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|s| {
+            format!(
+                "{s}: direct {:?}, gateway {:?}",
+                direct.get(s),
+                gateway.get(s)
+            )
+        })
+        .collect();
+    let passing_direct = direct.values().filter(|ok| **ok).count();
+    assert!(
+        passing_direct >= 10,
+        "server-everything passes too few scenarios directly ({passing_direct}): {table:#?}"
+    );
+    let regressions: Vec<&String> = direct
+        .iter()
+        .filter(|(s, ok)| **ok && gateway.get(*s) != Some(&true))
+        .map(|(s, _)| s)
+        .collect();
+    assert!(
+        regressions.is_empty(),
+        "pass directly, fail through the gateway: {regressions:?}\n{table:#?}"
+    );
+    assert_eq!(
+        gateway.get("dns-rebinding-protection"),
+        Some(&true),
+        "the gateway must reject non-local Host/Origin: {table:#?}"
+    );
+    stack.assert_running();
+}
+
+#[test]
+fn summary_lines_parse() {
+    let out = "noise\n=== SUMMARY ===\n✓ ping: 1 passed, 0 failed\n✗ tools-call-image: 0 passed, 1 failed\n✗ dns-rebinding-protection: 1 passed, 1 failed\n\nTotal: 2 passed, 2 failed\n";
+    let parsed = summary(out);
+    assert_eq!(parsed.get("ping"), Some(&true));
+    assert_eq!(parsed.get("tools-call-image"), Some(&false));
+    assert_eq!(parsed.get("dns-rebinding-protection"), Some(&false));
+    assert_eq!(parsed.len(), 3);
+}
