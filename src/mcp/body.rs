@@ -79,3 +79,29 @@ pub async fn read_capped(session: &mut Session, limit: usize) -> Result<Bytes, B
         }
     }
 }
+
+/// Most bytes read and dropped after an early 413 before the connection is closed anyway.
+const LINGER_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Longest time spent doing so.
+const LINGER_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// After an early answer (413), read and drop what the client is still sending, bounded in
+/// bytes and time, so it finishes writing and reads the answer instead of getting a reset
+/// (nginx's lingering close). A declared body beyond the bound is not drained at all.
+pub async fn linger(session: &mut Session, limit: usize) {
+    let budget = limit.saturating_mul(4).min(LINGER_MAX_BYTES);
+    if matches!(declared_length(session), Ok(Some(len)) if len > budget) {
+        return;
+    }
+    let downstream = session.as_downstream_mut();
+    let drain = async {
+        let mut dropped = 0usize;
+        while let Ok(Some(chunk)) = downstream.read_request_body().await {
+            dropped += chunk.len();
+            if dropped > budget {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_MAX_TIME, drain).await;
+}

@@ -86,6 +86,7 @@ impl Gateway {
             Err(BodyError::TooLarge { limit }) => {
                 let msg = format!("Request body exceeds the {limit}-byte limit");
                 respond::rpc_error(session, 413, &Value::Null, -32600, &msg, None, true).await?;
+                body::linger(session, limit).await;
                 return Ok(413);
             }
             Err(e @ BodyError::BadLength) => {

@@ -139,7 +139,8 @@ async fn raw_exchange(gw: &Gateway, head: String, body: Vec<u8>) -> String {
     let writer = tokio::spawn(async move {
         let _ = wr.write_all(head.as_bytes()).await;
         let _ = wr.write_all(&body).await;
-        wr
+        // Done sending: the gateway's lingering drain sees EOF and closes at once.
+        let _ = wr.shutdown().await;
     });
     let mut out = Vec::new();
     let _ = rd.read_to_end(&mut out).await;
@@ -205,4 +206,16 @@ async fn sse_answer_streams_event_by_event() {
         let gap = pair[1] - pair[0];
         assert!(gap.as_millis() >= 80, "events were buffered: {arrivals:?}");
     }
+}
+
+#[tokio::test]
+async fn a_client_still_writing_an_oversized_body_reads_the_413() {
+    let (up, gw) = setup().await;
+    for _ in 0..5 {
+        let resp = post(&gw, body_of_size(MAX + 512 * KIB)).send().await.unwrap();
+        assert_eq!(resp.status(), 413);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], -32600);
+    }
+    assert_eq!(up.posts(), 0);
 }
