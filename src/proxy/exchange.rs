@@ -5,10 +5,12 @@
 //! read early is capped at 64 KiB: above that the body is truncated and the upstream hangs
 //! (pingora #575, #688, #780; measured in FACTS.md). So for a POST the gateway reads the whole
 //! body in `request_filter` ([`crate::mcp::body::read_capped`]), classifies it, and then does
-//! the upstream exchange itself with Pingora's own connector and connection pool:
+//! the upstream exchange itself: with the lean HTTP/1.1 client ([`crate::upstream::h1`]) for
+//! `http://` upstreams, with Pingora's connector and pool for `https://` ones:
 //!
-//! 1. request header rewritten ([`super::upstream::rewrite_request`]) with the exact
-//!    `Content-Length` and no `Transfer-Encoding`/`Expect`;
+//! 1. request header rewritten ([`super::upstream::encode_request_head`] /
+//!    [`super::upstream::rewrite_request`]) with the exact `Content-Length` and no
+//!    `Transfer-Encoding`/`Expect`;
 //! 2. header and body written, response header read (a stale pooled connection is retried once
 //!    on a fresh one: the body is in memory, and nothing was answered);
 //! 3. the response relayed chunk by chunk as it arrives (SSE is never buffered), while the
@@ -24,12 +26,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use super::upstream::Route;
 use crate::telemetry::metrics::metrics;
+use crate::upstream::h1;
 
 /// How long a pooled upstream connection may idle before it is closed.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -86,6 +90,38 @@ fn describe(e: &Error) -> String {
     }
 }
 
+/// The upstream side of an exchange whose response header has been read.
+enum Answer {
+    /// `http://` upstreams: the lean client ([`crate::upstream::h1`]).
+    Plain(h1::Exchange),
+    /// `https://` upstreams: Pingora's connector (TLS, ALPN, its pool).
+    Pingora(Box<HttpSession>, Box<HttpPeer>),
+}
+
+impl Answer {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
+        match self {
+            Answer::Plain(ex) => ex.next_chunk().await.map_err(|e| e.to_string()),
+            Answer::Pingora(up, _) => up.read_response_body().await.map_err(|e| describe(&e)),
+        }
+    }
+
+    /// Return the connection to its pool when the exchange completed cleanly.
+    async fn release(self, connector: &Connector, route: &Route) {
+        match self {
+            Answer::Plain(ex) if ex.reusable() => route.pool.checkin(ex.into_stream()),
+            Answer::Plain(_) => {}
+            Answer::Pingora(mut up, peer) => {
+                if up.response_done() {
+                    connector
+                        .release_http_session(*up, &*peer, Some(POOL_IDLE))
+                        .await;
+                }
+            }
+        }
+    }
+}
+
 /// Forward a fully read POST body to `route` and relay the answer. On `Ok`, the status sent.
 /// `sse_open` is set when the answer is an SSE stream (counted until the request is logged).
 pub async fn forward(
@@ -95,30 +131,46 @@ pub async fn forward(
     route: &Route,
     body: Bytes,
 ) -> Result<u16, Failure> {
-    let peer = route.peer(false).map_err(|e| Failure::BeforeResponse {
-        status: 502,
-        kind: "resolve",
-        detail: e.to_string(),
-    })?;
-    let make_request = || {
-        let mut req = Box::new(session.req_header().clone());
-        super::upstream::rewrite_request(&mut req, route, Some(body.len()));
-        req
-    };
     let started = Instant::now();
-    let mut up = open(connector, &peer, make_request, &body).await?;
-    route.latency.observe(started.elapsed().as_secs_f64());
-
-    let mut resp = match up.response_header() {
-        Some(h) => Box::new(h.clone()),
-        None => {
-            return Err(Failure::BeforeResponse {
+    let (mut answer, mut resp) = match (route.target.tls, route.addr) {
+        (false, Some(addr)) => {
+            let mut head = Vec::with_capacity(512);
+            super::upstream::encode_request_head(
+                session.req_header(),
+                route,
+                body.len(),
+                &mut head,
+            );
+            let (ex, resp) = open_plain(route, addr, &head, &body).await?;
+            (Answer::Plain(ex), Box::new(resp))
+        }
+        _ => {
+            let peer = route.peer(false).map_err(|e| Failure::BeforeResponse {
                 status: 502,
-                kind: "protocol",
-                detail: "no response header".into(),
-            })
+                kind: "resolve",
+                detail: e.to_string(),
+            })?;
+            let make_request = || {
+                let mut req = Box::new(session.req_header().clone());
+                super::upstream::rewrite_request(&mut req, route, Some(body.len()));
+                req
+            };
+            let up = open(connector, &peer, make_request, &body).await?;
+            let resp = match up.response_header() {
+                Some(h) => Box::new(h.clone()),
+                None => {
+                    return Err(Failure::BeforeResponse {
+                        status: 502,
+                        kind: "protocol",
+                        detail: "no response header".into(),
+                    })
+                }
+            };
+            (Answer::Pingora(Box::new(up), Box::new(peer)), resp)
         }
     };
+    route.latency.observe(started.elapsed().as_secs_f64());
+
     let status = resp.status.as_u16();
     let sse = prepare_response(&mut resp);
     if sse {
@@ -128,23 +180,68 @@ pub async fn forward(
     if session.write_response_header(resp, false).await.is_err() {
         return Err(Failure::ClientGone);
     }
-    relay_body(session, &mut up).await?;
+    relay_body(session, &mut answer).await?;
     if session.write_response_body(None, true).await.is_err() {
         return Err(Failure::ClientGone);
     }
-    if up.response_done() {
-        connector
-            .release_http_session(up, &peer, Some(POOL_IDLE))
-            .await;
-    }
+    answer.release(connector, route).await;
     Ok(status)
+}
+
+/// The lean-client exchange: a pooled connection (a stale one is retried once on a new
+/// connection: nothing was answered and the body is in memory), one write, the response head.
+async fn open_plain(
+    route: &Route,
+    addr: std::net::SocketAddr,
+    head: &[u8],
+    body: &[u8],
+) -> Result<(h1::Exchange, pingora_http::ResponseHeader), Failure> {
+    let up = &route.upstream;
+    let (stream, reused) = route
+        .pool
+        .checkout(addr, up.connect_timeout)
+        .await
+        .map_err(|e| plain_failure(&e))?;
+    match h1::Exchange::start(stream, head, body, up.timeout).await {
+        Ok(ok) => Ok(ok),
+        Err(e) if reused && e.is_stale_connection() => {
+            tracing::debug!(error = %e, "stale pooled upstream connection; retrying");
+            let stream = h1::Pool::connect(addr, up.connect_timeout)
+                .await
+                .map_err(|e| plain_failure(&e))?;
+            h1::Exchange::start(stream, head, body, up.timeout)
+                .await
+                .map_err(|e| plain_failure(&e))
+        }
+        Err(e) => Err(plain_failure(&e)),
+    }
+}
+
+fn plain_failure(e: &h1::H1Error) -> Failure {
+    use h1::H1Error as E;
+    let (status, kind) = match e {
+        E::ConnectTimeout | E::ReadTimeout | E::WriteTimeout => (504, "timeout"),
+        E::Connect(_) => (502, "connect"),
+        E::Io(_) | E::Closed | E::Protocol(_) => (502, "protocol"),
+    };
+    let detail = match e {
+        E::Connect(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused".to_string()
+        }
+        other => other.to_string(),
+    };
+    Failure::BeforeResponse {
+        status,
+        kind,
+        detail,
+    }
 }
 
 /// Connect (or reuse a pooled connection), send the request, read the response header.
 /// `make_request` builds the upstream request header; it runs again only for a retry.
 async fn open(
     connector: &Connector,
-    peer: &pingora_core::upstreams::peer::HttpPeer,
+    peer: &HttpPeer,
     make_request: impl Fn() -> Box<RequestHeader>,
     body: &Bytes,
 ) -> Result<HttpSession, Failure> {
@@ -220,12 +317,12 @@ pub fn prepare_response(resp: &mut ResponseHeader) -> bool {
 }
 
 /// Relay the response body chunk by chunk, watching for the client going away.
-async fn relay_body(session: &mut Session, up: &mut HttpSession) -> Result<(), Failure> {
+async fn relay_body(session: &mut Session, up: &mut Answer) -> Result<(), Failure> {
     let mut watch_client = true;
     loop {
         let next = tokio::select! {
             biased;
-            r = up.read_response_body() => r,
+            r = up.next_chunk() => r,
             gone = session.as_downstream_mut().read_body_or_idle(true), if watch_client => {
                 match gone {
                     Err(_) => {
@@ -253,7 +350,7 @@ async fn relay_body(session: &mut Session, up: &mut HttpSession) -> Result<(), F
             }
             Ok(None) => return Ok(()),
             Err(e) => {
-                tracing::warn!(error = %describe(&e), "upstream failed mid-response; closing the client connection");
+                tracing::warn!(error = %e, "upstream failed mid-response; closing the client connection");
                 session.as_downstream_mut().shutdown().await;
                 return Err(Failure::Aborted);
             }

@@ -35,6 +35,8 @@ pub struct Route {
     pub uri: http::Uri,
     /// The `Host` header value, built once.
     pub host: http::HeaderValue,
+    /// Idle connections for the lean HTTP/1.1 client (plain-text upstreams).
+    pub pool: crate::upstream::h1::Pool,
 }
 
 impl Route {
@@ -86,6 +88,7 @@ impl Routes {
                     latency: metrics().upstream_latency(&up.name),
                     uri,
                     host,
+                    pool: Default::default(),
                     target,
                     addr: peer.as_ref().ok().and(addr.ok()),
                     peer,
@@ -147,22 +150,79 @@ const DROP_UPSTREAM: [HeaderName; 9] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
+/// True for a header that never crosses the gateway: hop-by-hop (fixed, or named by the
+/// request's `Connection` header) or owned by the gateway.
+fn hop_by_hop(name: &HeaderName, connection: Option<&http::HeaderValue>) -> bool {
+    if DROP_UPSTREAM.contains(name) {
+        return true;
+    }
+    connection
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|list| {
+            list.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+        })
+}
+
+/// Encode the upstream request head of the pre-read POST path as HTTP/1.1 bytes: the same
+/// rewrite as [`rewrite_request`] (path, `Host`, credentials, hop-by-hop cleanup) plus the exact
+/// `Content-Length`, without cloning the downstream header.
+pub fn encode_request_head(req: &RequestHeader, route: &Route, body_len: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(route.target.path_and_query.as_bytes());
+    if let Some(q) = req.uri.query() {
+        out.push(if route.target.path_and_query.contains('?') {
+            b'&'
+        } else {
+            b'?'
+        });
+        out.extend_from_slice(q.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(route.host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let up = &route.upstream;
+    let connection = req.headers.get(header::CONNECTION);
+    for (name, value) in req.headers.iter() {
+        if hop_by_hop(name, connection)
+            || *name == header::HOST
+            || *name == header::CONTENT_LENGTH
+            || *name == header::TRANSFER_ENCODING
+            || (*name == header::AUTHORIZATION && !up.forward_authorization)
+            || up.inject_headers.iter().any(|(n, _)| n == name)
+        {
+            continue;
+        }
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    for (name, value) in &up.inject_headers {
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(body_len.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Rewrite a downstream request header into the upstream's: path, `Host`, credentials,
 /// hop-by-hop cleanup. `body_len` is set for the pre-read POST path (exact `Content-Length`).
 pub fn rewrite_request(req: &mut RequestHeader, route: &Route, body_len: Option<usize>) {
-    // Headers named by `Connection` are hop-by-hop too.
-    if let Some(conn) = req.headers.get(header::CONNECTION).cloned() {
-        if let Ok(list) = conn.to_str() {
-            for name in list.split(',') {
-                let name = name.trim();
-                if !name.is_empty() {
-                    req.remove_header(name);
-                }
-            }
-        }
-    }
-    for h in &DROP_UPSTREAM {
-        req.remove_header(h);
+    let connection = req.headers.get(header::CONNECTION).cloned();
+    let dropped: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|n| hop_by_hop(n, connection.as_ref()))
+        .cloned()
+        .collect();
+    for name in &dropped {
+        req.remove_header(name);
     }
     match req.uri.query() {
         None => req.set_uri(route.uri.clone()),

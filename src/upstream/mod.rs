@@ -1,3 +1,4 @@
-//! Upstream servers beyond a single request: reachability ([`health`]).
+//! Upstream connections: reachability ([`health`]) and the lean HTTP/1.1 client ([`h1`]).
 
+pub mod h1;
 pub mod health;

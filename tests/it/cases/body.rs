@@ -212,7 +212,10 @@ async fn sse_answer_streams_event_by_event() {
 async fn a_client_still_writing_an_oversized_body_reads_the_413() {
     let (up, gw) = setup().await;
     for _ in 0..5 {
-        let resp = post(&gw, body_of_size(MAX + 512 * KIB)).send().await.unwrap();
+        let resp = post(&gw, body_of_size(MAX + 512 * KIB))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 413);
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["code"], -32600);
