@@ -42,6 +42,7 @@ fn bench_classify(c: &mut Criterion) {
         g.bench_function(name, |b| b.iter(|| classify(black_box(&body)).unwrap()));
     }
     let ping = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    g.throughput(Throughput::Bytes(ping.len() as u64));
     g.bench_function("ping", |b| b.iter(|| classify(black_box(ping)).unwrap()));
     g.finish();
 }
