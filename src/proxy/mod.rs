@@ -170,6 +170,11 @@ impl ProxyHttp for Gateway {
         Ctx::new(self.snapshot.load())
     }
 
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {
+        // No downstream modules: Pingora's default adds a (disabled) compression module whose
+        // per-request context and filters cost time, and MCP answers are never compressed.
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let route = Route::parse(session.req_header().uri.path());
         ctx.route = route.label();
