@@ -88,27 +88,44 @@ async fn recv_hup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
 }
 
 /// Watch the directory holding `path`, and the directory of its resolved target when `path` is
-/// a symlink into another directory.
+/// a symlink into another directory. Only events naming the config file (or its resolved
+/// target, or Kubernetes' `..data` links) count: a log file written next to the config must not
+/// trigger reloads (a rejected reload logs an error, which would trigger another one).
 fn watch_dirs(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if !matches!(ev.kind, EventKind::Access(_)) {
-                // A full channel already holds a pending trigger; dropping this one is fine.
-                let _ = tx.try_send(());
-            }
-        }
-    })?;
+    let mut names: Vec<std::ffi::OsString> =
+        path.file_name().map(|n| n.to_owned()).into_iter().collect();
     let mut dirs: Vec<PathBuf> = vec![parent_dir(path)];
     if let Ok(real) = std::fs::canonicalize(path) {
         let d = parent_dir(&real);
         if !dirs.contains(&d) {
             dirs.push(d);
         }
+        if let Some(n) = real.file_name() {
+            names.push(n.to_owned());
+        }
     }
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !matches!(ev.kind, EventKind::Access(_))
+                && ev.paths.iter().any(|p| relevant(p, &names))
+            {
+                // A full channel already holds a pending trigger; dropping this one is fine.
+                let _ = tx.try_send(());
+            }
+        }
+    })?;
     for d in &dirs {
         watcher.watch(d, RecursiveMode::NonRecursive)?;
     }
     Ok(watcher)
+}
+
+/// True when an event path is the config file, its target, or a Kubernetes `..data` link.
+fn relevant(p: &Path, names: &[std::ffi::OsString]) -> bool {
+    match p.file_name() {
+        Some(n) => names.iter().any(|k| k == n) || n.to_string_lossy().starts_with("..data"),
+        None => false,
+    }
 }
 
 fn parent_dir(path: &Path) -> PathBuf {

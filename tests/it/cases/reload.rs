@@ -151,6 +151,35 @@ async fn the_watcher_sees_rename_on_save() {
 }
 
 #[tokio::test]
+async fn other_files_in_the_directory_do_not_trigger_reloads() {
+    let a = Upstream::start().await;
+    let b = Upstream::start().await;
+    let gw = Gateway::start(&config_for(a.addr, "", "")).await;
+    let _stop = spawn_watcher(gw.snapshot.clone());
+    let mut rx = gw.snapshot.subscribe();
+    // A log file next to the config, written repeatedly: no reload attempt at all.
+    let log = gw.dir.path().join("gateway.log");
+    for i in 0..20 {
+        std::fs::write(&log, format!("line {i}\n")).unwrap();
+    }
+    // Then a real change: the first attempt observed must be that one.
+    let new = config_for(b.addr, "", "");
+    let want = sha256(new.as_bytes());
+    std::fs::write(&gw.config_path, &new).unwrap();
+    wait_reload(&gw.snapshot, &mut rx, |s| {
+        s.load().config.source.hash == want
+    })
+    .await;
+    // The config write itself may surface as one or two attempts (the second `Unchanged`);
+    // twenty log writes reacting would show as many more.
+    let attempts = *rx.borrow();
+    assert!(
+        attempts <= 2,
+        "unrelated files triggered reloads: {attempts} attempts"
+    );
+}
+
+#[tokio::test]
 async fn two_hundred_reloads_under_load_lose_no_request() {
     let a = Upstream::start().await;
     let b = Upstream::start().await;
