@@ -12,6 +12,8 @@
 //! | [`cli`]       | `serve`, `check`, `explain` command line                              |
 //! | [`app`]       | builds the Pingora server: proxy service, background services         |
 //! | [`config`]    | raw (file mirror) -> compile (all errors at once) -> runtime snapshot |
+//! | [`auth`]      | token claims -> `claim:value` keys -> scopes                          |
+//! | [`policy`]    | compiled permission patterns; most specific match decides             |
 //! | [`reload`]    | the one `ArcSwap`, the directory watcher, SIGHUP, keep-last-good       |
 //! | [`proxy`]     | the thin `ProxyHttp` impl, routing, the pre-read POST exchange        |
 //! | [`mcp`]       | JSON-RPC classification, capped body reading                          |
@@ -19,9 +21,11 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod mcp;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod telemetry;

@@ -24,13 +24,20 @@ pub struct Live {
     pub config: Runtime,
     /// Prepared upstream peers.
     pub routes: Routes,
+    /// The compiled permission policy and claims-to-scopes map.
+    pub policy: crate::policy::Policy,
 }
 
 impl Live {
     /// Prepare a compiled config for serving.
     pub fn new(config: Runtime) -> Self {
         let routes = Routes::build(&config);
-        Live { config, routes }
+        let policy = crate::policy::Policy::from_runtime(&config);
+        Live {
+            config,
+            routes,
+            policy,
+        }
     }
 }
 

@@ -2,5 +2,6 @@ mod admin;
 mod body;
 mod config;
 mod errors;
+mod policy;
 mod reload;
 mod streaming;

@@ -1,0 +1,270 @@
+//! The policy engine: who may use which tool, prompt or resource.
+//!
+//! [`Policy`] is compiled once per config snapshot (in [`crate::reload::Live::new`]) from
+//! `auth` and `proxy.separator`; deciding never allocates.
+//!
+//! Semantics (seed 004 plus most-specific-wins):
+//! - `auth.permissions` maps `server:name` patterns (also written `server{separator}name`) with
+//!   `*` globs to scope lists. Patterns apply to tools, prompts and resources alike; a resource
+//!   name is its URI, and `*` matches any characters including `/` and `:`.
+//! - The most specific matching pattern decides (see [`matcher`]: server part first, exact beats
+//!   glob, more literal characters beat fewer; ties go to the pattern written first).
+//! - The deciding pattern's scopes are satisfied per `auth.options.scope_mode`: `any` needs at
+//!   least one of them, `all` needs every one. A rule with an empty scope list never allows
+//!   (the config loader refuses those anyway).
+//! - No pattern matches: `auth.options.default_scope`; `null` denies, a scope allows exactly the
+//!   callers holding it.
+//!
+//! | file         | owns                                       |
+//! |--------------|--------------------------------------------|
+//! | `mod.rs`     | [`Policy`], [`Permit`], [`Denied`]         |
+//! | `matcher.rs` | [`matcher::Glob`], [`matcher::Pattern`], specificity |
+
+pub mod matcher;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::auth::ScopeMap;
+use crate::config::{Auth, Runtime, ScopeMode};
+use matcher::Pattern;
+
+/// What is being used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `tools/call`, `tools/list` entries.
+    Tool,
+    /// `prompts/get`, `prompts/list` entries.
+    Prompt,
+    /// `resources/read`, `resources/subscribe`, resource and template list entries.
+    Resource,
+}
+
+impl Kind {
+    /// `tool`, `prompt` or `resource`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tool => "tool",
+            Kind::Prompt => "prompt",
+            Kind::Resource => "resource",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What decided an authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecidedBy<'a> {
+    /// A permission pattern; its text as written in the config (e.g. `n8n:*`).
+    Rule(&'a str),
+    /// No pattern matched; `auth.options.default_scope` decided.
+    DefaultScope,
+    /// No pattern matched and `default_scope` is null: denied.
+    NoRule,
+}
+
+impl DecidedBy<'_> {
+    /// The rule's source text, or `default_scope`, or `no rule`.
+    pub fn source(&self) -> &str {
+        match self {
+            DecidedBy::Rule(s) => s,
+            DecidedBy::DefaultScope => "default_scope",
+            DecidedBy::NoRule => "no rule",
+        }
+    }
+}
+
+impl fmt::Display for DecidedBy<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecidedBy::Rule(s) => write!(f, "rule `{s}`"),
+            DecidedBy::DefaultScope => f.write_str("default_scope"),
+            DecidedBy::NoRule => f.write_str("no matching rule (default_scope is null)"),
+        }
+    }
+}
+
+/// An allowed use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit<'a> {
+    /// What was used.
+    pub kind: Kind,
+    /// What allowed it.
+    pub by: DecidedBy<'a>,
+}
+
+/// A refused use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} denied by {by}{}", needs(*.mode, .needed))]
+pub struct Denied<'a> {
+    /// What was refused.
+    pub kind: Kind,
+    /// What refused it.
+    pub by: DecidedBy<'a>,
+    /// The scopes that would have been needed (per [`Self::mode`]); empty when nothing could
+    /// allow it (no rule and no `default_scope`).
+    pub needed: &'a [String],
+    /// How [`Self::needed`] combines.
+    pub mode: ScopeMode,
+}
+
+impl Denied<'_> {
+    /// The needed scopes, space-separated (for `WWW-Authenticate: ... scope="..."`).
+    pub fn scope_hint(&self) -> String {
+        self.needed.join(" ")
+    }
+}
+
+fn needs(mode: ScopeMode, needed: &[String]) -> String {
+    match needed {
+        [] => String::new(),
+        [one] => format!(": needs scope `{one}`"),
+        many => format!(
+            ": needs {} of [{}]",
+            match mode {
+                ScopeMode::Any => "any",
+                ScopeMode::All => "all",
+            },
+            many.join(", ")
+        ),
+    }
+}
+
+/// One compiled permission.
+#[derive(Debug, Clone)]
+struct Rule {
+    pattern: Pattern,
+    scopes: Box<[String]>,
+    source: Box<str>,
+}
+
+/// The compiled policy of one config snapshot.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Most specific first; config order among equals.
+    rules: Box<[Rule]>,
+    mode: ScopeMode,
+    /// Empty, or the one `default_scope`.
+    default: Box<[String]>,
+    separator: Box<str>,
+    scope_map: ScopeMap,
+}
+
+impl Policy {
+    /// Compiles `auth` (permissions, mappings, options) with the `/mcp` name separator.
+    pub fn new(auth: &Auth, separator: &str) -> Self {
+        let mut rules: Vec<Rule> = auth
+            .permissions
+            .iter()
+            .map(|p| Rule {
+                pattern: Pattern::new(&p.server, &p.name),
+                scopes: p.scopes.clone().into_boxed_slice(),
+                source: p.source.as_str().into(),
+            })
+            .collect();
+        // Stable: equal specificity keeps config order.
+        rules.sort_by_key(|r| std::cmp::Reverse(r.pattern.specificity()));
+        Policy {
+            rules: rules.into_boxed_slice(),
+            mode: auth.scope_mode,
+            default: auth.default_scope.iter().cloned().collect(),
+            separator: separator.into(),
+            scope_map: ScopeMap::new(auth),
+        }
+    }
+
+    /// [`Policy::new`] for a loaded config.
+    pub fn from_runtime(rt: &Runtime) -> Self {
+        Policy::new(&rt.auth, &rt.proxy.separator)
+    }
+
+    /// Claims to scopes for this config (`auth.claims`, `auth.mappings`).
+    pub fn scope_map(&self) -> &ScopeMap {
+        &self.scope_map
+    }
+
+    /// `auth.options.scope_mode`.
+    pub fn scope_mode(&self) -> ScopeMode {
+        self.mode
+    }
+
+    /// `auth.options.default_scope`.
+    pub fn default_scope(&self) -> Option<&str> {
+        self.default.first().map(String::as_str)
+    }
+
+    /// The `/mcp` separator between server and name (`proxy.separator`).
+    pub fn separator(&self) -> &str {
+        &self.separator
+    }
+
+    /// Splits `server{separator}name` (first occurrence of the separator), or else
+    /// `server:name`; `None` when neither splits into two non-empty parts.
+    pub fn split_qualified<'n>(&self, qualified: &'n str) -> Option<(&'n str, &'n str)> {
+        let by_sep = (!self.separator.is_empty())
+            .then(|| qualified.split_once(&*self.separator))
+            .flatten();
+        by_sep
+            .or_else(|| qualified.split_once(':'))
+            .filter(|(s, n)| !s.is_empty() && !n.is_empty())
+    }
+
+    /// The permission pattern that decides for `server` and `name` (its source text and
+    /// scopes), if any matches.
+    pub fn rule_for(&self, server: &str, name: &str) -> Option<(&str, &[String])> {
+        self.find(server, name).map(|r| (&*r.source, &*r.scopes))
+    }
+
+    fn find(&self, server: &str, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.pattern.matches(server, name))
+    }
+
+    /// Decides whether a caller holding `scopes` may use `name` of `kind` on `server`.
+    pub fn authorize(
+        &self,
+        scopes: &BTreeSet<String>,
+        kind: Kind,
+        server: &str,
+        name: &str,
+    ) -> Result<Permit<'_>, Denied<'_>> {
+        let (by, needed, mode) = match self.find(server, name) {
+            Some(rule) => (DecidedBy::Rule(&rule.source), &*rule.scopes, self.mode),
+            None if !self.default.is_empty() => {
+                (DecidedBy::DefaultScope, &*self.default, ScopeMode::Any)
+            }
+            None => (DecidedBy::NoRule, &[][..], self.mode),
+        };
+        let has = |s: &String| scopes.contains(s.as_str());
+        let allowed = !needed.is_empty()
+            && match mode {
+                ScopeMode::Any => needed.iter().any(has),
+                ScopeMode::All => needed.iter().all(has),
+            };
+        if allowed {
+            Ok(Permit { kind, by })
+        } else {
+            Err(Denied {
+                kind,
+                by,
+                needed,
+                mode,
+            })
+        }
+    }
+
+    /// Whether `name` of `kind` on `server` may be shown to (and used by) a caller holding
+    /// `scopes`: the same decision as [`Policy::authorize`], for list filtering.
+    pub fn visible(&self, scopes: &BTreeSet<String>, kind: Kind, server: &str, name: &str) -> bool {
+        self.authorize(scopes, kind, server, name).is_ok()
+    }
+
+    /// The compiled patterns, most specific first: (source text, scopes).
+    pub fn rules(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.rules.iter().map(|r| (&*r.source, &*r.scopes))
+    }
+}
