@@ -26,7 +26,7 @@ const POOL_IDLE: Duration = Duration::from_secs(55);
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in a response head.
-const MAX_HEADERS: usize = 128;
+const MAX_HEADERS: usize = 64;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -405,4 +405,95 @@ async fn write_all_vectored(
         IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// Serve `answer` in pieces of `step` bytes to the first request, return what was received.
+    async fn exchange(answer: &'static [u8], step: usize) -> (ResponseHeader, Vec<u8>, bool) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).await.unwrap();
+            for piece in answer.chunks(step) {
+                s.write_all(piece).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            // Keep the connection open (a reusable answer must not need EOF).
+            let _ = s.read(&mut req).await;
+        });
+        let stream = Pool::connect(addr, Duration::from_secs(5)).await.unwrap();
+        let head = b"POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n";
+        let (mut ex, resp) = Exchange::start(stream, head, b"{}", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut body = Vec::new();
+        while let Some(chunk) = ex.next_chunk().await.unwrap() {
+            body.extend_from_slice(&chunk);
+        }
+        (resp, body, ex.reusable())
+    }
+
+    const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nx-trailer: t\r\n\r\n";
+
+    #[tokio::test]
+    async fn chunked_with_extensions_and_trailers_in_one_piece_and_byte_by_byte() {
+        for step in [CHUNKED.len(), 1, 3] {
+            let (resp, body, reusable) = exchange(CHUNKED, step).await;
+            assert_eq!(resp.status.as_u16(), 200);
+            assert_eq!(body, b"hello 0123456789", "step {step}");
+            assert!(reusable, "step {step}");
+        }
+    }
+
+    #[tokio::test]
+    async fn interim_100_is_skipped_and_content_length_is_honoured() {
+        let answer: &[u8] =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\ncontent-length: 4\r\n\r\nabcd";
+        let (resp, body, reusable) = exchange(answer, 5).await;
+        assert_eq!(resp.status.as_u16(), 202);
+        assert_eq!(body, b"abcd");
+        assert!(reusable);
+    }
+
+    #[tokio::test]
+    async fn connection_close_is_not_reused_and_204_has_no_body() {
+        let answer: &[u8] = b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n";
+        let (resp, body, reusable) = exchange(answer, 64).await;
+        assert_eq!(resp.status.as_u16(), 204);
+        assert!(body.is_empty());
+        assert!(!reusable);
+    }
+
+    #[tokio::test]
+    async fn conflicting_content_lengths_are_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab")
+                .await
+                .unwrap();
+        });
+        let stream = Pool::connect(addr, Duration::from_secs(5)).await.unwrap();
+        let err = Exchange::start(
+            stream,
+            b"POST / HTTP/1.1\r\n\r\n",
+            b"",
+            Duration::from_secs(5),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(matches!(err, H1Error::Protocol(_)), "{err}");
+    }
 }
