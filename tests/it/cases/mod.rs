@@ -2,6 +2,7 @@ mod admin;
 mod body;
 mod config;
 mod errors;
+mod jwt;
 mod policy;
 mod reload;
 mod streaming;

@@ -150,3 +150,26 @@ async fn a_stream_longer_than_the_idle_timeout_survives_while_events_flow() {
         "the final result is missing: {text}"
     );
 }
+
+#[tokio::test]
+async fn h2c_prior_knowledge_clients_get_the_same_service() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(up.addr, "", "")).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2
+        .post(gw.url("/mcp/up"))
+        .header("content-type", "application/json")
+        .header("x-test-reply", "sse:3:50")
+        .body(body_of_size(70 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert_eq!(text.matches("notifications/progress").count(), 3);
+    assert!(text.contains(&format!("\"len\":{}", 70 * 1024)), "{text}");
+}

@@ -1,0 +1,804 @@
+//! JWT bearer verification, no I/O: the key set ([`KeySet`], built from a JWK set document), the
+//! verifier ([`Verifier`]: per-key-type algorithm allow-list, signature, `iss`, `aud`, `exp`,
+//! `nbf` with leeway) and the bounded cache of verified tokens ([`TokenCache`]).
+//!
+//! Fetching and refreshing key sets is [`crate::auth::jwks`]'s job. Nothing here logs or returns
+//! the token itself; errors carry a low-cardinality [`JwtError::reason`] label for metrics.
+//!
+//! Order of checks: header shape -> algorithm allowed at all (never `none`, never `HS*`) -> key
+//! lookup by `kid` and algorithm/key-type compatibility -> signature -> `exp` -> `nbf` -> `iss` ->
+//! `aud`. Signature checks are done by `jsonwebtoken` (pure-Rust `rust_crypto` backend); claim
+//! checks are done here so that issuers compare trailing-slash-insensitively and every failure
+//! maps to exactly one reason.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// At most this many keys are tried for a token that names no `kid`.
+pub const MAX_KIDLESS_CANDIDATES: usize = 8;
+
+/// Why a token was rejected. [`JwtError::reason`] gives the metric label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    /// Not three base64url segments, or a header/payload that is not a JSON object.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// The header `alg` is not allowed (`none`, `HS*`, unknown), or not allowed for the key found.
+    /// Holds a fixed label (never the attacker's raw header text).
+    #[error("algorithm {0} not allowed")]
+    AlgNotAllowed(&'static str),
+    /// No key with the token's `kid` (or no key of a compatible type for a `kid`-less token).
+    #[error("no key for this token's kid")]
+    UnknownKid,
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// `exp` is in the past (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iss` is missing or not one of the configured issuers.
+    #[error("issuer not accepted")]
+    BadIssuer,
+    /// `aud` is missing or contains none of the configured audiences.
+    #[error("audience not accepted")]
+    BadAudience,
+    /// The token has no numeric `exp`.
+    #[error("token has no exp")]
+    MissingExp,
+}
+
+impl JwtError {
+    /// Low-cardinality label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            JwtError::Malformed(_) => "malformed",
+            JwtError::AlgNotAllowed(_) => "alg_not_allowed",
+            JwtError::UnknownKid => "unknown_kid",
+            JwtError::BadSignature => "bad_signature",
+            JwtError::Expired => "expired",
+            JwtError::NotYetValid => "not_yet_valid",
+            JwtError::BadIssuer => "bad_issuer",
+            JwtError::BadAudience => "bad_audience",
+            JwtError::MissingExp => "missing_exp",
+        }
+    }
+}
+
+/// The kind of a public key, which decides the algorithms it may verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// RSA: RS256/384/512, PS256/384/512.
+    Rsa,
+    /// EC on P-256: ES256.
+    EcP256,
+    /// EC on P-384: ES384.
+    EcP384,
+    /// OKP Ed25519: EdDSA.
+    Ed25519,
+}
+
+impl KeyType {
+    /// Whether `alg` may be verified with a key of this type.
+    pub fn allows(self, alg: Algorithm) -> bool {
+        use Algorithm::*;
+        match self {
+            KeyType::Rsa => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+            KeyType::EcP256 => alg == ES256,
+            KeyType::EcP384 => alg == ES384,
+            KeyType::Ed25519 => alg == EdDSA,
+        }
+    }
+}
+
+/// One verification key of a [`KeySet`].
+#[derive(Clone)]
+pub struct Key {
+    /// The JWK `kid`, if any.
+    pub kid: Option<String>,
+    /// Key type, deciding the allowed algorithms.
+    pub key_type: KeyType,
+    /// The JWK's own `alg`, when it pins one.
+    pub alg: Option<Algorithm>,
+    /// The issuer whose key this is (keys found by discovery), without a trailing `/`. A token
+    /// verified by this key must carry this `iss`, so one trusted issuer cannot mint tokens for
+    /// another. `None` (keys from a configured `jwks_uri`): any configured issuer.
+    pub issuer: Option<String>,
+    decoding: DecodingKey,
+}
+
+impl Key {
+    fn allows(&self, alg: Algorithm) -> bool {
+        self.key_type.allows(alg) && self.alg.is_none_or(|pinned| pinned == alg)
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("key_type", &self.key_type)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a JWK set document could not be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum KeySetError {
+    /// Not JSON, or no `keys` array.
+    #[error("not a JWK set: {0}")]
+    NotJwkSet(String),
+    /// The document parsed but held no usable signature key.
+    #[error("JWK set has no usable signature key ({skipped} skipped)")]
+    NoUsableKey {
+        /// Keys present but skipped (encryption keys, symmetric keys, unsupported curves...).
+        skipped: usize,
+    },
+}
+
+/// Verification keys by `kid`: public keys only (symmetric `oct` keys and `use: enc` keys are
+/// skipped when building it, so HMAC can never be verified against anything here).
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<Key>,
+    by_kid: HashMap<String, Vec<usize>>,
+    skipped: usize,
+}
+
+impl KeySet {
+    /// Builds a key set from a JWK set document (`{"keys": [...]}`). Keys that cannot be used for
+    /// signature verification are skipped (counted in [`KeySet::skipped`]); a document with no
+    /// usable key is an error.
+    pub fn from_jwks_json(json: &[u8]) -> Result<Self, KeySetError> {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            keys: Vec<Value>,
+        }
+        let doc: Doc =
+            serde_json::from_slice(json).map_err(|e| KeySetError::NotJwkSet(e.to_string()))?;
+        let mut keys = Vec::with_capacity(doc.keys.len());
+        let mut skipped = 0;
+        for raw in doc.keys {
+            match key_from_jwk_value(raw) {
+                Some(k) => keys.push(k),
+                None => skipped += 1,
+            }
+        }
+        if keys.is_empty() {
+            return Err(KeySetError::NoUsableKey { skipped });
+        }
+        let mut set = Self::from_keys(keys);
+        set.skipped = skipped;
+        Ok(set)
+    }
+
+    /// Binds every key of this set to `issuer` (see [`Key::issuer`]).
+    pub fn bound_to_issuer(mut self, issuer: &str) -> Self {
+        let issuer = issuer.trim_end_matches('/');
+        for k in &mut self.keys {
+            k.issuer = Some(issuer.to_owned());
+        }
+        self
+    }
+
+    /// Builds a key set from keys (e.g. the union of several issuers' sets).
+    pub fn from_keys(keys: Vec<Key>) -> Self {
+        let mut by_kid: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            if let Some(kid) = &k.kid {
+                by_kid.entry(kid.clone()).or_default().push(i);
+            }
+        }
+        Self {
+            keys,
+            by_kid,
+            skipped: 0,
+        }
+    }
+
+    /// The union of several key sets (keys with the same `kid` are all kept and all tried).
+    pub fn merged<'a>(sets: impl IntoIterator<Item = &'a KeySet>) -> Self {
+        let keys = sets
+            .into_iter()
+            .flat_map(|s| s.keys.iter().cloned())
+            .collect();
+        Self::from_keys(keys)
+    }
+
+    /// All keys, in document order.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when there is no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Keys present in the document but skipped as unusable.
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    /// Whether a key with this `kid` exists.
+    pub fn contains_kid(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+}
+
+fn key_from_jwk_value(raw: Value) -> Option<Key> {
+    if raw
+        .get("use")
+        .and_then(Value::as_str)
+        .is_some_and(|u| u != "sig")
+    {
+        return None;
+    }
+    let pinned = match raw.get("alg").and_then(Value::as_str) {
+        None => None,
+        // A key pinned to an algorithm we never accept (HS*, RSA-OAEP, ...) is unusable.
+        Some(a) => Some(allowed_alg(a)?),
+    };
+    let jwk: Jwk = serde_json::from_value(raw).ok()?;
+    let key_type = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => KeyType::Rsa,
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => KeyType::EcP256,
+            EllipticCurve::P384 => KeyType::EcP384,
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => KeyType::Ed25519,
+            _ => return None,
+        },
+        // Symmetric keys are never loaded: no HMAC verification, ever.
+        _ => return None,
+    };
+    if pinned.is_some_and(|a| !key_type.allows(a)) {
+        return None;
+    }
+    let decoding = DecodingKey::from_jwk(&jwk).ok()?;
+    Some(Key {
+        kid: jwk.common.key_id,
+        issuer: None,
+        key_type,
+        alg: pinned,
+        decoding,
+    })
+}
+
+/// Maps a header/JWK `alg` string to an algorithm we accept for some key type; `None` for
+/// `none`, every `HS*`, and anything unknown.
+fn allowed_alg(alg: &str) -> Option<Algorithm> {
+    match alg {
+        "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "EdDSA" => {
+            Algorithm::from_str(alg).ok()
+        }
+        _ => None,
+    }
+}
+
+/// A verified token: its claims and expiry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// The payload, as JSON.
+    pub claims: Value,
+    /// `exp`, Unix seconds.
+    pub exp: u64,
+}
+
+/// Checks tokens against configured issuers and audiences. Build once per config; `verify`
+/// allocates only what decoding the token needs.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    /// Issuers with any trailing `/` removed.
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    leeway: u64,
+    /// One signature-only `Validation` per allowed algorithm, built once (not per request).
+    validations: Vec<(Algorithm, Validation)>,
+}
+
+impl Verifier {
+    /// `issuers`: accepted `iss` values (compared exactly, except for a trailing `/`).
+    /// `audiences`: `aud` must contain one of them; empty means `aud` is not checked.
+    /// `leeway`: clock skew allowed on `exp` and `nbf`.
+    pub fn new(issuers: Vec<String>, audiences: Vec<String>, leeway: Duration) -> Self {
+        Self {
+            issuers: issuers
+                .into_iter()
+                .map(|i| i.trim_end_matches('/').to_owned())
+                .collect(),
+            audiences,
+            leeway: leeway.as_secs(),
+            validations: ALLOWED_ALGS
+                .iter()
+                .map(|&alg| (alg, signature_only(alg)))
+                .collect(),
+        }
+    }
+
+    /// Verifies `token` against `keys` at the current time.
+    pub fn verify(&self, token: &str, keys: &KeySet) -> Result<Verified, JwtError> {
+        self.verify_at(token, keys, unix_now())
+    }
+
+    /// Verifies `token` against `keys` as if the time were `now` (Unix seconds).
+    pub fn verify_at(&self, token: &str, keys: &KeySet, now: u64) -> Result<Verified, JwtError> {
+        let header = parse_header(token)?;
+        let alg =
+            allowed_alg(&header.alg).ok_or(JwtError::AlgNotAllowed(alg_label(&header.alg)))?;
+        let validation = self
+            .validations
+            .iter()
+            .find_map(|(a, v)| (*a == alg).then_some(v))
+            .ok_or(JwtError::AlgNotAllowed(alg_name(alg)))?;
+        let (claims, key) = match header.kid.as_deref() {
+            Some(kid) => {
+                let idx = keys.by_kid.get(kid).ok_or(JwtError::UnknownKid)?;
+                let mut candidates = idx
+                    .iter()
+                    .filter_map(|&i| keys.keys.get(i))
+                    .filter(|k| k.allows(alg))
+                    .peekable();
+                if candidates.peek().is_none() {
+                    return Err(JwtError::AlgNotAllowed(alg_name(alg)));
+                }
+                verify_with(token, alg, validation, candidates)?
+            }
+            None => {
+                let mut candidates = keys
+                    .keys
+                    .iter()
+                    .filter(|k| k.allows(alg))
+                    .take(MAX_KIDLESS_CANDIDATES)
+                    .peekable();
+                if candidates.peek().is_none() {
+                    return Err(JwtError::UnknownKid);
+                }
+                verify_with(token, alg, validation, candidates)?
+            }
+        };
+        let exp = self.check_claims(&claims, now)?;
+        if let Some(bound) = &key.issuer {
+            let iss = claims
+                .get("iss")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if iss.trim_end_matches('/') != bound {
+                return Err(JwtError::BadIssuer);
+            }
+        }
+        Ok(Verified { claims, exp })
+    }
+
+    fn check_claims(&self, claims: &Value, now: u64) -> Result<u64, JwtError> {
+        let exp = match claims.get("exp") {
+            None | Some(Value::Null) => return Err(JwtError::MissingExp),
+            Some(v) => numeric_date(v).ok_or(JwtError::Malformed("exp is not a number"))?,
+        };
+        if exp.saturating_add(self.leeway) < now {
+            return Err(JwtError::Expired);
+        }
+        if let Some(v) = claims.get("nbf") {
+            let nbf = numeric_date(v).ok_or(JwtError::Malformed("nbf is not a number"))?;
+            if nbf > now.saturating_add(self.leeway) {
+                return Err(JwtError::NotYetValid);
+            }
+        }
+        let iss = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(JwtError::BadIssuer)?;
+        let iss = iss.trim_end_matches('/');
+        if !self.issuers.iter().any(|i| i == iss) {
+            return Err(JwtError::BadIssuer);
+        }
+        if !self.audiences.is_empty() {
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => self.audiences.iter().any(|x| x == a),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|a| self.audiences.iter().any(|x| x == a)),
+                _ => false,
+            };
+            if !ok {
+                return Err(JwtError::BadAudience);
+            }
+        }
+        Ok(exp)
+    }
+}
+
+/// The `iss` of a token, NOT verified: only for choosing which issuer's keys to verify with.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    let mut parts = token.split('.');
+    let _header = parts.next()?;
+    let payload = b64url_decode(parts.next()?)?;
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    serde_json::from_slice::<Iss>(&payload).ok()?.iss
+}
+
+/// A fixed label for a header `alg` string, so errors never echo attacker-controlled text.
+fn alg_label(alg: &str) -> &'static str {
+    match alg {
+        "none" => "none",
+        "HS256" => "HS256",
+        "HS384" => "HS384",
+        "HS512" => "HS512",
+        "ES512" => "ES512",
+        _ => match allowed_alg(alg) {
+            Some(a) => alg_name(a),
+            None => "unrecognized",
+        },
+    }
+}
+
+fn alg_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::EdDSA => "EdDSA",
+        _ => "other",
+    }
+}
+
+fn numeric_date(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        _ => None,
+    }
+}
+
+/// Every algorithm accepted for some key type.
+const ALLOWED_ALGS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// A `Validation` that makes jsonwebtoken check only the signature (with exactly `alg`); claims
+/// are checked by `Verifier::check_claims`.
+fn signature_only(alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation
+}
+
+fn verify_with<'k>(
+    token: &str,
+    alg: Algorithm,
+    validation: &Validation,
+    candidates: impl Iterator<Item = &'k Key>,
+) -> Result<(Value, &'k Key), JwtError> {
+    let mut last = JwtError::BadSignature;
+    for key in candidates {
+        match jsonwebtoken::decode::<Value>(token, &key.decoding, validation) {
+            Ok(data) => {
+                return match data.claims {
+                    Value::Object(_) => Ok((data.claims, key)),
+                    _ => Err(JwtError::Malformed("payload is not a JSON object")),
+                };
+            }
+            Err(e) => {
+                use jsonwebtoken::errors::ErrorKind;
+                last = match e.kind() {
+                    ErrorKind::InvalidSignature => JwtError::BadSignature,
+                    ErrorKind::InvalidAlgorithm => JwtError::AlgNotAllowed(alg_name(alg)),
+                    ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                        JwtError::Malformed("undecodable segment")
+                    }
+                    ErrorKind::InvalidToken => JwtError::Malformed("not a JWS compact token"),
+                    _ => JwtError::BadSignature,
+                };
+                if matches!(last, JwtError::Malformed(_)) {
+                    return Err(last);
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+struct RawHeader {
+    alg: String,
+    kid: Option<String>,
+}
+
+fn parse_header(token: &str) -> Result<RawHeader, JwtError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed("not three segments"));
+    };
+    let bytes = b64url_decode(h).ok_or(JwtError::Malformed("header is not base64url"))?;
+    #[derive(serde::Deserialize)]
+    struct H {
+        alg: Option<String>,
+        kid: Option<String>,
+        crit: Option<Value>,
+    }
+    let h: H =
+        serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed("header is not JSON"))?;
+    if h.crit.is_some() {
+        // RFC 7515 4.1.11: we understand no extensions, so a critical one must be rejected.
+        return Err(JwtError::Malformed("unsupported crit header"));
+    }
+    Ok(RawHeader {
+        alg: h.alg.ok_or(JwtError::Malformed("header has no alg"))?,
+        kid: h.kid,
+    })
+}
+
+/// Decodes unpadded (or padded) base64url.
+fn b64url_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4 + 1);
+    let mut acc: u32 = 0;
+    let mut bits = 0u32;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bits >= 6 {
+        return None;
+    }
+    Some(out)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+const CACHE_SHARDS: usize = 16;
+
+struct CacheEntry {
+    verified: Arc<Verified>,
+}
+
+/// A bounded cache of verified tokens, keyed by the SHA-256 of the token (the token itself is
+/// never stored), each entry expiring at the token's `exp`.
+///
+/// Sharded 16 ways by hash; each shard is a `std::sync::Mutex<HashMap>` held only for a lookup or
+/// an insert (no I/O, no awaiting, no signature work under the lock). When a shard is full, an
+/// insert first drops its expired entries, then an arbitrary entry if still full.
+///
+/// Entries are only as valid as the [`Verifier`] that produced them: use one cache per verifier
+/// (a config reload that changes issuers or audiences needs a fresh cache).
+///
+/// The cache does not know about key rotation: call [`TokenCache::clear`] when keys are removed if
+/// tokens signed by them must stop working before they expire.
+pub struct TokenCache {
+    shards: Vec<Mutex<HashMap<[u8; 32], CacheEntry>>>,
+    per_shard: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("capacity", &(self.per_shard * CACHE_SHARDS))
+            .field("hits", &self.hits())
+            .field("misses", &self.misses())
+            .finish()
+    }
+}
+
+impl TokenCache {
+    /// A cache holding about `capacity` tokens (rounded up to a multiple of 16; 0 disables it).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..CACHE_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            per_shard: capacity.div_ceil(CACHE_SHARDS),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn key(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn shard(&self, key: &[u8; 32]) -> Option<&Mutex<HashMap<[u8; 32], CacheEntry>>> {
+        self.shards.get(usize::from(key[0]) % CACHE_SHARDS)
+    }
+
+    /// The cached verification of `token`, if present and not expired at `now`.
+    pub fn get_at(&self, token: &str, now: u64) -> Option<Arc<Verified>> {
+        if self.per_shard == 0 {
+            return None;
+        }
+        let key = Self::key(token);
+        let found = {
+            let mut shard = self.shard(&key)?.lock().ok()?;
+            match shard.entry(key) {
+                Entry::Occupied(e) if e.get().verified.exp > now => {
+                    Some(Arc::clone(&e.get().verified))
+                }
+                Entry::Occupied(e) => {
+                    e.remove();
+                    None
+                }
+                Entry::Vacant(_) => None,
+            }
+        };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// The cached verification of `token`, if present and not expired.
+    pub fn get(&self, token: &str) -> Option<Arc<Verified>> {
+        self.get_at(token, unix_now())
+    }
+
+    /// Remembers a verified token until its `exp`.
+    pub fn insert(&self, token: &str, verified: Arc<Verified>) {
+        self.insert_at(token, verified, unix_now());
+    }
+
+    fn insert_at(&self, token: &str, verified: Arc<Verified>, now: u64) {
+        if self.per_shard == 0 || verified.exp <= now {
+            return;
+        }
+        let key = Self::key(token);
+        let Some(shard) = self.shard(&key) else {
+            return;
+        };
+        let Ok(mut shard) = shard.lock() else {
+            return;
+        };
+        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
+            shard.retain(|_, e| e.verified.exp > now);
+            if shard.len() >= self.per_shard {
+                if let Some(victim) = shard.keys().next().copied() {
+                    shard.remove(&victim);
+                }
+            }
+        }
+        shard.insert(key, CacheEntry { verified });
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            if let Ok(mut s) = shard.lock() {
+                s.clear();
+            }
+        }
+    }
+
+    /// Entries currently held (including expired ones not yet dropped).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .filter_map(|s| s.lock().ok().map(|s| s.len()))
+            .sum()
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lookups answered from the cache.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Lookups that found nothing (or an expired entry).
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+}
+
+impl Verifier {
+    /// [`Verifier::verify`] through `cache`: a token seen before (and not expired) is answered
+    /// from the cache without a signature check; a newly verified token is cached.
+    pub fn verify_cached(
+        &self,
+        token: &str,
+        keys: &KeySet,
+        cache: &TokenCache,
+    ) -> Result<Arc<Verified>, JwtError> {
+        let now = unix_now();
+        if let Some(hit) = cache.get_at(token, now) {
+            return Ok(hit);
+        }
+        let verified = Arc::new(self.verify_at(token, keys, now)?);
+        cache.insert_at(token, Arc::clone(&verified), now);
+        Ok(verified)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn b64url_roundtrip_known_values() {
+        assert_eq!(
+            b64url_decode("eyJhIjoxfQ").as_deref(),
+            Some(&b"{\"a\":1}"[..])
+        );
+        assert_eq!(b64url_decode("").as_deref(), Some(&b""[..]));
+        assert!(b64url_decode("a").is_none());
+        assert!(b64url_decode("ab+c").is_none());
+    }
+
+    #[test]
+    fn alg_allow_list() {
+        for bad in ["none", "HS256", "HS384", "HS512", "RSA-OAEP", ""] {
+            assert!(allowed_alg(bad).is_none(), "{bad}");
+        }
+        assert!(KeyType::Rsa.allows(Algorithm::PS384));
+        assert!(!KeyType::Rsa.allows(Algorithm::ES256));
+        assert!(!KeyType::EcP256.allows(Algorithm::ES384));
+        assert!(!KeyType::Ed25519.allows(Algorithm::HS256));
+    }
+}
