@@ -13,7 +13,9 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
 
+use crate::auth::jwks::JwksRefresher;
 use crate::config::Runtime;
+use crate::proxy::authn::Authn;
 use crate::proxy::Gateway;
 use crate::reload::watcher::{Watcher, DEFAULT_DEBOUNCE};
 use crate::reload::Snapshot;
@@ -22,14 +24,11 @@ use crate::upstream::health::{Health, Prober};
 /// Interval between upstream reachability probes.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Refuse configurations this build cannot serve safely.
+/// Refuse configurations this build cannot serve (compile already checks most of it).
 pub fn check_servable(rt: &Runtime) -> anyhow::Result<()> {
-    if rt.oauth.enabled {
-        bail!(
-            "oauth.enabled is true, but this build does not verify JWTs yet; refusing to serve \
-             unauthenticated traffic as if it were protected. Set `oauth.enabled: false` on a \
-             loopback listener for now."
-        );
+    if rt.oauth.enabled && rt.oauth.authorization_servers.is_empty() && rt.oauth.jwks_uri.is_none()
+    {
+        bail!("oauth.enabled needs `authorization_servers` or `jwks_uri`");
     }
     Ok(())
 }
@@ -39,8 +38,9 @@ pub fn proxy_app(
     conf: &Arc<ServerConf>,
     snapshot: Arc<Snapshot>,
     health: Arc<Health>,
+    authn: Option<Arc<Authn>>,
 ) -> HttpProxy<Gateway> {
-    let mut app = pingora_proxy::http_proxy(conf, Gateway::new(snapshot, health));
+    let mut app = pingora_proxy::http_proxy(conf, Gateway::new(snapshot, health, authn));
     let mut opts = HttpServerOptions::default();
     opts.h2c = true; // HTTP/2 with prior knowledge on cleartext listeners.
     app.server_options = Some(opts);
@@ -56,7 +56,10 @@ pub fn build(path: &Path, config: Runtime) -> anyhow::Result<Server> {
     let listen = config.server.listen;
     if !config.oauth.enabled {
         tracing::warn!(%listen, "authentication is disabled (oauth.enabled: false); serving on a loopback listener only");
+    } else {
+        tracing::warn!("tools/list, prompts/list and resources/list answers are not filtered per caller yet: callers see every name, but calls outside their permissions are refused");
     }
+    let authn = Authn::from_config(&config).context("cannot set up token verification")?;
     let mut conf = ServerConf {
         threads: config.server.threads.max(1),
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
@@ -72,7 +75,12 @@ pub fn build(path: &Path, config: Runtime) -> anyhow::Result<Server> {
 
     let snapshot = Snapshot::new(path, config);
     let health = Arc::new(Health::default());
-    let app = proxy_app(&server.configuration, snapshot.clone(), health.clone());
+    let app = proxy_app(
+        &server.configuration,
+        snapshot.clone(),
+        health.clone(),
+        authn.clone(),
+    );
     let mut proxy = Service::new("portcullis proxy".to_string(), app);
     proxy.add_tcp(&listen.to_string());
 
@@ -88,6 +96,16 @@ pub fn build(path: &Path, config: Runtime) -> anyhow::Result<Server> {
             interval: PROBE_INTERVAL,
         },
     );
+    if let Some(authn) = authn {
+        server.add_service(background_service(
+            "signing keys",
+            JwksRefresher {
+                jwks: authn.jwks.clone(),
+                interval: Duration::from_secs(300),
+                retry: Duration::from_secs(5),
+            },
+        ));
+    }
     server.add_service(proxy);
     server.add_service(watcher);
     server.add_service(prober);

@@ -429,6 +429,23 @@ impl Runtime {
         if self.server.grace_period != new.server.grace_period {
             out.push("server.grace_period");
         }
+        // The verifier and the key sources are built at start (the refresher keeps keys
+        // current); changing who may issue tokens needs a restart for now.
+        if self.oauth.enabled != new.oauth.enabled {
+            out.push("oauth.enabled");
+        }
+        if self.oauth.authorization_servers != new.oauth.authorization_servers {
+            out.push("oauth.authorization_servers");
+        }
+        if self.oauth.audiences != new.oauth.audiences {
+            out.push("oauth.audiences");
+        }
+        if self.oauth.jwks_uri != new.oauth.jwks_uri {
+            out.push("oauth.jwks_uri");
+        }
+        if self.oauth.leeway != new.oauth.leeway {
+            out.push("oauth.leeway");
+        }
         out
     }
 }

@@ -12,10 +12,12 @@ use crate::telemetry::metrics::metrics;
 use crate::upstream::health::Health;
 
 /// Answer an admin request; returns the status written.
+/// `keys_ready` is false while authentication is on and no signing key set has loaded yet.
 pub async fn serve(
     session: &mut Session,
     live: &Live,
     health: &Health,
+    keys_ready: bool,
     which: Admin,
 ) -> Result<u16> {
     if session.req_header().method != http::Method::GET {
@@ -37,11 +39,12 @@ pub async fn serve(
             Ok(200)
         }
         Admin::Ready => {
-            let ready = health.ready();
+            let ready = health.ready() && keys_ready;
             let status = if ready { 200 } else { 503 };
             let body = json!({
                 "status": if ready { "ready" } else { "not_ready" },
                 "config": live.config.source.hash,
+                "signing_keys": keys_ready,
                 "upstreams": &*health.statuses(),
             });
             respond::json(session, status, &body, false).await?;

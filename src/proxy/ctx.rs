@@ -20,6 +20,8 @@ pub struct Ctx {
     pub status: u16,
     /// True while this request counts as an open SSE stream.
     pub sse_open: bool,
+    /// The caller's scopes, once authenticated (`None` when authentication is off).
+    pub scopes: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Ctx {
@@ -32,6 +34,7 @@ impl Ctx {
             server: None,
             status: 0,
             sse_open: false,
+            scopes: None,
         }
     }
 }

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod admin;
+pub mod authn;
 pub mod ctx;
 pub mod exchange;
 pub mod respond;
@@ -47,15 +48,21 @@ use route::Route;
 pub struct Gateway {
     snapshot: Arc<Snapshot>,
     health: Arc<Health>,
+    authn: Option<Arc<authn::Authn>>,
     connector: Connector,
 }
 
 impl Gateway {
-    /// A gateway serving `snapshot`.
-    pub fn new(snapshot: Arc<Snapshot>, health: Arc<Health>) -> Self {
+    /// A gateway serving `snapshot`; `authn` is `Some` when `oauth.enabled`.
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        health: Arc<Health>,
+        authn: Option<Arc<authn::Authn>>,
+    ) -> Self {
         Gateway {
             snapshot,
             health,
+            authn,
             connector: Connector::new(None),
         }
     }
@@ -114,7 +121,12 @@ impl Gateway {
                 return Ok(400);
             }
         };
-        // Identity and policy decide here, before any upstream is contacted (next issue).
+        // Policy decides here, before any upstream is contacted.
+        if let Some(scopes) = &ctx.scopes {
+            if let Some(status) = authorize(session, live, server, scopes, &envelope).await? {
+                return Ok(status);
+            }
+        }
         match exchange::forward(&self.connector, session, &mut ctx.sse_open, route, body).await {
             Ok(status) => Ok(status),
             Err(exchange::Failure::BeforeResponse {
@@ -135,6 +147,51 @@ impl Gateway {
             Err(exchange::Failure::ClientGone) => Ok(499),
         }
     }
+}
+
+/// Check every addressed tool, prompt or resource of the body against the policy. `Some`
+/// status when a denial was answered (the upstream never sees the request).
+async fn authorize(
+    session: &mut Session,
+    live: &Live,
+    server: &str,
+    scopes: &std::collections::BTreeSet<String>,
+    envelope: &jsonrpc::Envelope,
+) -> Result<Option<u16>> {
+    use crate::policy::Kind;
+    for msg in &envelope.messages {
+        let jsonrpc::Message::Request {
+            id,
+            method,
+            target: Some(name),
+        } = msg
+        else {
+            continue;
+        };
+        let (kind, noun) = match method.as_str() {
+            "tools/call" => (Kind::Tool, "tool"),
+            "prompts/get" => (Kind::Prompt, "prompt"),
+            _ => (Kind::Resource, "resource"),
+        };
+        if let Err(denied) = live.policy.authorize(scopes, kind, server, name) {
+            metrics().denial(server, kind.as_str());
+            tracing::info!(server, kind = kind.as_str(), name = %name, rule = denied.by.source(), "policy denied the request");
+            // Hidden, not forbidden: the answer does not reveal that the name exists.
+            let (id, msg) = if envelope.batch {
+                (
+                    Value::Null,
+                    "Invalid Request: the batch contains a request the caller may not make"
+                        .to_string(),
+                )
+            } else {
+                (id.clone(), format!("Unknown {noun}: {name}"))
+            };
+            let code = if envelope.batch { -32600 } else { -32602 };
+            respond::rpc_error(session, 200, &id, code, &msg, None, false).await?;
+            return Ok(Some(200));
+        }
+    }
+    Ok(None)
 }
 
 fn is_json(req: &RequestHeader) -> bool {
@@ -179,7 +236,18 @@ impl ProxyHttp for Gateway {
         let route = Route::parse(session.req_header().uri.path());
         ctx.route = route.label();
         let status = match route {
-            Route::Admin(which) => admin::serve(session, &ctx.live, &self.health, which).await?,
+            Route::Admin(which) => {
+                let ready_auth = self.authn.as_ref().is_none_or(|a| a.ready());
+                admin::serve(session, &ctx.live, &self.health, ready_auth, which).await?
+            }
+            Route::WellKnown(path) if self.authn.is_some() => {
+                authn::metadata(session, &ctx.live, &path).await?
+            }
+            Route::WellKnown(_) => {
+                let body = json!({ "error": "not_found", "message": "authentication is disabled" });
+                respond::json(session, 404, &body, false).await?;
+                404
+            }
             Route::NotFound => {
                 let body = json!({ "error": "not_found", "message": "no such endpoint" });
                 respond::json(session, 404, &body, false).await?;
@@ -196,6 +264,16 @@ impl ProxyHttp for Gateway {
                     respond::json(session, status, &v, false).await?;
                     ctx.status = status;
                     return Ok(true);
+                }
+                if let Some(authn) = &self.authn {
+                    let path = format!("/mcp/{name}");
+                    match authn::authenticate(authn, session, &ctx.live, &path).await? {
+                        Some(scopes) => ctx.scopes = Some(scopes),
+                        None => {
+                            ctx.status = 401;
+                            return Ok(true);
+                        }
+                    }
                 }
                 ctx.server = Some(name);
                 let method = session.req_header().method.clone();
@@ -323,7 +401,7 @@ impl Route {
         match self {
             Route::Server(_) => RouteLabel::McpServer,
             Route::Aggregate => RouteLabel::Mcp,
-            Route::Admin(_) => RouteLabel::Admin,
+            Route::Admin(_) | Route::WellKnown(_) => RouteLabel::Admin,
             Route::NotFound => RouteLabel::Unknown,
         }
     }

@@ -4,6 +4,8 @@ use pingora_proxy::Session;
 
 use crate::config::Runtime;
 
+const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+
 /// Admin endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admin {
@@ -26,6 +28,9 @@ pub enum Route {
     Aggregate,
     /// An admin endpoint.
     Admin(Admin),
+    /// RFC 9728 metadata: `/.well-known/oauth-protected-resource` plus the endpoint path after it
+    /// (`""`, `/mcp` or `/mcp/{server}`).
+    WellKnown(Box<str>),
     /// Anything else.
     NotFound,
 }
@@ -43,6 +48,14 @@ impl Route {
             "/ready" => Route::Admin(Admin::Ready),
             "/metrics" => Route::Admin(Admin::Metrics),
             "/status" => Route::Admin(Admin::Status),
+            _ if path.starts_with(WELL_KNOWN) => {
+                let rest = &path[WELL_KNOWN.len()..];
+                if rest.is_empty() || rest.starts_with('/') {
+                    Route::WellKnown(rest.into())
+                } else {
+                    Route::NotFound
+                }
+            }
             _ => match path.strip_prefix("/mcp/") {
                 Some(name) if !name.is_empty() && !name.contains('/') => Route::Server(name.into()),
                 _ => Route::NotFound,
@@ -102,6 +115,18 @@ mod tests {
         assert_eq!(Route::parse("/mcp/a/b"), Route::NotFound);
         assert_eq!(Route::parse("/live"), Route::Admin(Admin::Live));
         assert_eq!(Route::parse("/"), Route::NotFound);
+        assert_eq!(
+            Route::parse("/.well-known/oauth-protected-resource/mcp/x"),
+            Route::WellKnown("/mcp/x".into())
+        );
+        assert_eq!(
+            Route::parse("/.well-known/oauth-protected-resource"),
+            Route::WellKnown("".into())
+        );
+        assert_eq!(
+            Route::parse("/.well-known/oauth-protected-resourcex"),
+            Route::NotFound
+        );
         assert_eq!(Route::parse(""), Route::NotFound);
     }
 

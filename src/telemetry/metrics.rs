@@ -24,6 +24,10 @@ pub const CONFIG_LOADED_AT: &str = "portcullis_config_loaded_timestamp_seconds";
 pub const SSE_OPEN: &str = "portcullis_sse_streams_open";
 /// `portcullis_upstream_errors_total{server,kind}`.
 pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
+/// `portcullis_jwt_validations_total{result}`: `valid`, `missing`, or the rejection reason.
+pub const JWT_VALIDATIONS: &str = "portcullis_jwt_validations_total";
+/// `portcullis_policy_denials_total{server,kind}`.
+pub const POLICY_DENIALS: &str = "portcullis_policy_denials_total";
 /// `portcullis_upstream_up{server}`: 1 when the last probe connected.
 pub const UPSTREAM_UP: &str = "portcullis_upstream_up";
 /// `portcullis_upstream_request_duration_seconds{server}` (time to response header).
@@ -90,7 +94,25 @@ pub struct Metrics {
     upstream_latency: HistogramVec,
     /// Upstream reachability by server (set by the health prober).
     pub upstream_up: IntGaugeVec,
+    jwt: Vec<(&'static str, IntCounter)>,
+    denials: IntCounterVec,
 }
+
+/// Every `result` label of `portcullis_jwt_validations_total` (resolved once at start).
+const JWT_RESULTS: [&str; 12] = [
+    "valid",
+    "missing",
+    "malformed",
+    "alg_not_allowed",
+    "unknown_kid",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "bad_issuer",
+    "bad_audience",
+    "missing_exp",
+    "other",
+];
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
 
@@ -183,8 +205,26 @@ impl Metrics {
             &["server"],
         )
         .expect("metric definition");
+        let jwt = IntCounterVec::new(
+            Opts::new(
+                JWT_VALIDATIONS,
+                "Bearer token checks by result or rejection reason.",
+            ),
+            &["result"],
+        )
+        .expect("metric definition");
+        let denials = IntCounterVec::new(
+            Opts::new(
+                POLICY_DENIALS,
+                "Requests denied by policy, by server and kind.",
+            ),
+            &["server", "kind"],
+        )
+        .expect("metric definition");
         for c in [
             Box::new(upstream_up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(jwt.clone()),
+            Box::new(denials.clone()),
             Box::new(requests_vec),
             Box::new(durations_vec),
             Box::new(reloads_vec),
@@ -207,6 +247,11 @@ impl Metrics {
             upstream_errors,
             upstream_latency,
             upstream_up,
+            jwt: JWT_RESULTS
+                .iter()
+                .map(|r| (*r, jwt.with_label_values(&[r])))
+                .collect(),
+            denials,
         }
     }
 
@@ -231,6 +276,23 @@ impl Metrics {
             self.config_info.with_label_values(&[hash]).set(1);
             self.config_loaded_at.set(loaded_at_unix);
         }
+    }
+
+    /// Count a bearer token check (`result`: a fixed, low-cardinality label).
+    pub fn jwt(&self, result: &str) {
+        let found = self
+            .jwt
+            .iter()
+            .find(|(r, _)| *r == result)
+            .or_else(|| self.jwt.last());
+        if let Some((_, c)) = found {
+            c.inc();
+        }
+    }
+
+    /// Count a policy denial.
+    pub fn denial(&self, server: &str, kind: &str) {
+        self.denials.with_label_values(&[server, kind]).inc();
     }
 
     /// Count an upstream failure (off the hot path: only on errors).

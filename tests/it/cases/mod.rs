@@ -1,4 +1,5 @@
 mod admin;
+mod authn;
 mod body;
 mod config;
 mod errors;

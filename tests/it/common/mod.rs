@@ -48,10 +48,16 @@ impl Gateway {
         let snapshot = Snapshot::new(&config_path, rt);
         let health = Arc::new(Health::default());
         let conf = Arc::new(ServerConf::default());
+        let authn = portcullis::proxy::authn::Authn::from_config(&snapshot.load().config).unwrap();
+        if let Some(a) = &authn {
+            // Load the signing keys before serving (tests use file-based key sets).
+            a.jwks.refresh().await;
+        }
         let app = Arc::new(portcullis::app::proxy_app(
             &conf,
             snapshot.clone(),
             health.clone(),
+            authn,
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

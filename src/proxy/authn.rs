@@ -1,0 +1,161 @@
+//! Authentication on the request path: the bearer token is verified ([`crate::auth::jwt`],
+//! keys from [`crate::auth::jwks`]), its claims become scopes ([`crate::auth::scopes`]); a
+//! missing or bad token is answered 401 with `WWW-Authenticate` pointing at the RFC 9728
+//! metadata of the endpoint. The token itself is never logged.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora_error::Result;
+use pingora_proxy::Session;
+use serde_json::json;
+
+use super::respond;
+use crate::auth::jwks::{Jwks, JwksError, JwksSource};
+use crate::auth::jwt::{TokenCache, Verifier};
+use crate::config::Runtime;
+use crate::reload::Live;
+
+/// Verified tokens kept, so a repeated token costs no signature check.
+const TOKEN_CACHE: usize = 16 * 1024;
+
+/// Everything needed to authenticate requests; built once at start (the `oauth` section is
+/// startup-only).
+pub struct Authn {
+    /// Signing keys, refreshed in the background.
+    pub jwks: Arc<Jwks>,
+    verifier: Verifier,
+    cache: TokenCache,
+}
+
+impl Authn {
+    /// Build from the config, or `None` when authentication is off.
+    pub fn from_config(rt: &Runtime) -> std::result::Result<Option<Arc<Authn>>, JwksError> {
+        if !rt.oauth.enabled {
+            return Ok(None);
+        }
+        let sources = JwksSource::from_config(&rt.oauth)?;
+        let jwks = Arc::new(Jwks::new(sources, Duration::from_secs(10))?);
+        let issuers = rt
+            .oauth
+            .authorization_servers
+            .iter()
+            .map(|u| u.as_str().to_owned())
+            .collect();
+        let verifier = Verifier::new(issuers, rt.oauth.audiences.clone(), rt.oauth.leeway);
+        Ok(Some(Arc::new(Authn {
+            jwks,
+            verifier,
+            cache: TokenCache::new(TOKEN_CACHE),
+        })))
+    }
+
+    /// True once a first key set is loaded.
+    pub fn ready(&self) -> bool {
+        self.jwks.ready()
+    }
+}
+
+/// The public base URL: `server.url`, else the listener's address.
+pub fn public_base(rt: &Runtime) -> String {
+    match &rt.server.public_url {
+        Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+        None => format!("http://{}", rt.server.listen),
+    }
+}
+
+/// Authenticate the request for endpoint `path` (e.g. `/mcp/everything`). `Ok(Some(scopes))`
+/// lets it through; `Ok(None)` means a 401 was written.
+pub async fn authenticate(
+    authn: &Authn,
+    session: &mut Session,
+    live: &Live,
+    path: &str,
+) -> Result<Option<BTreeSet<String>>> {
+    let token = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
+    let metrics = crate::telemetry::metrics::metrics();
+    let error = match token {
+        None => {
+            metrics.jwt("missing");
+            None
+        }
+        Some(token) => match authn
+            .jwks
+            .verify(&authn.verifier, &authn.cache, &token)
+            .await
+        {
+            Ok(verified) => {
+                metrics.jwt("valid");
+                return Ok(Some(live.policy.scope_map().scopes_for(&verified.claims)));
+            }
+            Err(e) => {
+                metrics.jwt(e.reason());
+                tracing::debug!(reason = e.reason(), "bearer token rejected");
+                Some(e.reason())
+            }
+        },
+    };
+    let metadata = format!(
+        "{}/.well-known/oauth-protected-resource{path}",
+        public_base(&live.config)
+    );
+    let challenge = match error {
+        None => format!("Bearer resource_metadata=\"{metadata}\""),
+        Some(_) => format!(
+            "Bearer resource_metadata=\"{metadata}\", error=\"invalid_token\", error_description=\"the access token is not valid\""
+        ),
+    };
+    let body = json!({ "error": if error.is_some() { "invalid_token" } else { "unauthorized" },
+                       "message": "a valid bearer token is required" });
+    let body = Bytes::from(body.to_string());
+    respond::send(
+        session,
+        401,
+        "application/json",
+        body,
+        &[("www-authenticate", challenge.as_str())],
+        false,
+    )
+    .await?;
+    Ok(None)
+}
+
+/// RFC 9728 protected resource metadata for the endpoint at `path` (`""`, `/mcp`,
+/// `/mcp/{server}`).
+pub async fn metadata(session: &mut Session, live: &Live, path: &str) -> Result<u16> {
+    let rt = &live.config;
+    let base = public_base(rt);
+    let resource = if path.is_empty() {
+        base.clone()
+    } else {
+        format!("{base}{path}")
+    };
+    let mut scopes: BTreeSet<&str> = BTreeSet::new();
+    for (_, s) in &rt.auth.mappings {
+        scopes.extend(s.iter().map(String::as_str));
+    }
+    for p in &rt.auth.permissions {
+        scopes.extend(p.scopes.iter().map(String::as_str));
+    }
+    let body = json!({
+        "resource": resource,
+        "authorization_servers": rt.oauth.authorization_servers.iter().map(|u| u.as_str().trim_end_matches('/')).collect::<Vec<_>>(),
+        "scopes_supported": scopes,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Portcullis MCP gateway",
+    });
+    respond::json(session, 200, &body, false).await?;
+    Ok(200)
+}

@@ -1,0 +1,171 @@
+//! Authentication and call authorization inline on `/mcp/{server}`: 401 with
+//! `WWW-Authenticate` and RFC 9728 metadata, denied calls answered "Unknown tool" without ever
+//! reaching the upstream.
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use crate::common::{client, Gateway, Upstream};
+
+const ISSUER: &str = "https://issuer.example.com/oauth2/default";
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config(upstream: std::net::SocketAddr) -> String {
+    format!(
+        r#"server:
+  listen: "127.0.0.1:8080"
+oauth:
+  enabled: true
+  provider: okta
+  authorization_servers: ["{ISSUER}"]
+  audiences: ["api://default"]
+  jwks_uri: "file://{jwks}"
+auth:
+  claims: ["groups"]
+  mappings:
+    "groups:User": ["scope:user"]
+    "groups:Admin": ["scope:admin"]
+  permissions:
+    "up:echo": ["scope:user", "scope:admin"]
+    "up:*": ["scope:admin"]
+proxy:
+  servers:
+    - name: up
+      type: streamable-http
+      connection:
+        url: "http://{upstream}/mcp"
+"#,
+        jwks = fixture("jwks.json")
+    )
+}
+
+fn token(groups: &[&str], exp_offset: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    let claims = json!({
+        "iss": ISSUER, "aud": "api://default", "sub": "alice",
+        "iat": now, "exp": now + exp_offset, "groups": groups,
+    });
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa1.pem")).unwrap()).unwrap();
+    encode(&header, &claims, &key).unwrap()
+}
+
+async fn call(gw: &Gateway, bearer: Option<&str>, tool: &str) -> reqwest::Response {
+    let mut req = client()
+        .post(gw.url("/mcp/up"))
+        .header("content-type", "application/json")
+        .body(json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":tool,"arguments":{}}}).to_string());
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn no_token_is_401_with_resource_metadata() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(up.addr)).await;
+    let resp = call(&gw, None, "echo").await;
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        challenge,
+        "Bearer resource_metadata=\"http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp/up\""
+    );
+    assert_eq!(up.posts(), 0);
+}
+
+#[tokio::test]
+async fn bad_or_expired_tokens_are_401_invalid_token() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(up.addr)).await;
+    let expired = token(&["User"], -3600);
+    for bad in ["not-a-jwt", expired.as_str()] {
+        let resp = call(&gw, Some(bad), "echo").await;
+        assert_eq!(resp.status(), 401);
+        let challenge = resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        assert!(challenge.contains("resource_metadata="), "{challenge}");
+    }
+    assert_eq!(up.posts(), 0);
+}
+
+#[tokio::test]
+async fn an_allowed_call_reaches_the_upstream_without_the_token() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(up.addr)).await;
+    let resp = call(&gw, Some(&token(&["User"], 600)), "echo").await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v.get("result").is_some(), "{v}");
+    assert_eq!(up.posts(), 1);
+    assert!(up.last_headers().get("authorization").is_none());
+}
+
+#[tokio::test]
+async fn a_denied_call_is_an_unknown_tool_and_never_reaches_the_upstream() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(up.addr)).await;
+    let resp = call(&gw, Some(&token(&["User"], 600)), "delete_everything").await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["id"], 7);
+    assert_eq!(v["error"]["code"], -32602);
+    assert_eq!(v["error"]["message"], "Unknown tool: delete_everything");
+    assert_eq!(up.posts(), 0);
+    // The admin group may call it.
+    let resp = call(&gw, Some(&token(&["Admin"], 600)), "delete_everything").await;
+    let v: Value = resp.json().await.unwrap();
+    assert!(v.get("result").is_some(), "{v}");
+    assert_eq!(up.posts(), 1);
+}
+
+#[tokio::test]
+async fn protected_resource_metadata_names_the_endpoint_and_issuers() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(up.addr)).await;
+    for (path, resource) in [
+        (
+            "/.well-known/oauth-protected-resource/mcp/up",
+            "http://127.0.0.1:8080/mcp/up",
+        ),
+        (
+            "/.well-known/oauth-protected-resource",
+            "http://127.0.0.1:8080",
+        ),
+    ] {
+        let v: Value = client()
+            .get(gw.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["resource"], resource);
+        assert_eq!(v["authorization_servers"][0], ISSUER);
+        let scopes: Vec<&str> = v["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        assert!(
+            scopes.contains(&"scope:user") && scopes.contains(&"scope:admin"),
+            "{v}"
+        );
+    }
+}
