@@ -6,10 +6,10 @@
 //!  new_ctx                  pin the live config snapshot (one load)     reload::Snapshot
 //!  request_filter           route; admin endpoints answered             route, admin
 //!                           Origin check; unknown server -> 404         route, respond
-//!                          bearer token -> scopes, else 401            authn (auth::jwt, jwks)
+//!                           bearer token -> scopes, else 401            authn (auth::jwt, jwks)
 //!                           POST: content type, capped body read,       mcp::body
 //!                                 JSON-RPC classification               mcp::jsonrpc
-//!                                 policy: denied -> "Unknown tool"       policy
+//!                                 policy: denied -> "Unknown tool"      policy
 //!                                 upstream exchange, streamed back      exchange
 //!                           GET/DELETE: fall through to Pingora
 //!  upstream_peer            GET/DELETE: the chosen server's peer        upstream
