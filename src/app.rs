@@ -56,8 +56,6 @@ pub fn build(path: &Path, config: Runtime) -> anyhow::Result<Server> {
     let listen = config.server.listen;
     if !config.oauth.enabled {
         tracing::warn!(%listen, "authentication is disabled (oauth.enabled: false); serving on a loopback listener only");
-    } else {
-        tracing::warn!("tools/list, prompts/list and resources/list answers are not filtered per caller yet: callers see every name, but calls outside their permissions are refused");
     }
     let authn = Authn::from_config(&config).context("cannot set up token verification")?;
     let mut conf = ServerConf {

@@ -2,7 +2,9 @@
 //! capped body reading ([`body`]) and JSON-RPC classification ([`jsonrpc`]).
 
 pub mod body;
+pub mod filter;
 pub mod jsonrpc;
+pub mod sse;
 
 /// Header carrying the session id (legacy protocol revisions).
 pub const SESSION_ID: &str = "mcp-session-id";

@@ -32,6 +32,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use super::upstream::Route;
+use crate::mcp::filter::ListFilter;
+use crate::mcp::sse;
 use crate::telemetry::metrics::metrics;
 use crate::upstream::h1;
 
@@ -130,6 +132,7 @@ pub async fn forward(
     sse_open: &mut bool,
     route: &Route,
     body: Bytes,
+    list: Option<ListFilter<'_>>,
 ) -> Result<u16, Failure> {
     let started = Instant::now();
     let (mut answer, mut resp) = match (route.target.tls, route.addr) {
@@ -177,10 +180,28 @@ pub async fn forward(
         metrics().sse_open.inc();
         *sse_open = true;
     }
+    // A list answer is rewritten per caller: its length changes.
+    let mut rewrite = list.filter(|_| status == 200).map(|filter| {
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        if sse {
+            Rewrite::Sse(filter, sse::Framer::default())
+        } else {
+            Rewrite::Json(filter, bytes::BytesMut::new())
+        }
+    });
     if session.write_response_header(resp, false).await.is_err() {
         return Err(Failure::ClientGone);
     }
-    relay_body(session, &mut answer).await?;
+    relay_body(session, &mut answer, &mut rewrite).await?;
+    if let Some(tail) = rewrite.as_mut().and_then(Rewrite::finish) {
+        if session
+            .write_response_body(Some(tail), false)
+            .await
+            .is_err()
+        {
+            return Err(Failure::ClientGone);
+        }
+    }
     if session.write_response_body(None, true).await.is_err() {
         return Err(Failure::ClientGone);
     }
@@ -316,8 +337,63 @@ pub fn prepare_response(resp: &mut ResponseHeader) -> bool {
     sse
 }
 
+/// A per-caller rewrite of a list answer.
+enum Rewrite<'a> {
+    /// SSE: each complete event's data is filtered; other events pass byte for byte.
+    Sse(ListFilter<'a>, sse::Framer),
+    /// JSON: the (capped) whole answer is filtered at its end.
+    Json(ListFilter<'a>, bytes::BytesMut),
+}
+
+/// Most bytes of a JSON list answer held for filtering.
+const MAX_JSON_LIST: usize = 16 * 1024 * 1024;
+
+impl Rewrite<'_> {
+    /// Transform one upstream chunk into what the client gets now (possibly nothing yet).
+    fn chunk(&mut self, chunk: Bytes) -> Result<Option<Bytes>, String> {
+        match self {
+            Rewrite::Sse(filter, framer) => {
+                let events = framer.push(&chunk).map_err(|e| e.to_string())?;
+                if events.is_empty() {
+                    return Ok(None);
+                }
+                let mut out = Vec::with_capacity(chunk.len());
+                for ev in events {
+                    match sse::event_data(&ev).and_then(|d| filter.apply(&d)) {
+                        Some(data) => out.extend_from_slice(&sse::with_data(&ev, &data)),
+                        None => out.extend_from_slice(&ev),
+                    }
+                }
+                Ok(Some(Bytes::from(out)))
+            }
+            Rewrite::Json(_, buf) => {
+                if buf.len() + chunk.len() > MAX_JSON_LIST {
+                    return Err("list answer too large to filter".into());
+                }
+                buf.extend_from_slice(&chunk);
+                Ok(None)
+            }
+        }
+    }
+
+    /// What remains at the end of the answer.
+    fn finish(&mut self) -> Option<Bytes> {
+        match self {
+            Rewrite::Sse(_, framer) => Some(framer.rest()).filter(|b| !b.is_empty()),
+            Rewrite::Json(filter, buf) => {
+                let body = buf.split().freeze();
+                Some(filter.apply(&body).map(Bytes::from).unwrap_or(body))
+            }
+        }
+    }
+}
+
 /// Relay the response body chunk by chunk, watching for the client going away.
-async fn relay_body(session: &mut Session, up: &mut Answer) -> Result<(), Failure> {
+async fn relay_body(
+    session: &mut Session,
+    up: &mut Answer,
+    rewrite: &mut Option<Rewrite<'_>>,
+) -> Result<(), Failure> {
     let mut watch_client = true;
     loop {
         let next = tokio::select! {
@@ -337,6 +413,14 @@ async fn relay_body(session: &mut Session, up: &mut Answer) -> Result<(), Failur
                     }
                 }
             }
+        };
+        let next = match (next, rewrite.as_mut()) {
+            (Ok(Some(chunk)), Some(rw)) => match rw.chunk(chunk) {
+                Ok(Some(out)) => Ok(Some(out)),
+                Ok(None) => continue,
+                Err(e) => Err(e),
+            },
+            (other, _) => other,
         };
         match next {
             Ok(Some(chunk)) => {

@@ -38,6 +38,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::{json, Value};
 
 use crate::mcp::body::{self, BodyError};
+use crate::mcp::filter::{ListFilter, ListKind};
 use crate::mcp::jsonrpc;
 use crate::reload::{Live, Snapshot};
 use crate::telemetry::metrics::{method_index, metrics, RouteLabel};
@@ -128,7 +129,27 @@ impl Gateway {
                 return Ok(status);
             }
         }
-        match exchange::forward(&self.connector, session, &mut ctx.sse_open, route, body).await {
+        let list = match (&ctx.scopes, envelope.batch, envelope.messages.first()) {
+            (Some(scopes), false, Some(jsonrpc::Message::Request { method, .. })) => {
+                ListKind::for_method(method).map(|kind| ListFilter {
+                    policy: &live.policy,
+                    scopes,
+                    server,
+                    kind,
+                })
+            }
+            _ => None,
+        };
+        match exchange::forward(
+            &self.connector,
+            session,
+            &mut ctx.sse_open,
+            route,
+            body,
+            list,
+        )
+        .await
+        {
             Ok(status) => Ok(status),
             Err(exchange::Failure::BeforeResponse {
                 status,
@@ -160,6 +181,18 @@ async fn authorize(
     envelope: &jsonrpc::Envelope,
 ) -> Result<Option<u16>> {
     use crate::policy::Kind;
+    // List answers are filtered per caller only for single requests: a batch holding a list
+    // request is refused whole rather than half-checked.
+    if envelope.batch
+        && envelope
+            .messages
+            .iter()
+            .any(|m| m.method().and_then(ListKind::for_method).is_some())
+    {
+        let msg = "Invalid Request: list methods cannot be batched on an authenticated endpoint";
+        respond::rpc_error(session, 400, &Value::Null, -32600, msg, None, false).await?;
+        return Ok(Some(400));
+    }
     for msg in &envelope.messages {
         let jsonrpc::Message::Request {
             id,

@@ -169,3 +169,73 @@ async fn protected_resource_metadata_names_the_endpoint_and_issuers() {
         );
     }
 }
+
+async fn list(gw: &Gateway, bearer: &str, mode: &str) -> String {
+    client()
+        .post(gw.url("/mcp/up"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {bearer}"))
+        .header("x-test-reply", mode)
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tools_list_is_filtered_per_caller_in_json() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(up.addr)).await;
+    let user: Value =
+        serde_json::from_str(&list(&gw, &token(&["User"], 600), "tools").await).unwrap();
+    let names: Vec<&str> = user["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo"]);
+    assert_eq!(user["result"]["cacheScope"], "private");
+    let admin: Value =
+        serde_json::from_str(&list(&gw, &token(&["Admin"], 600), "tools").await).unwrap();
+    assert_eq!(admin["result"]["tools"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn tools_list_is_filtered_per_caller_in_sse_and_other_events_pass_untouched() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(up.addr)).await;
+    let text = list(&gw, &token(&["User"], 600), "tools-sse").await;
+    // The notification event passes byte for byte (CRLF kept).
+    assert!(text.starts_with(
+        "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\r\n\r\n"
+    ), "{text}");
+    // The list event is rewritten: id kept, hidden tool gone.
+    assert!(text.contains("id: 9\nevent: message\ndata: "), "{text}");
+    assert!(text.contains("\"echo\""), "{text}");
+    assert!(!text.contains("delete_everything"), "{text}");
+    let admin = list(&gw, &token(&["Admin"], 600), "tools-sse").await;
+    assert!(admin.contains("delete_everything"), "{admin}");
+}
+
+#[tokio::test]
+async fn a_batch_holding_a_list_request_is_refused_whole() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(up.addr)).await;
+    let resp = client()
+        .post(gw.url("/mcp/up"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", token(&["Admin"], 600)))
+        .body(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -32600);
+    assert_eq!(up.posts(), 0);
+}

@@ -23,6 +23,9 @@ use axum::Router;
 use futures_util::stream;
 use tokio::sync::Notify;
 
+/// A `tools/list` answer with a visible and a hidden tool, marked publicly cacheable.
+pub const TOOLS_RESULT: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}},{"name":"delete_everything","inputSchema":{"type":"object"}}],"cacheScope":"public"}}"#;
+
 #[derive(Default)]
 pub struct Seen {
     pub posts: AtomicUsize,
@@ -145,6 +148,25 @@ async fn on_post(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Bytes)
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
             base(StatusCode::OK, "application/json", &headers)
                 .body(Body::from(result))
+                .unwrap()
+        }
+        ["tools"] => base(StatusCode::OK, "application/json", &headers)
+            .body(Body::from(TOOLS_RESULT))
+            .unwrap(),
+        ["tools-sse"] => {
+            // A notification, then the list result with CRLF line ends and split data lines,
+            // delivered in small pieces.
+            let stream_text = format!(
+                "event: message\r\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{}}}}\r\n\r\nid: 9\r\nevent: message\r\ndata: {}\r\n\r\n",
+                TOOLS_RESULT
+            );
+            let pieces: Vec<Result<Bytes, std::io::Error>> = stream_text
+                .into_bytes()
+                .chunks(13)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            base(StatusCode::OK, "text/event-stream", &headers)
+                .body(Body::from_stream(stream::iter(pieces)))
                 .unwrap()
         }
         ["status", code] => base(
