@@ -204,6 +204,7 @@ mod tests {
             permissions: vec![],
             scope_mode: crate::config::ScopeMode::Any,
             default_scope: None,
+            on_denied: Default::default(),
         };
         let m = ScopeMap::new(&auth);
         let got = m.scopes_for(&json!({"groups": ["Admin", "Nobody"], "scp": ["mcp:read"]}));

@@ -45,8 +45,8 @@ use std::path::Path;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use runtime::{
-    redacted_url, Auth, HttpTarget, OAuth, Permission, Provider, Proxy, RateLimit, RateLimitKey,
-    Runtime, ScopeMode, Server, SourceInfo, StdioCommand, Transport, Upstream,
+    redacted_url, Auth, HttpTarget, OAuth, OnDenied, Permission, Provider, Proxy, RateLimit,
+    RateLimitKey, Runtime, ScopeMode, Server, SourceInfo, StdioCommand, Transport, Upstream,
 };
 
 use de::{DeError, ErrKind};

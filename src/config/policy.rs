@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use super::compile::{root, Ctx};
 use super::diagnostic::did_you_mean;
-use super::raw::{List, RawAuth, RawRateLimit, RawRateLimitKey, RawScopeMode};
-use super::runtime::{Auth, Permission, Proxy, RateLimit, RateLimitKey, ScopeMode};
+use super::raw::{List, RawAuth, RawOnDenied, RawRateLimit, RawRateLimitKey, RawScopeMode};
+use super::runtime::{Auth, OnDenied, Permission, Proxy, RateLimit, RateLimitKey, ScopeMode};
 
 /// `*` matches any run of characters.
 pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
@@ -132,6 +132,11 @@ pub(crate) fn compile_auth(raw: RawAuth, proxy: &Proxy, ctx: &mut Ctx<'_>) -> Au
             Some(RawScopeMode::Any) | None => ScopeMode::Any,
         },
         default_scope: options.default_scope,
+        on_denied: match options.on_denied {
+            Some(RawOnDenied::Forbidden) => OnDenied::Forbidden,
+            Some(RawOnDenied::StepUp) => OnDenied::StepUp,
+            Some(RawOnDenied::Hide) | None => OnDenied::Hide,
+        },
     }
 }
 

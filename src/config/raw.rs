@@ -100,6 +100,22 @@ pub(crate) struct RawAuthOptions {
     pub(crate) scope_mode: Option<RawScopeMode>,
     /// Scope required when no pattern matches; null denies.
     pub(crate) default_scope: Option<String>,
+    /// How a denied call is answered: `hide` (default: JSON-RPC -32602 "Unknown tool"),
+    /// `forbidden` (JSON-RPC error saying it is not allowed) or `step_up` (HTTP 403 with
+    /// `WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`).
+    pub(crate) on_denied: Option<RawOnDenied>,
+}
+
+/// `auth.options.on_denied`.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawOnDenied {
+    /// Answer as if the name did not exist.
+    Hide,
+    /// Say it is forbidden.
+    Forbidden,
+    /// HTTP 403 asking for more scopes.
+    StepUp,
 }
 
 /// `auth.options.scope_mode`.

@@ -107,6 +107,20 @@ pub struct Auth {
     pub scope_mode: ScopeMode,
     /// Scope required when no pattern matches; `None` denies.
     pub default_scope: Option<String>,
+    /// How a denied call is answered.
+    pub on_denied: OnDenied,
+}
+
+/// `auth.options.on_denied`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDenied {
+    /// JSON-RPC -32602 "Unknown tool: NAME": hidden names stay hidden (default).
+    #[default]
+    Hide,
+    /// JSON-RPC error "Forbidden: ...": the caller learns the name exists.
+    Forbidden,
+    /// HTTP 403 with `WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`.
+    StepUp,
 }
 
 /// One `auth.permissions` entry.

@@ -37,6 +37,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::{json, Value};
 
+use crate::config::OnDenied;
 use crate::mcp::body::{self, BodyError};
 use crate::mcp::filter::{ListFilter, ListKind};
 use crate::mcp::jsonrpc;
@@ -210,18 +211,40 @@ async fn authorize(
         if let Err(denied) = live.policy.authorize(scopes, kind, server, name) {
             metrics().denial(server, kind.as_str());
             tracing::info!(server, kind = kind.as_str(), name = %name, rule = denied.by.source(), "policy denied the request");
-            // Hidden, not forbidden: the answer does not reveal that the name exists.
-            let (id, msg) = if envelope.batch {
-                (
-                    Value::Null,
-                    "Invalid Request: the batch contains a request the caller may not make"
-                        .to_string(),
-                )
-            } else {
-                (id.clone(), format!("Unknown {noun}: {name}"))
-            };
-            let code = if envelope.batch { -32600 } else { -32602 };
-            respond::rpc_error(session, 200, &id, code, &msg, None, false).await?;
+            if envelope.batch {
+                let msg = "Invalid Request: the batch contains a request the caller may not make";
+                respond::rpc_error(session, 200, &Value::Null, -32600, msg, None, false).await?;
+                return Ok(Some(200));
+            }
+            match live.config.auth.on_denied {
+                // Hidden: the answer does not reveal that the name exists.
+                OnDenied::Hide => {
+                    let msg = format!("Unknown {noun}: {name}");
+                    respond::rpc_error(session, 200, id, -32602, &msg, None, false).await?;
+                }
+                OnDenied::Forbidden => {
+                    let msg = format!("Forbidden: the caller may not use {noun} `{name}`");
+                    respond::rpc_error(session, 200, id, -32003, &msg, None, false).await?;
+                }
+                OnDenied::StepUp => {
+                    let challenge = format!(
+                        "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp/{server}\"",
+                        denied.scope_hint(),
+                        authn::public_base(&live.config)
+                    );
+                    let body = respond::rpc_error_body(id, -32003, "insufficient scope", None);
+                    respond::send(
+                        session,
+                        403,
+                        "application/json",
+                        body,
+                        &[("www-authenticate", challenge.as_str())],
+                        false,
+                    )
+                    .await?;
+                    return Ok(Some(403));
+                }
+            }
             return Ok(Some(200));
         }
     }

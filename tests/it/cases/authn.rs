@@ -239,3 +239,37 @@ async fn a_batch_holding_a_list_request_is_refused_whole() {
     assert_eq!(v["error"]["code"], -32600);
     assert_eq!(up.posts(), 0);
 }
+
+#[tokio::test]
+async fn denial_modes_forbidden_and_step_up() {
+    let up = Upstream::start().await;
+    let base = config(up.addr).replace(
+        "  permissions:",
+        "  options:\n    on_denied: MODE\n  permissions:",
+    );
+    let gw = Gateway::start(&base.replace("MODE", "forbidden")).await;
+    let resp = call(&gw, Some(&token(&["User"], 600)), "delete_everything").await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -32003);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Forbidden"),
+        "{v}"
+    );
+
+    let gw = Gateway::start(&base.replace("MODE", "step_up")).await;
+    let resp = call(&gw, Some(&token(&["User"], 600)), "delete_everything").await;
+    assert_eq!(resp.status(), 403);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.starts_with("Bearer error=\"insufficient_scope\", scope=\"scope:admin\""),
+        "{challenge}"
+    );
+    assert_eq!(up.posts(), 0);
+}
