@@ -66,49 +66,51 @@ pub fn public_base(rt: &Runtime) -> String {
     }
 }
 
-/// Authenticate the request for endpoint `path` (e.g. `/mcp/everything`). `Ok(Some(scopes))`
-/// lets it through; `Ok(None)` means a 401 was written.
+/// Authenticate a request to `/mcp/{server}`. `Ok(Some(scopes))` lets it through; `Ok(None)`
+/// means a 401 was written.
 pub async fn authenticate(
     authn: &Authn,
     session: &mut Session,
     live: &Live,
-    path: &str,
+    server: &str,
 ) -> Result<Option<BTreeSet<String>>> {
-    let token = session
-        .req_header()
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        })
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned);
     let metrics = crate::telemetry::metrics::metrics();
-    let error = match token {
-        None => {
-            metrics.jwt("missing");
-            None
+    // The token is borrowed from the request header: no copy on the request path.
+    let error = {
+        let token = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .filter(|t| !t.is_empty());
+        match token {
+            None => {
+                metrics.jwt("missing");
+                None
+            }
+            Some(token) => match authn
+                .jwks
+                .verify(&authn.verifier, &authn.cache, token)
+                .await
+            {
+                Ok(verified) => {
+                    metrics.jwt("valid");
+                    return Ok(Some(live.policy.scope_map().scopes_for(&verified.claims)));
+                }
+                Err(e) => {
+                    metrics.jwt(e.reason());
+                    tracing::debug!(reason = e.reason(), "bearer token rejected");
+                    Some(e.reason())
+                }
+            },
         }
-        Some(token) => match authn
-            .jwks
-            .verify(&authn.verifier, &authn.cache, &token)
-            .await
-        {
-            Ok(verified) => {
-                metrics.jwt("valid");
-                return Ok(Some(live.policy.scope_map().scopes_for(&verified.claims)));
-            }
-            Err(e) => {
-                metrics.jwt(e.reason());
-                tracing::debug!(reason = e.reason(), "bearer token rejected");
-                Some(e.reason())
-            }
-        },
     };
     let metadata = format!(
-        "{}/.well-known/oauth-protected-resource{path}",
+        "{}/.well-known/oauth-protected-resource/mcp/{server}",
         public_base(&live.config)
     );
     let challenge = match error {

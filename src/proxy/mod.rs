@@ -323,8 +323,7 @@ impl ProxyHttp for Gateway {
                     return Ok(true);
                 }
                 if let Some(authn) = &self.authn {
-                    let path = format!("/mcp/{name}");
-                    match authn::authenticate(authn, session, &ctx.live, &path).await? {
+                    match authn::authenticate(authn, session, &ctx.live, &name).await? {
                         Some(scopes) => ctx.scopes = Some(scopes),
                         None => {
                             ctx.status = 401;
