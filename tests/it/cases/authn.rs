@@ -273,3 +273,120 @@ async fn denial_modes_forbidden_and_step_up() {
     );
     assert_eq!(up.posts(), 0);
 }
+
+fn b64url(data: &[u8]) -> String {
+    use base64_lite::encode;
+    encode(data)
+}
+
+/// Minimal base64url (no padding), enough to hand-craft hostile tokens.
+mod base64_lite {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    pub fn encode(data: &[u8]) -> String {
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            let chars = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
+            for c in chars.iter().take(chunk.len() + 1) {
+                out.push(ALPHABET[*c as usize] as char);
+            }
+        }
+        out
+    }
+}
+
+fn signed(header: Header, claims: Value) -> String {
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa1.pem")).unwrap()).unwrap();
+    encode(&header, &claims, &key).unwrap()
+}
+
+fn claims_with(patch: Value) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut c = json!({"iss": ISSUER, "aud": "api://default", "sub": "alice", "iat": now, "exp": now + 600, "groups": ["Admin"]});
+    for (k, v) in patch.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+#[tokio::test]
+async fn every_kind_of_bad_token_is_401_over_http() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(up.addr)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let rsa = |patch: Value| {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("rsa-1".into());
+        signed(h, claims_with(patch))
+    };
+    let payload = b64url(claims_with(json!({})).to_string().as_bytes());
+    let alg_none = format!("{}.{payload}.", b64url(br#"{"alg":"none","typ":"JWT"}"#));
+    let hs256_with_public_key = {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("rsa-1".into());
+        let secret = std::fs::read(fixture("rsa1.pub.pem")).unwrap();
+        encode(
+            &h,
+            &claims_with(json!({})),
+            &EncodingKey::from_secret(&secret),
+        )
+        .unwrap()
+    };
+    let tampered = {
+        let good = rsa(json!({}));
+        let parts: Vec<&str> = good.split('.').collect();
+        let evil = b64url(
+            claims_with(json!({"groups": ["Admin", "Root"]}))
+                .to_string()
+                .as_bytes(),
+        );
+        format!("{}.{evil}.{}", parts[0], parts[2])
+    };
+    let unknown_kid = {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("no-such-key".into());
+        signed(h, claims_with(json!({})))
+    };
+    let cases = [
+        ("alg none", alg_none),
+        (
+            "HS256 signed with the RSA public key",
+            hs256_with_public_key,
+        ),
+        ("tampered payload", tampered),
+        ("unknown kid", unknown_kid),
+        ("wrong audience", rsa(json!({"aud": "api://other"}))),
+        (
+            "wrong issuer",
+            rsa(json!({"iss": "https://evil.example.com/oauth2/default"})),
+        ),
+        ("not yet valid", rsa(json!({"nbf": now + 3600}))),
+        ("expired", rsa(json!({"exp": now - 3600}))),
+    ];
+    for (what, token) in cases {
+        let resp = call(&gw, Some(&token), "echo").await;
+        assert_eq!(resp.status(), 401, "{what}");
+        let challenge = resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            challenge.contains("error=\"invalid_token\""),
+            "{what}: {challenge}"
+        );
+    }
+    assert_eq!(up.posts(), 0);
+    // And the same claims, properly signed, pass.
+    assert_eq!(call(&gw, Some(&rsa(json!({}))), "echo").await.status(), 200);
+}
