@@ -18,7 +18,8 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use url::Url;
 
-use crate::auth::jwt::{JwtError, KeySet, KeySetError, TokenCache, Verified, Verifier};
+use crate::auth::cache::TokenCache;
+use crate::auth::jwt::{JwtError, KeySet, KeySetError, Verified, Verifier};
 
 /// Largest JWK set or discovery document accepted.
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;

@@ -1,6 +1,6 @@
 //! JWT bearer verification, no I/O: the key set ([`KeySet`], built from a JWK set document), the
 //! verifier ([`Verifier`]: per-key-type algorithm allow-list, signature, `iss`, `aud`, `exp`,
-//! `nbf` with leeway) and the bounded cache of verified tokens ([`TokenCache`]).
+//! `nbf` with leeway). The bounded cache of verified tokens is [`crate::auth::cache`].
 //!
 //! Fetching and refreshing key sets is [`crate::auth::jwks`]'s job. Nothing here logs or returns
 //! the token itself; errors carry a low-cardinality [`JwtError::reason`] label for metrics.
@@ -11,17 +11,13 @@
 //! checks are done here so that issuers compare trailing-slash-insensitively and every failure
 //! maps to exactly one reason.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// At most this many keys are tried for a token that names no `kid`.
 pub const MAX_KIDLESS_CANDIDATES: usize = 8;
@@ -574,206 +570,17 @@ fn parse_header(token: &str) -> Result<RawHeader, JwtError> {
 
 /// Decodes unpadded (or padded) base64url.
 fn b64url_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4 + 1);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    if bits >= 6 {
-        return None;
-    }
-    Some(out)
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .ok()
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-const CACHE_SHARDS: usize = 16;
-
-struct CacheEntry {
-    verified: Arc<Verified>,
-}
-
-/// A bounded cache of verified tokens, keyed by the SHA-256 of the token (the token itself is
-/// never stored), each entry expiring at the token's `exp`.
-///
-/// Sharded 16 ways by hash; each shard is a `std::sync::Mutex<HashMap>` held only for a lookup or
-/// an insert (no I/O, no awaiting, no signature work under the lock). When a shard is full, an
-/// insert first drops its expired entries, then an arbitrary entry if still full.
-///
-/// Entries are only as valid as the [`Verifier`] that produced them: use one cache per verifier
-/// (a config reload that changes issuers or audiences needs a fresh cache).
-///
-/// The cache does not know about key rotation: call [`TokenCache::clear`] when keys are removed if
-/// tokens signed by them must stop working before they expire.
-pub struct TokenCache {
-    shards: Vec<Mutex<HashMap<[u8; 32], CacheEntry>>>,
-    per_shard: usize,
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-impl std::fmt::Debug for TokenCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCache")
-            .field("capacity", &(self.per_shard * CACHE_SHARDS))
-            .field("hits", &self.hits())
-            .field("misses", &self.misses())
-            .finish()
-    }
-}
-
-impl TokenCache {
-    /// A cache holding about `capacity` tokens (rounded up to a multiple of 16; 0 disables it).
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            shards: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-            per_shard: capacity.div_ceil(CACHE_SHARDS),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
-    }
-
-    fn key(token: &str) -> [u8; 32] {
-        Sha256::digest(token.as_bytes()).into()
-    }
-
-    fn shard(&self, key: &[u8; 32]) -> Option<&Mutex<HashMap<[u8; 32], CacheEntry>>> {
-        self.shards.get(usize::from(key[0]) % CACHE_SHARDS)
-    }
-
-    /// The cached verification of `token`, if present and not expired at `now`.
-    pub fn get_at(&self, token: &str, now: u64) -> Option<Arc<Verified>> {
-        if self.per_shard == 0 {
-            return None;
-        }
-        let key = Self::key(token);
-        let found = {
-            let mut shard = self.shard(&key)?.lock().ok()?;
-            match shard.entry(key) {
-                Entry::Occupied(e) if e.get().verified.exp > now => {
-                    Some(Arc::clone(&e.get().verified))
-                }
-                Entry::Occupied(e) => {
-                    e.remove();
-                    None
-                }
-                Entry::Vacant(_) => None,
-            }
-        };
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
-    }
-
-    /// The cached verification of `token`, if present and not expired.
-    pub fn get(&self, token: &str) -> Option<Arc<Verified>> {
-        self.get_at(token, unix_now())
-    }
-
-    /// Remembers a verified token until its `exp`.
-    pub fn insert(&self, token: &str, verified: Arc<Verified>) {
-        self.insert_at(token, verified, unix_now());
-    }
-
-    fn insert_at(&self, token: &str, verified: Arc<Verified>, now: u64) {
-        if self.per_shard == 0 || verified.exp <= now {
-            return;
-        }
-        let key = Self::key(token);
-        let Some(shard) = self.shard(&key) else {
-            return;
-        };
-        let Ok(mut shard) = shard.lock() else {
-            return;
-        };
-        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
-            shard.retain(|_, e| e.verified.exp > now);
-            if shard.len() >= self.per_shard {
-                if let Some(victim) = shard.keys().next().copied() {
-                    shard.remove(&victim);
-                }
-            }
-        }
-        shard.insert(key, CacheEntry { verified });
-    }
-
-    /// Drops every entry.
-    pub fn clear(&self) {
-        for shard in &self.shards {
-            if let Ok(mut s) = shard.lock() {
-                s.clear();
-            }
-        }
-    }
-
-    /// Entries currently held (including expired ones not yet dropped).
-    pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .filter_map(|s| s.lock().ok().map(|s| s.len()))
-            .sum()
-    }
-
-    /// True when no entry is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Lookups answered from the cache.
-    pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
-    }
-
-    /// Lookups that found nothing (or an expired entry).
-    pub fn misses(&self) -> u64 {
-        self.misses.load(Ordering::Relaxed)
-    }
-}
-
-impl Verifier {
-    /// [`Verifier::verify`] through `cache`: a token seen before (and not expired) is answered
-    /// from the cache without a signature check; a newly verified token is cached.
-    pub fn verify_cached(
-        &self,
-        token: &str,
-        keys: &KeySet,
-        cache: &TokenCache,
-    ) -> Result<Arc<Verified>, JwtError> {
-        let now = unix_now();
-        if let Some(hit) = cache.get_at(token, now) {
-            return Ok(hit);
-        }
-        let verified = Arc::new(self.verify_at(token, keys, now)?);
-        cache.insert_at(token, Arc::clone(&verified), now);
-        Ok(verified)
-    }
 }
 
 #[cfg(test)]

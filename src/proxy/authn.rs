@@ -13,8 +13,9 @@ use pingora_proxy::Session;
 use serde_json::json;
 
 use super::respond;
+use crate::auth::cache::TokenCache;
 use crate::auth::jwks::{Jwks, JwksError, JwksSource};
-use crate::auth::jwt::{TokenCache, Verifier};
+use crate::auth::jwt::Verifier;
 use crate::config::Runtime;
 use crate::reload::Live;
 

@@ -199,9 +199,8 @@ pub fn encode_request_head(req: &RequestHeader, route: &Route, body_len: usize, 
     for (name, value) in &up.inject_headers {
         push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(body_len.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    // Written straight into the buffer: no temporary string per request.
+    let _ = std::io::Write::write_fmt(out, format_args!("content-length: {body_len}\r\n\r\n"));
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use portcullis::auth::jwks::{Jwks, JwksRefresher, JwksSource};
-use portcullis::auth::jwt::{KeySet, TokenCache, Verifier};
+use portcullis::auth::jwt::{KeySet, Verifier};
+use portcullis::auth::TokenCache;
 use serde_json::{json, Value};
 
 const ISS: &str = "https://example.okta.com/oauth2/default";

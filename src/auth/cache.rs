@@ -1,0 +1,179 @@
+//! The bounded cache of verified tokens: a repeated bearer token costs no signature check.
+//! Keyed by the token's SHA-256 (the token itself is never stored); entries expire at `exp`.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use super::jwt::{unix_now, JwtError, KeySet, Verified, Verifier};
+
+const CACHE_SHARDS: usize = 16;
+
+struct CacheEntry {
+    verified: Arc<Verified>,
+}
+
+/// A bounded cache of verified tokens, keyed by the SHA-256 of the token (the token itself is
+/// never stored), each entry expiring at the token's `exp`.
+///
+/// Sharded 16 ways by hash; each shard is a `std::sync::Mutex<HashMap>` held only for a lookup or
+/// an insert (no I/O, no awaiting, no signature work under the lock). When a shard is full, an
+/// insert first drops its expired entries, then an arbitrary entry if still full.
+///
+/// Entries are only as valid as the [`Verifier`] that produced them: use one cache per verifier
+/// (a config reload that changes issuers or audiences needs a fresh cache).
+///
+/// The cache does not know about key rotation: call [`TokenCache::clear`] when keys are removed if
+/// tokens signed by them must stop working before they expire.
+pub struct TokenCache {
+    shards: Vec<Mutex<HashMap<[u8; 32], CacheEntry>>>,
+    per_shard: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("capacity", &(self.per_shard * CACHE_SHARDS))
+            .field("hits", &self.hits())
+            .field("misses", &self.misses())
+            .finish()
+    }
+}
+
+impl TokenCache {
+    /// A cache holding about `capacity` tokens (rounded up to a multiple of 16; 0 disables it).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..CACHE_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            per_shard: capacity.div_ceil(CACHE_SHARDS),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn key(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn shard(&self, key: &[u8; 32]) -> Option<&Mutex<HashMap<[u8; 32], CacheEntry>>> {
+        self.shards.get(usize::from(key[0]) % CACHE_SHARDS)
+    }
+
+    /// The cached verification of `token`, if present and not expired at `now`.
+    pub fn get_at(&self, token: &str, now: u64) -> Option<Arc<Verified>> {
+        if self.per_shard == 0 {
+            return None;
+        }
+        let key = Self::key(token);
+        let found = {
+            let mut shard = self.shard(&key)?.lock().ok()?;
+            match shard.entry(key) {
+                Entry::Occupied(e) if e.get().verified.exp > now => {
+                    Some(Arc::clone(&e.get().verified))
+                }
+                Entry::Occupied(e) => {
+                    e.remove();
+                    None
+                }
+                Entry::Vacant(_) => None,
+            }
+        };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// The cached verification of `token`, if present and not expired.
+    pub fn get(&self, token: &str) -> Option<Arc<Verified>> {
+        self.get_at(token, unix_now())
+    }
+
+    /// Remembers a verified token until its `exp`.
+    pub fn insert(&self, token: &str, verified: Arc<Verified>) {
+        self.insert_at(token, verified, unix_now());
+    }
+
+    fn insert_at(&self, token: &str, verified: Arc<Verified>, now: u64) {
+        if self.per_shard == 0 || verified.exp <= now {
+            return;
+        }
+        let key = Self::key(token);
+        let Some(shard) = self.shard(&key) else {
+            return;
+        };
+        let Ok(mut shard) = shard.lock() else {
+            return;
+        };
+        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
+            shard.retain(|_, e| e.verified.exp > now);
+            if shard.len() >= self.per_shard {
+                if let Some(victim) = shard.keys().next().copied() {
+                    shard.remove(&victim);
+                }
+            }
+        }
+        shard.insert(key, CacheEntry { verified });
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            if let Ok(mut s) = shard.lock() {
+                s.clear();
+            }
+        }
+    }
+
+    /// Entries currently held (including expired ones not yet dropped).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .filter_map(|s| s.lock().ok().map(|s| s.len()))
+            .sum()
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lookups answered from the cache.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Lookups that found nothing (or an expired entry).
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+}
+
+impl Verifier {
+    /// [`Verifier::verify`] through `cache`: a token seen before (and not expired) is answered
+    /// from the cache without a signature check; a newly verified token is cached.
+    pub fn verify_cached(
+        &self,
+        token: &str,
+        keys: &KeySet,
+        cache: &TokenCache,
+    ) -> Result<Arc<Verified>, JwtError> {
+        let now = unix_now();
+        if let Some(hit) = cache.get_at(token, now) {
+            return Ok(hit);
+        }
+        let verified = Arc::new(self.verify_at(token, keys, now)?);
+        cache.insert_at(token, Arc::clone(&verified), now);
+        Ok(verified)
+    }
+}
