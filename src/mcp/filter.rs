@@ -46,6 +46,7 @@ impl ListKind {
 }
 
 /// Filters one caller's list answers from one server.
+#[derive(Clone, Copy)]
 pub struct ListFilter<'a> {
     /// The compiled policy of the request's snapshot.
     pub policy: &'a Policy,

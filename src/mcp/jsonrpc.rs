@@ -88,6 +88,27 @@ pub struct Envelope {
 
 impl Envelope {
     /// The id to echo in an error answering the whole body: the single request's id, else null.
+    /// True for a single `initialize` request.
+    pub fn is_initialize(&self) -> bool {
+        !self.batch && self.messages.first().and_then(Message::method) == Some("initialize")
+    }
+
+    /// The tool of a single `tools/call` request.
+    pub fn single_tool_call(&self) -> Option<&str> {
+        match (self.batch, self.messages.first()) {
+            (
+                false,
+                Some(Message::Request {
+                    method,
+                    target: Some(name),
+                    ..
+                }),
+            ) if method == "tools/call" => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The id to answer an error with (null for batches and notifications).
     pub fn error_id(&self) -> Value {
         match (self.batch, self.messages.first()) {
             (false, Some(m)) => m.id().cloned().unwrap_or(Value::Null),

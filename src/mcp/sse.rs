@@ -110,6 +110,20 @@ pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
     data
 }
 
+/// The `event` field (the event's type) of an event, if it has one; the last one wins, per the
+/// HTML standard. `None` (or an empty name) means the default type, `message`.
+pub fn event_type(event: &[u8]) -> Option<&[u8]> {
+    let mut name = None;
+    for line in lines(event) {
+        if line == b"event" {
+            name = Some(&b""[..]);
+        } else if let Some(v) = line.strip_prefix(b"event:") {
+            name = Some(v.strip_prefix(b" ").unwrap_or(v));
+        }
+    }
+    name
+}
+
 /// Rebuild `event` with `data` replaced: every other field line kept in order, one `data:`
 /// line per line of the new data, LF line ends.
 pub fn with_data(event: &[u8], data: &[u8]) -> Vec<u8> {

@@ -39,13 +39,14 @@ pub async fn serve(
             Ok(200)
         }
         Admin::Ready => {
-            let ready = health.ready() && keys_ready;
+            let (upstreams, reachable) = health.current(live);
+            let ready = reachable && keys_ready;
             let status = if ready { 200 } else { 503 };
             let body = json!({
                 "status": if ready { "ready" } else { "not_ready" },
                 "config": live.config.source.hash,
                 "signing_keys": keys_ready,
-                "upstreams": &*health.statuses(),
+                "upstreams": upstreams,
             });
             respond::json(session, status, &body, false).await?;
             Ok(status)
@@ -71,7 +72,7 @@ pub async fn serve(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            let statuses = health.statuses();
+            let (statuses, _) = health.current(live);
             let upstreams: Vec<_> = live
                 .config
                 .proxy
@@ -82,6 +83,7 @@ pub async fn serve(
                         "name": u.name,
                         "transport": u.transport.kind(),
                         "health": statuses.get(&u.name),
+                        "process": live.routes.mux(&u.name).map(|m| m.status()),
                     })
                 })
                 .collect();

@@ -56,6 +56,9 @@ pub enum Failure {
     Aborted,
     /// The client went away; the upstream request was cancelled.
     ClientGone,
+    /// `initialize` was refused with this status (400, 404 or 405) and the caller asked to
+    /// fall back to legacy SSE: nothing was sent downstream.
+    Refused(u16),
 }
 
 impl Failure {
@@ -133,6 +136,7 @@ pub async fn forward(
     route: &Route,
     body: Bytes,
     list: Option<ListFilter<'_>>,
+    fallback: bool,
 ) -> Result<u16, Failure> {
     let started = Instant::now();
     let (mut answer, mut resp) = match (route.target.tls, route.addr) {
@@ -175,6 +179,9 @@ pub async fn forward(
     route.latency.observe(started.elapsed().as_secs_f64());
 
     let status = resp.status.as_u16();
+    if fallback && matches!(status, 400 | 404 | 405) {
+        return Err(Failure::Refused(status));
+    }
     let sse = prepare_response(&mut resp);
     if sse {
         metrics().sse_open.inc();

@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod authn;
+pub mod bridge;
 pub mod ctx;
 pub mod exchange;
 pub mod respond;
@@ -42,7 +43,7 @@ use crate::mcp::body::{self, BodyError};
 use crate::mcp::filter::{ListFilter, ListKind};
 use crate::mcp::jsonrpc;
 use crate::reload::{Live, Snapshot};
-use crate::telemetry::metrics::{method_index, metrics, RouteLabel};
+use crate::telemetry::metrics::{method_index, metrics, RouteLabel, ToolOutcome};
 use crate::upstream::health::Health;
 use ctx::Ctx;
 use route::Route;
@@ -74,7 +75,14 @@ impl Gateway {
     async fn post(&self, session: &mut Session, ctx: &mut Ctx) -> Result<u16> {
         let live = &ctx.live;
         let server = ctx.server.as_deref().unwrap_or_default();
-        let Some(route) = live.routes.get(server) else {
+        let route = live.routes.get(server);
+        let mux = live.routes.mux(server);
+        let Some(up) = live
+            .config
+            .proxy
+            .server(server)
+            .filter(|_| route.is_some() || mux.is_some())
+        else {
             return not_found(session, live, server).await;
         };
         if !is_json(session.req_header()) {
@@ -141,17 +149,49 @@ impl Gateway {
             }
             _ => None,
         };
-        match exchange::forward(
+        // Shared-session upstreams (stdio, legacy SSE, an engaged SSE fallback).
+        let (route, fallback) = match (route, mux) {
+            (None, Some(m)) => {
+                return bridge::post(session, up, m, &body, list, &mut ctx.sse_open).await;
+            }
+            (Some(_), Some(m)) if m.engaged() || bridge::has_gateway_session(session) => {
+                return bridge::post(session, up, m, &body, list, &mut ctx.sse_open).await;
+            }
+            (Some(r), m) => (r, m.filter(|_| envelope.is_initialize())),
+            (None, None) => return not_found(session, live, server).await,
+        };
+        let result = exchange::forward(
             &self.connector,
             session,
             &mut ctx.sse_open,
             route,
-            body,
+            body.clone(),
             list,
+            fallback.is_some(),
         )
-        .await
-        {
+        .await;
+        // Streamable HTTP answers are relayed untouched, so `ok` here means "answered".
+        if let Some(tool) = envelope.single_tool_call() {
+            let outcome = match &result {
+                Ok(200) => ToolOutcome::Ok,
+                Ok(_) | Err(_) => ToolOutcome::Failed,
+            };
+            if !matches!(result, Err(exchange::Failure::Refused(_))) {
+                metrics().tool_call(server, tool, outcome);
+            }
+        }
+        match result {
             Ok(status) => Ok(status),
+            Err(exchange::Failure::Refused(status)) => {
+                let Some(m) = fallback else { return Ok(status) };
+                tracing::info!(
+                    server,
+                    status,
+                    "Streamable HTTP refused `initialize`; falling back to legacy SSE"
+                );
+                m.engage();
+                bridge::post(session, up, m, &body, list, &mut ctx.sse_open).await
+            }
             Err(exchange::Failure::BeforeResponse {
                 status,
                 kind,
@@ -210,6 +250,9 @@ async fn authorize(
         };
         if let Err(denied) = live.policy.authorize(scopes, kind, server, name) {
             metrics().denial(server, kind.as_str());
+            if kind == Kind::Tool {
+                metrics().tool_call(server, name, ToolOutcome::Denied);
+            }
             tracing::info!(server, kind = kind.as_str(), name = %name, rule = denied.by.source(), "policy denied the request");
             if envelope.batch {
                 let msg = "Invalid Request: the batch contains a request the caller may not make";
@@ -336,11 +379,24 @@ impl ProxyHttp for Gateway {
                 match method {
                     http::Method::POST => self.post(session, ctx).await?,
                     http::Method::GET | http::Method::DELETE => {
+                        let live = ctx.live.clone();
                         let name = ctx.server.as_deref().unwrap_or_default();
-                        if ctx.live.routes.get(name).is_none() {
-                            not_found(session, &ctx.live, name).await?
-                        } else {
-                            return Ok(false); // Pingora proxies it (no body to read).
+                        let http = live.routes.get(name);
+                        let up = live.config.proxy.server(name);
+                        match (live.routes.mux(name), up) {
+                            (Some(m), Some(up))
+                                if http.is_none()
+                                    || m.engaged()
+                                    || bridge::has_gateway_session(session) =>
+                            {
+                                if method == http::Method::GET {
+                                    bridge::get(session, up, m, &mut ctx.sse_open).await?
+                                } else {
+                                    bridge::delete(session, m).await?
+                                }
+                            }
+                            _ if http.is_some() => return Ok(false), // Pingora proxies it.
+                            _ => not_found(session, &live, name).await?,
                         }
                     }
                     _ => {

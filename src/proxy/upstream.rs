@@ -58,6 +58,7 @@ impl Route {
 #[derive(Default)]
 pub struct Routes {
     by_name: HashMap<String, Route>,
+    muxes: HashMap<String, Arc<crate::upstream::mux::Mux>>,
 }
 
 impl Routes {
@@ -95,12 +96,31 @@ impl Routes {
                 },
             );
         }
-        Routes { by_name }
+        Routes {
+            by_name,
+            muxes: HashMap::new(),
+        }
     }
 
     /// The route of a server, if it is an HTTP upstream.
     pub fn get(&self, name: &str) -> Option<&Route> {
         self.by_name.get(name)
+    }
+
+    /// Attach the snapshot's stdio and legacy SSE upstreams.
+    pub fn set_muxes(&mut self, muxes: HashMap<String, Arc<crate::upstream::mux::Mux>>) {
+        self.muxes = muxes;
+    }
+
+    /// The shared-session upstream named `name`: a stdio or legacy SSE server, or the SSE
+    /// fallback of a Streamable HTTP server with `connection.fallback_sse`.
+    pub fn mux(&self, name: &str) -> Option<&Arc<crate::upstream::mux::Mux>> {
+        self.muxes.get(name)
+    }
+
+    /// Every shared-session upstream.
+    pub fn muxes(&self) -> impl Iterator<Item = &Arc<crate::upstream::mux::Mux>> {
+        self.muxes.values()
     }
 
     /// Every HTTP route, for health probing.

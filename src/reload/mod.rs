@@ -17,6 +17,9 @@ use tokio::sync::watch;
 use crate::config::{self, Runtime};
 use crate::proxy::upstream::Routes;
 use crate::telemetry::metrics::{metrics, ReloadResult};
+use crate::upstream::mux::Mux;
+use crate::upstream::registry::Registry;
+use std::collections::HashMap;
 
 /// Everything a request needs from the config, compiled and prepared.
 pub struct Live {
@@ -29,9 +32,22 @@ pub struct Live {
 }
 
 impl Live {
-    /// Prepare a compiled config for serving.
+    /// Prepare a compiled config for serving, without multiplexed upstreams (stdio, legacy
+    /// SSE): for tools that only need the policy.
     pub fn new(config: Runtime) -> Self {
-        let routes = Routes::build(&config);
+        Self::assemble(config, HashMap::new())
+    }
+
+    /// Prepare a compiled config for serving, with its stdio and legacy SSE upstreams started
+    /// or reused from `registry`. Also returns the upstreams to retire once this is live.
+    pub fn with_upstreams(config: Runtime, registry: &Registry) -> (Self, Vec<Arc<Mux>>) {
+        let (muxes, gone) = registry.reconcile(&config);
+        (Self::assemble(config, muxes), gone)
+    }
+
+    fn assemble(config: Runtime, muxes: HashMap<String, Arc<Mux>>) -> Self {
+        let mut routes = Routes::build(&config);
+        routes.set_muxes(muxes);
         let policy = crate::policy::Policy::from_runtime(&config);
         Live {
             config,
@@ -55,6 +71,7 @@ pub enum Outcome {
 /// The live snapshot and where it came from.
 pub struct Snapshot {
     current: ArcSwap<Live>,
+    registry: Arc<Registry>,
     path: PathBuf,
     /// Bumped after every reload attempt (any outcome), for observers and tests.
     generation: watch::Sender<u64>,
@@ -68,8 +85,11 @@ impl Snapshot {
         let hash = config.source.hash.clone();
         let at = unix_seconds(&config);
         let (generation, _) = watch::channel(0);
+        let registry = Registry::new();
+        let (live, _) = Live::with_upstreams(config, &registry);
         let snap = Arc::new(Snapshot {
-            current: ArcSwap::from_pointee(Live::new(config)),
+            current: ArcSwap::from_pointee(live),
+            registry,
             path: path.to_path_buf(),
             generation,
             last: std::sync::Mutex::new(None),
@@ -146,7 +166,10 @@ impl Snapshot {
         }
         let hash = new.source.hash.clone();
         let at = unix_seconds(&new);
-        self.current.store(Arc::new(Live::new(new)));
+        let grace = new.server.grace_period;
+        let (live, gone) = Live::with_upstreams(new, &self.registry);
+        self.current.store(Arc::new(live));
+        Registry::retire(gone, grace);
         metrics().reload(ReloadResult::Success, Some(&hash), at);
         tracing::info!(file = %file, hash = %hash, "config reloaded");
         Outcome::Applied(hash)

@@ -3,7 +3,11 @@
 //! Hot-path counters are resolved once at start into plain arrays indexed by
 //! route × method × status, so recording a request is an atomic add, never a map lookup or lock.
 
-use std::sync::OnceLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -28,6 +32,10 @@ pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
 pub const JWT_VALIDATIONS: &str = "portcullis_jwt_validations_total";
 /// `portcullis_policy_denials_total{server,kind}`.
 pub const POLICY_DENIALS: &str = "portcullis_policy_denials_total";
+/// `portcullis_upstream_restarts_total{server}`: restarts of stdio / legacy SSE upstreams.
+pub const UPSTREAM_RESTARTS: &str = "portcullis_upstream_restarts_total";
+/// `portcullis_tool_calls_total{server,tool,outcome}`: `tools/call` requests by outcome.
+pub const TOOL_CALLS: &str = "portcullis_tool_calls_total";
 /// `portcullis_upstream_up{server}`: 1 when the last probe connected.
 pub const UPSTREAM_UP: &str = "portcullis_upstream_up";
 /// `portcullis_upstream_request_duration_seconds{server}` (time to response header).
@@ -94,6 +102,12 @@ pub struct Metrics {
     upstream_latency: HistogramVec,
     /// Upstream reachability by server (set by the health prober).
     pub upstream_up: IntGaugeVec,
+    /// Restarts of multiplexed (stdio, legacy SSE) upstreams by server.
+    pub upstream_restarts: IntCounterVec,
+    tool_calls: IntCounterVec,
+    tool_labels: ArcSwap<HashMap<String, HashSet<String>>>,
+    tool_labels_lock: Mutex<()>,
+    tool_labels_full: AtomicBool,
     jwt: Vec<(&'static str, IntCounter)>,
     denials: IntCounterVec,
 }
@@ -113,6 +127,34 @@ const JWT_RESULTS: [&str; 12] = [
     "missing_exp",
     "other",
 ];
+
+/// How a `tools/call` ended, as the gateway saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolOutcome {
+    /// Answered with a result (`isError` false).
+    Ok,
+    /// Answered with a JSON-RPC error or a result with `isError: true`.
+    Error,
+    /// Denied by policy; the upstream never saw it.
+    Denied,
+    /// The upstream failed (down, timeout, exited mid-call) or the client went away.
+    Failed,
+}
+
+impl ToolOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolOutcome::Ok => "ok",
+            ToolOutcome::Error => "error",
+            ToolOutcome::Denied => "denied",
+            ToolOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Most distinct (server, tool) label pairs of `portcullis_tool_calls_total`.
+pub const MAX_TOOL_LABELS: usize = 2000;
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
 
@@ -205,6 +247,22 @@ impl Metrics {
             &["server"],
         )
         .expect("metric definition");
+        let upstream_restarts = IntCounterVec::new(
+            Opts::new(
+                UPSTREAM_RESTARTS,
+                "Restarts of stdio and legacy SSE upstreams after an exit or a failed start.",
+            ),
+            &["server"],
+        )
+        .expect("metric definition");
+        let tool_calls = IntCounterVec::new(
+            Opts::new(
+                TOOL_CALLS,
+                "tools/call requests by server, tool and outcome (ok, error, denied, failed). Tool names come from the config's upstreams; one label set per tool.",
+            ),
+            &["server", "tool", "outcome"],
+        )
+        .expect("metric definition");
         let jwt = IntCounterVec::new(
             Opts::new(
                 JWT_VALIDATIONS,
@@ -223,6 +281,8 @@ impl Metrics {
         .expect("metric definition");
         for c in [
             Box::new(upstream_up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_restarts.clone()),
+            Box::new(tool_calls.clone()),
             Box::new(jwt.clone()),
             Box::new(denials.clone()),
             Box::new(requests_vec),
@@ -247,6 +307,11 @@ impl Metrics {
             upstream_errors,
             upstream_latency,
             upstream_up,
+            upstream_restarts,
+            tool_calls,
+            tool_labels: ArcSwap::default(),
+            tool_labels_lock: Mutex::new(()),
+            tool_labels_full: AtomicBool::new(false),
             jwt: JWT_RESULTS
                 .iter()
                 .map(|r| (*r, jwt.with_label_values(&[r])))
@@ -295,7 +360,44 @@ impl Metrics {
         self.denials.with_label_values(&[server, kind]).inc();
     }
 
-    /// Count an upstream failure (off the hot path: only on errors).
+    /// Count one `tools/call`. Tool names come from callers, so the label set is bounded: the
+    /// first [`MAX_TOOL_LABELS`] distinct names get their own label, later ones `(other)`.
+    pub fn tool_call(&self, server: &str, tool: &str, outcome: ToolOutcome) {
+        let tool = self.tool_label(server, tool);
+        self.tool_calls
+            .with_label_values(&[server, tool, outcome.as_str()])
+            .inc();
+    }
+
+    /// The label for `tool`: lock-free when known; a new name takes a lock once.
+    fn tool_label<'a>(&self, server: &str, tool: &'a str) -> &'a str {
+        const OTHER: &str = "(other)";
+        if tool.len() > 64 {
+            return OTHER;
+        }
+        let known = self.tool_labels.load();
+        if known.get(server).is_some_and(|tools| tools.contains(tool)) {
+            return tool;
+        }
+        if self.tool_labels_full.load(Ordering::Relaxed) {
+            return OTHER;
+        }
+        let Ok(_guard) = self.tool_labels_lock.lock() else {
+            return OTHER;
+        };
+        let mut map = HashMap::clone(&self.tool_labels.load());
+        if map.values().map(HashSet::len).sum::<usize>() >= MAX_TOOL_LABELS {
+            self.tool_labels_full.store(true, Ordering::Relaxed);
+            return OTHER;
+        }
+        map.entry(server.to_string())
+            .or_default()
+            .insert(tool.to_string());
+        self.tool_labels.store(Arc::new(map));
+        tool
+    }
+
+    /// Count an upstream failure of `server`.
     pub fn upstream_error(&self, server: &str, kind: &str) {
         self.upstream_errors
             .with_label_values(&[server, kind])

@@ -44,6 +44,24 @@ impl Health {
         self.state.load_full()
     }
 
+    /// The last probe's HTTP statuses with the shared-session upstreams' current state on
+    /// top (they report changes at once, not at the next probe), and whether any upstream
+    /// is reachable. For `/ready` and `/status`, never per request.
+    pub fn current(&self, live: &crate::reload::Live) -> (BTreeMap<String, Status>, bool) {
+        let mut state = BTreeMap::clone(&self.state.load());
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        mux_statuses(live, now, &mut state);
+        let any = state.values().any(|s| s.reachable);
+        let http_probed = self.probed.load(std::sync::atomic::Ordering::Acquire);
+        (
+            state,
+            any && (http_probed || live.routes.iter().next().is_none()),
+        )
+    }
+
     /// Probe every HTTP upstream of the live snapshot once, concurrently.
     pub async fn probe(&self, snapshot: &Snapshot, up_gauge: Option<&IntGaugeVec>) {
         let live = snapshot.load();
@@ -87,6 +105,7 @@ impl Health {
                 state.insert(name, status);
             }
         }
+        mux_statuses(&live, now, &mut state);
         self.state.store(Arc::new(state));
         self.probed
             .store(true, std::sync::atomic::Ordering::Release);
@@ -135,5 +154,30 @@ impl BackgroundService for Prober {
             let _ = shutdown.changed().await;
         })
         .await;
+    }
+}
+
+/// The state of every shared-session upstream (stdio, legacy SSE) into `state`.
+fn mux_statuses(live: &crate::reload::Live, now: u64, state: &mut BTreeMap<String, Status>) {
+    for m in live.routes.muxes() {
+        if live.routes.get(m.name()).is_some() {
+            continue; // An SSE fallback: the Streamable HTTP probe speaks for it.
+        }
+        let st = m.status();
+        let reachable = st.phase == super::mux::Phase::Ready;
+        let phase = format!("{:?}", st.phase).to_lowercase();
+        let detail = match (&st.detail, reachable) {
+            (_, true) => "ok".to_string(),
+            (Some(d), false) => format!("{phase}: {d}"),
+            (None, false) => phase,
+        };
+        state.insert(
+            m.name().to_string(),
+            Status {
+                reachable,
+                detail,
+                checked_at: now,
+            },
+        );
     }
 }

@@ -1,0 +1,109 @@
+//! The running multiplexed upstreams (stdio children, legacy SSE sessions) of one gateway,
+//! reconciled with each config load: an unchanged server keeps its process, an added one
+//! starts, a changed one is replaced (the new one starts, the old one drains), a removed one
+//! drains: in-flight calls get up to `server.grace_period`, then it is stopped and reaped.
+//!
+//! They run on a small runtime of their own, so they outlive any request and any of
+//! Pingora's per-thread runtimes. This runs at load time only, never per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::mux::{Mux, Spec};
+use crate::config::{Runtime, Transport};
+
+/// Every multiplexed upstream of a gateway.
+pub struct Registry {
+    rt: Option<tokio::runtime::Runtime>,
+    running: Mutex<HashMap<String, Arc<Mux>>>,
+}
+
+impl Registry {
+    /// An empty registry with its runtime. Should the runtime not start (no threads left),
+    /// it is logged and stdio / legacy SSE upstreams answer that they are not running.
+    pub fn new() -> Arc<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("portcullis-upstreams")
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::error!(error = %e, "cannot start the upstream runtime"))
+            .ok();
+        Arc::new(Registry {
+            rt,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The muxes `rt` needs, started or reused, and the ones it no longer needs. The caller
+    /// retires the latter with [`Registry::retire`] once the new config is live.
+    pub fn reconcile(&self, rt: &Runtime) -> (HashMap<String, Arc<Mux>>, Vec<Arc<Mux>>) {
+        let mut wanted = HashMap::new();
+        let Ok(mut running) = self.running.lock() else {
+            return (wanted, Vec::new());
+        };
+        let Some(runtime) = &self.rt else {
+            return (wanted, Vec::new());
+        };
+        let _enter = runtime.enter();
+        for up in &rt.proxy.servers {
+            let spec = match &up.transport {
+                Transport::Stdio(cmd) => Spec::Stdio(cmd.clone()),
+                Transport::Sse(target) => Spec::Sse {
+                    target: target.clone(),
+                    headers: up.inject_headers.clone(),
+                },
+                Transport::StreamableHttp(target) if target.fallback_sse => Spec::Sse {
+                    target: target.clone(),
+                    headers: up.inject_headers.clone(),
+                },
+                Transport::StreamableHttp(_) => continue,
+            };
+            let mux = match running.get(&up.name) {
+                Some(m) if *m.spec() == spec => m.clone(),
+                _ => {
+                    tracing::info!(server = %up.name, transport = up.transport.kind(), "starting upstream");
+                    Mux::start(
+                        &up.name,
+                        spec,
+                        up.connect_timeout,
+                        matches!(up.transport, Transport::StreamableHttp(_)),
+                    )
+                }
+            };
+            wanted.insert(up.name.clone(), mux);
+        }
+        let mut gone = Vec::new();
+        for (name, old) in running.drain() {
+            if !wanted.get(&name).is_some_and(|m| Arc::ptr_eq(m, &old)) {
+                gone.push(old);
+            }
+        }
+        running.extend(wanted.iter().map(|(k, v)| (k.clone(), v.clone())));
+        (wanted, gone)
+    }
+
+    /// Drain and stop upstreams the live config no longer has.
+    pub fn retire(gone: Vec<Arc<Mux>>, grace: Duration) {
+        for m in gone {
+            tracing::info!(server = %m.name(), grace = ?grace, "draining removed or changed upstream");
+            m.retire(grace);
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.running.lock() {
+            for m in running.values() {
+                m.retire(Duration::ZERO);
+            }
+            running.clear();
+        }
+        if let Some(rt) = self.rt.take() {
+            // Children are killed by their kill-on-drop guards as the tasks are dropped.
+            rt.shutdown_background();
+        }
+    }
+}
