@@ -110,6 +110,8 @@ pub struct Status {
     pub pid: Option<u32>,
     /// Restarts after an exit or failed start.
     pub restarts: u64,
+    /// Why it last went down (kept after it is back).
+    pub last_exit: Option<String>,
     /// The upstream's `serverInfo`.
     pub server_info: Option<Value>,
     /// Unix seconds of the last phase change.
@@ -263,6 +265,7 @@ impl Mux {
                 detail: None,
                 pid: None,
                 restarts: 0,
+                last_exit: None,
                 server_info: None,
                 since: unix_now(),
             }),
@@ -336,6 +339,15 @@ impl Mux {
                 })
             }
         }
+    }
+
+    /// Wait up to `limit` until the upstream is ready (through restarts); `false` on timeout.
+    pub async fn until_ready(&self, limit: Duration) -> bool {
+        let _ = self.wake.send_if_modified(|w| !std::mem::replace(w, true));
+        let mut phase = self.phase.clone();
+        let ready = phase.wait_for(|p| *p == Phase::Ready);
+        let ok = matches!(tokio::time::timeout(limit, ready).await, Ok(Ok(_)));
+        ok
     }
 
     /// The upstream's `initialize` result, once it is ready.
@@ -475,11 +487,17 @@ impl Supervisor {
     fn set(&self, phase: Phase, detail: Option<String>, pid: Option<u32>, restarted: bool) {
         if let Some(mux) = self.mux.upgrade() {
             let old = mux.status.load();
+            let last_exit = if restarted {
+                detail.clone()
+            } else {
+                old.last_exit.clone()
+            };
             mux.status.store(Arc::new(Status {
                 phase,
                 detail,
                 pid,
                 restarts: old.restarts + u64::from(restarted),
+                last_exit,
                 server_info: if phase == Phase::Ready {
                     mux.init
                         .load()
@@ -564,13 +582,13 @@ impl Supervisor {
             if let Some(mux) = self.mux.upgrade() {
                 mux.init.store(None);
             }
+            self.set(Phase::Backoff, Some(failure.clone()), None, true);
             self.fail_pending(&format!("ended during the call ({failure})"));
             metrics()
                 .upstream_restarts
                 .with_label_values(&[&self.name])
                 .inc();
             tracing::warn!(server = %self.name, reason = %failure, retry_in = ?backoff, "upstream is down; restarting");
-            self.set(Phase::Backoff, Some(failure), None, true);
             // Wait out the backoff; calls arriving meanwhile fail at once.
             let sleep = tokio::time::sleep(backoff);
             tokio::pin!(sleep);
@@ -997,31 +1015,23 @@ impl Supervisor {
         if matches!(method, "ping" | "roots/list") {
             return send(link, &local_answer(method, &up_id)).await;
         }
-        // The caller the upstream is most likely serving: the newest streaming call from a
-        // client that can answer; else a session with an open stream that can.
-        let via_call = self
-            .state
-            .pending
-            .iter()
-            .filter(|(_, p)| p.streaming && p.reply.is_some() && p.caps.allows(method))
-            .max_by_key(|(id, _)| **id)
-            .map(|(_, p)| (p.session.clone(), p.reply.clone()));
-        let target = via_call.or_else(|| {
-            self.state
-                .sessions
-                .iter()
-                .filter(|(_, s)| s.stream.is_some() && s.caps.allows(method))
-                .max_by_key(|(_, s)| s.seen)
-                .map(|(id, s)| (id.clone(), s.stream.clone()))
-        });
-        let Some((session, Some(tx))) = target else {
-            let err = json!({
-                "jsonrpc": "2.0",
-                "id": up_id,
-                "error": { "code": -32601, "message": format!("no connected client can answer `{method}`") },
-            });
-            return send(link, &err).await;
+        // stdio carries no "related request" on the wire, so the origin is known only when
+        // every call in flight belongs to one session. When several sessions have calls in
+        // flight the request is refused rather than risk showing one caller's prompt to
+        // another.
+        let target = match self.origin(method) {
+            Ok(t) => t,
+            Err(why) => {
+                tracing::warn!(server = %self.name, method, reason = %why, "refused a server-to-client request");
+                let err = json!({
+                    "jsonrpc": "2.0",
+                    "id": up_id,
+                    "error": { "code": -32603, "message": format!("the gateway cannot relay `{method}`: {why}") },
+                });
+                return send(link, &err).await;
+            }
         };
+        let (session, tx) = target;
         let gid = self.mux.upgrade().map(|m| m.next_id()).unwrap_or(u64::MAX);
         if let Some(slot) = msg.get_mut("id") {
             *slot = json!(gid);
@@ -1035,6 +1045,50 @@ impl Supervisor {
         );
         let _ = tx.send(Frame::Message(Bytes::from(msg.to_string())));
         Ok(())
+    }
+
+    /// The caller a server-to-client request belongs to, and where to send it.
+    fn origin(&self, method: &str) -> Result<(Arc<str>, mpsc::UnboundedSender<Frame>), String> {
+        let mut calls = self.state.pending.iter().filter(|(_, p)| p.reply.is_some());
+        if let Some((_, first)) = calls.next() {
+            let session = first.session.clone();
+            if calls.any(|(_, p)| p.session != session) {
+                return Err(
+                    "calls from several sessions are in flight, so its origin is ambiguous".into(),
+                );
+            }
+            // The newest streaming call of that session carries it.
+            let via = self
+                .state
+                .pending
+                .iter()
+                .filter(|(_, p)| p.session == session && p.streaming)
+                .max_by_key(|(id, _)| **id)
+                .and_then(|(_, p)| Some((p.caps, p.reply.clone()?)));
+            return match via {
+                Some((caps, _)) if !caps.allows(method) => {
+                    Err("the calling client did not declare that capability".into())
+                }
+                Some((_, tx)) => Ok((session, tx)),
+                None => Err(
+                    "the calling client does not read a stream (Accept: text/event-stream)".into(),
+                ),
+            };
+        }
+        // Nothing in flight: a session that keeps a GET stream open, if exactly one can answer.
+        let mut able = self
+            .state
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.caps.allows(method))
+            .filter_map(|(id, s)| Some((id.clone(), s.stream.clone()?)));
+        match (able.next(), able.next()) {
+            (Some(one), None) => Ok(one),
+            (None, _) => Err("no connected client declared that capability".into()),
+            (Some(_), Some(_)) => {
+                Err("several sessions could answer, so its origin is ambiguous".into())
+            }
+        }
     }
 
     fn route_notification(&mut self, method: &str, mut msg: Value) {

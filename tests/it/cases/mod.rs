@@ -6,4 +6,5 @@ mod errors;
 mod jwt;
 mod policy;
 mod reload;
+mod stdio;
 mod streaming;
