@@ -1,31 +1,12 @@
 #!/usr/bin/env bash
-# Run the gateway on the default gateway.yaml, with the upstream it names.
+# Run the gateway on the default gateway.yaml (same as `cargo run --release`).
 #
-#   scripts/run.sh                 # server-everything on 127.0.0.1:3001 + the gateway on :8080
-#   scripts/run.sh --config F      # arguments after the script go to `portcullis serve`
+#   scripts/run.sh                 # the gateway on 127.0.0.1:8080, serving /mcp/everything
+#   scripts/run.sh --config F      # arguments go to `portcullis serve`
 #
-# gateway.yaml points at the reference MCP server `server-everything` over Streamable HTTP;
-# this script installs it (pinned, with Node 24, via scripts/peers.sh), starts it in the
-# background on $EVERYTHING_PORT (default 3001), stops it when the gateway exits, and runs the
-# release build of the gateway in the foreground. Ctrl-C stops both.
+# gateway.yaml runs the reference MCP server `server-everything` (pinned) as a stdio child
+# through `npx`, so Rust and Node.js are all this needs.
 set -euo pipefail
-
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-EVERYTHING_PORT=${EVERYTHING_PORT:-3001}
-
-scripts/peers.sh
-# shellcheck source=/dev/null
-. "${PORTCULLIS_PEERS_DIR:-$ROOT/.peers}/env.sh"
-
-cargo build --release --quiet
-
-EVERYTHING_JS=$PORTCULLIS_PEERS/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js
-PORT=$EVERYTHING_PORT node "$EVERYTHING_JS" streamableHttp >"$PORTCULLIS_PEERS/server-everything.log" 2>&1 &
-everything_pid=$!
-trap 'kill "$everything_pid" 2>/dev/null || true' EXIT INT TERM
-echo "server-everything on 127.0.0.1:$EVERYTHING_PORT (log: $PORTCULLIS_PEERS/server-everything.log)" >&2
-
-export EVERYTHING_URL=${EVERYTHING_URL:-http://127.0.0.1:$EVERYTHING_PORT/mcp}
-[ "$#" -gt 0 ] || set -- --config gateway.yaml
-target/release/portcullis serve "$@"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+command -v npx >/dev/null || { echo "run.sh: gateway.yaml starts its upstream with npx; install Node.js" >&2; exit 1; }
+exec cargo run --release --quiet -- serve "$@"

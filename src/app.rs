@@ -54,6 +54,7 @@ pub fn build(path: &Path, config: Runtime) -> anyhow::Result<Server> {
         tracing::warn!("{}", w.render_as_warning());
     }
     let listen = config.server.listen;
+    let config_grace = config.server.grace_period;
     if !config.oauth.enabled {
         tracing::warn!(%listen, "authentication is disabled (oauth.enabled: false); serving on a loopback listener only");
     }
@@ -82,6 +83,14 @@ pub fn build(path: &Path, config: Runtime) -> anyhow::Result<Server> {
     let mut proxy = Service::new("portcullis proxy".to_string(), app);
     proxy.add_tcp(&listen.to_string());
 
+    let stopper = background_service(
+        "upstream processes",
+        crate::upstream::registry::Shutdown {
+            registry: snapshot.registry().clone(),
+            grace: config_grace,
+        },
+    );
+    server.add_service(stopper);
     let watcher = background_service(
         "config watcher",
         Watcher::new(snapshot.clone(), DEFAULT_DEBOUNCE),

@@ -98,6 +98,11 @@ impl Snapshot {
         snap
     }
 
+    /// The stdio and legacy SSE upstreams behind this snapshot.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
     /// The live snapshot. Call once per request.
     pub fn load(&self) -> Arc<Live> {
         self.current.load_full()

@@ -93,6 +93,32 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Drain and stop every upstream (process shutdown): in-flight calls get `grace`.
+    pub fn retire_all(&self, grace: Duration) {
+        if let Ok(running) = self.running.lock() {
+            Self::retire(running.values().cloned().collect(), grace);
+        }
+    }
+}
+
+/// Stops the shared-session upstreams when the server shuts down, so children do not wait
+/// for the end of Pingora's grace period to see their stdin close.
+pub struct Shutdown {
+    /// The gateway's registry.
+    pub registry: Arc<Registry>,
+    /// Grace period for calls in flight.
+    pub grace: Duration,
+}
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for Shutdown {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        self.registry.retire_all(self.grace);
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         if let Ok(mut running) = self.running.lock() {
