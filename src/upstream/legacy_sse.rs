@@ -803,49 +803,4 @@ mod tests {
         ));
         assert!(!is_notification(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
     }
-
-    /// Throwaway check against a real legacy SSE server: `LEGACY_SSE_URL=http://127.0.0.1:PORT/sse`.
-    #[tokio::test]
-    #[ignore]
-    async fn real_peer_scratch() {
-        let url = Url::parse(&std::env::var("LEGACY_SSE_URL").unwrap()).unwrap();
-        let mut link = connect("everything", &url, &[], WAIT).await.unwrap();
-        send(&link, json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
-            "protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"portcullis-test","version":"0"}}})).await;
-        let init = recv(&mut link).await;
-        println!("INIT: {init}");
-        send(
-            &link,
-            json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
-        )
-        .await;
-        send(&link, json!({"jsonrpc":"2.0","id":2,"method":"tools/list"})).await;
-        loop {
-            let m = recv(&mut link).await;
-            let short: String = m.to_string().chars().take(300).collect();
-            println!("MSG: {short}");
-            if m["id"] == 2 {
-                let names: Vec<_> = m["result"]["tools"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|t| t["name"].clone())
-                    .collect();
-                println!("TOOLS: {names:?}");
-                break;
-            }
-        }
-        send(&link, json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}})).await;
-        loop {
-            let m = recv(&mut link).await;
-            println!(
-                "MSG: {}",
-                m.to_string().chars().take(300).collect::<String>()
-            );
-            if m["id"] == 3 {
-                break;
-            }
-        }
-        link.stopper.stop().await;
-    }
 }

@@ -18,3 +18,4 @@ mod protocol;
 mod python_sdk;
 mod session;
 mod sse;
+mod upstreams;
