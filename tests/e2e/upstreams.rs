@@ -260,7 +260,7 @@ async fn stdio_child_killed_mid_call_then_removed_by_reload() {
     let mut new_pid = Value::Null;
     for _ in 0..200 {
         let p = up.process("stdio").await;
-        if p["phase"] == "ready" && p["pid"] != Value::from(pid) {
+        if p["phase"] == "ready" && p["pid"] != pid {
             new_pid = p["pid"].clone();
             break;
         }
