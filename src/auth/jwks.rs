@@ -356,21 +356,19 @@ pub fn discovery_url(issuer: &Url) -> Result<Url, JwksError> {
         .map_err(|e| JwksError::Source(format!("issuer {issuer}: {e}")))
 }
 
-/// Reads `jwks_uri` from a discovery document, checking that its `issuer` is the one asked for
+/// Reads `jwks_uri` from an OpenID Provider discovery document, parsed and validated as OIDC
+/// Discovery 1.0 provider metadata by the `openidconnect` crate (its fetching is not used: the
+/// gateway's own client caps sizes and timeouts). Checks that its `issuer` is the one asked for
 /// (trailing-slash-insensitive, OIDC Discovery 4.3) and that `jwks_uri` is http(s).
 pub fn jwks_uri_from_discovery(issuer: &Url, doc: &[u8]) -> Result<Url, String> {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        issuer: Option<String>,
-        jwks_uri: Option<String>,
-    }
-    let doc: Doc = serde_json::from_slice(doc).map_err(|e| format!("not JSON: {e}"))?;
-    let got = doc.issuer.ok_or("no issuer")?;
+    use openidconnect::core::CoreProviderMetadata;
+    let meta: CoreProviderMetadata = serde_json::from_slice(doc)
+        .map_err(|e| format!("not an OpenID Provider metadata document: {e}"))?;
+    let got = meta.issuer().as_str();
     if got.trim_end_matches('/') != issuer.as_str().trim_end_matches('/') {
         return Err(format!("issuer mismatch: document says {got}"));
     }
-    let uri = doc.jwks_uri.ok_or("no jwks_uri")?;
-    let url = Url::parse(&uri).map_err(|e| format!("bad jwks_uri: {e}"))?;
+    let url = meta.jwks_uri().url().clone();
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("jwks_uri scheme {} not allowed", url.scheme()));
     }
@@ -414,5 +412,55 @@ impl BackgroundService for JwksRefresher {
             let _ = shutdown.changed().await;
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn okta_doc(issuer: &str) -> Vec<u8> {
+        serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/v1/authorize"),
+            "jwks_uri": format!("{issuer}/v1/keys"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn discovery_document_of_an_okta_custom_authorization_server() {
+        let issuer = Url::parse("https://example.okta.com/oauth2/default").unwrap();
+        let url = discovery_url(&issuer).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://example.okta.com/oauth2/default/.well-known/openid-configuration"
+        );
+        let jwks = jwks_uri_from_discovery(&issuer, &okta_doc(issuer.as_str())).unwrap();
+        assert_eq!(
+            jwks.as_str(),
+            "https://example.okta.com/oauth2/default/v1/keys"
+        );
+    }
+
+    #[test]
+    fn discovery_documents_that_are_refused() {
+        let issuer = Url::parse("https://example.okta.com/oauth2/default").unwrap();
+        let other = okta_doc("https://evil.example/oauth2/default");
+        let e = jwks_uri_from_discovery(&issuer, &other).unwrap_err();
+        assert!(e.contains("issuer mismatch"), "{e}");
+        let bare = br#"{"issuer":"https://example.okta.com/oauth2/default"}"#;
+        let e = jwks_uri_from_discovery(&issuer, bare).unwrap_err();
+        assert!(
+            e.contains("not an OpenID Provider metadata document"),
+            "{e}"
+        );
+        let e = jwks_uri_from_discovery(&issuer, b"<html>").unwrap_err();
+        assert!(e.contains("not an OpenID Provider"), "{e}");
     }
 }

@@ -402,7 +402,19 @@ async fn okta_like(keys_file: &'static str) -> (url::Url, Arc<AtomicUsize>) {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let issuer = format!("{base}/oauth2/default");
     let key_hits = Arc::new(AtomicUsize::new(0));
-    let doc = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/v1/keys")}).to_string();
+    // The fields Okta's custom authorization servers publish (OIDC Discovery 1.0 requires the
+    // endpoint and the three `*_supported` lists besides `issuer` and `jwks_uri`).
+    let doc = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/v1/authorize"),
+        "token_endpoint": format!("{issuer}/v1/token"),
+        "jwks_uri": format!("{issuer}/v1/keys"),
+        "response_types_supported": ["code", "id_token", "code id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["openid", "profile", "email"],
+    })
+    .to_string();
     let hits = key_hits.clone();
     let app = axum::Router::new()
         .route(
