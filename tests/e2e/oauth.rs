@@ -45,6 +45,7 @@ impl Idp {
         cmd.arg(root.join("tests/e2e/idp/server.mjs"))
             .env("PORT", port.to_string())
             .env("KEY_FILE", root.join("tests/fixtures/jwt/rsa1.pem"))
+            .env("ROTATE_KEY_FILE", root.join("tests/fixtures/jwt/rsa2.pem"))
             .env("OIDC_PROVIDER", peers.oidc_provider());
         let mut proc = Proc::spawn("oidc-provider", cmd, dir.path());
         let issuer = format!("http://127.0.0.1:{port}/oauth2/default");
@@ -59,6 +60,17 @@ impl Idp {
             proc,
             _dir: dir,
         }
+    }
+
+    /// Rotate (`rotate`: publish `rsa-2` first, sign with it) or retire `rsa-1` (`retire`).
+    async fn admin(&self, client: &reqwest::Client, action: &str) {
+        let base = self.issuer.trim_end_matches("/oauth2/default");
+        let r = client
+            .post(format!("{base}/admin/{action}"))
+            .send()
+            .await
+            .expect("POST admin");
+        assert_eq!(r.status(), StatusCode::OK, "{action}");
     }
 
     /// Token requests the IdP has served (it logs `METHOD PATH` per request).
@@ -512,5 +524,54 @@ async fn mcp_remote_client_credentials_discovers_the_idp() {
 
     let _ = child.kill();
     let _ = child.wait();
+    stack.assert_running();
+}
+
+/// The `kid` in a JWT's header.
+fn kid_of(token: &str) -> String {
+    use base64::Engine;
+    let head = token.split('.').next().expect("JWT header");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .expect("base64url header");
+    let v: Value = serde_json::from_slice(&raw).expect("JSON header");
+    v["kid"].as_str().expect("kid").to_owned()
+}
+
+#[tokio::test]
+async fn key_rotation_at_the_provider_is_picked_up_without_a_restart() {
+    let (mut stack, idp) = start().await;
+    let resource = stack.mcp_url().to_owned();
+    let before = idp.token(&stack.client, ADMIN, &resource).await;
+    assert_eq!(kid_of(&before), "rsa-1");
+    let mut old = Client::new(&stack, before);
+    old.initialize().await;
+    assert!(old.tool_names().await.contains(&ADMIN_ONLY.to_owned()));
+
+    // The IdP rotates: new tokens carry a kid the gateway has never seen. The gateway
+    // refreshes its key set once (unknown kid) and accepts them; no restart.
+    idp.admin(&stack.client, "rotate").await;
+    let after = idp.token(&stack.client, ADMIN, &resource).await;
+    assert_eq!(kid_of(&after), "rsa-2");
+    let mut new = Client::new(&stack, after);
+    new.initialize().await;
+    assert!(new.tool_names().await.contains(&ADMIN_ONLY.to_owned()));
+    let text = metrics(&stack).await;
+    assert!(
+        metric(
+            &text,
+            "portcullis_jwt_validations_total",
+            &["result=\"valid\""]
+        ) >= 2.0,
+        "{text}"
+    );
+
+    // The old key is retired at the IdP; tokens signed with the new key keep working.
+    idp.admin(&stack.client, "retire").await;
+    let third = idp.token(&stack.client, USER, &resource).await;
+    assert_eq!(kid_of(&third), "rsa-2");
+    let mut user = Client::new(&stack, third);
+    user.initialize().await;
+    assert!(!user.tool_names().await.contains(&ADMIN_ONLY.to_owned()));
     stack.assert_running();
 }

@@ -10,6 +10,9 @@
 // listening and logs `METHOD PATH` per request (tests/e2e/oauth.rs counts token requests).
 // Clients: admin-client / admin-client-secret (groups ["Admin"]), user-client /
 // user-client-secret (groups ["User"]); client_secret_basic and client_secret_post both work.
+// Key rotation, as an IdP does it: with ROTATE_KEY_FILE set, `POST /admin/rotate` publishes that
+// key as `rsa-2` first (new tokens are signed with it) next to `rsa-1`, and `POST
+// /admin/retire` then drops `rsa-1` from the key set.
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -25,7 +28,11 @@ const { default: Provider } = await import(pathToFileURL(`${modulePath}/lib/inde
 
 const PREFIX = '/oauth2/default';
 const issuer = `http://127.0.0.1:${port}${PREFIX}`;
-const jwk = createPrivateKey(readFileSync(keyFile)).export({ format: 'jwk' });
+const jwkOf = (file) => createPrivateKey(readFileSync(file)).export({ format: 'jwk' });
+const KEY1 = { ...jwkOf(keyFile), kid: 'rsa-1', alg: 'RS256', use: 'sig' };
+const KEY2 = process.env.ROTATE_KEY_FILE
+  ? { ...jwkOf(process.env.ROTATE_KEY_FILE), kid: 'rsa-2', alg: 'RS256', use: 'sig' }
+  : null;
 
 // client id -> the Okta groups its tokens carry.
 const GROUPS = { 'admin-client': ['Admin'], 'user-client': ['User'] };
@@ -38,9 +45,10 @@ const clients = Object.keys(GROUPS).map((id) => ({
   token_endpoint_auth_method: 'client_secret_basic', // client_secret_post is accepted too
 }));
 
+const build = (keys) => {
 const provider = new Provider(issuer, {
   clients,
-  jwks: { keys: [{ ...jwk, kid: 'rsa-1', alg: 'RS256', use: 'sig' }] },
+  jwks: { keys },
   cookies: { keys: ['portcullis-e2e-cookie-key'] },
   features: {
     devInteractions: { enabled: false },
@@ -69,9 +77,17 @@ const provider = new Provider(issuer, {
 });
 provider.on('server_error', (_ctx, err) => console.error('server_error', err));
 provider.on('grant.error', (_ctx, err) => console.error('grant.error', err.message, err.error_description ?? ''));
+return provider.callback();
+};
 
-const callback = provider.callback();
+let callback = build([KEY1]);
 const server = createServer((req, res) => {
+  if (req.method === 'POST' && KEY2 && (req.url === '/admin/rotate' || req.url === '/admin/retire')) {
+    callback = build(req.url === '/admin/rotate' ? [KEY2, KEY1] : [KEY2]);
+    console.log(req.method, req.url);
+    res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+    return;
+  }
   if (req.url === PREFIX || req.url.startsWith(`${PREFIX}/`)) {
     // Mount like express does: oidc-provider derives its mount path from originalUrl.
     req.originalUrl = req.url;
