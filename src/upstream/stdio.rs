@@ -6,8 +6,9 @@
 //! bytes reach [`super::mux`] as written, so no field is lost in a typed re-serialization.
 //! Its stderr goes to the log, line by line, under the server's name.
 //!
-//! The child gets a minimal environment (`PATH`, `HOME`, locale and temp settings) plus the
-//! configured `connection.env`: the gateway's own secrets are not inherited.
+//! The child gets a minimal environment ([`INHERITED_ENV`]: `PATH`, `HOME`, locale, proxies and
+//! CA bundles) plus the configured `connection.env`: the gateway's own secrets (session key,
+//! upstream credentials in its environment) are not inherited.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -21,9 +22,29 @@ use tokio::sync::{mpsc, oneshot};
 use super::link::{Link, Stop, LINK_BUFFER};
 use crate::config::StdioCommand;
 
-/// Variables passed from the gateway's environment to every child (when set).
-const INHERITED_ENV: [&str; 10] = [
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_ALL", "TMPDIR", "TZ",
+/// Variables passed from the gateway's environment to every child (when set): what a
+/// program needs to find itself, its locale, and the network (proxies, CA bundles).
+const INHERITED_ENV: [&str; 20] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TERM",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "TZ",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "PYENV_ROOT",
 ];
 
 /// Longest stdout line accepted (one JSON-RPC message); longer ones are logged and dropped.

@@ -214,7 +214,7 @@ async fn one_child_serves_sessions_in_json_and_sse() {
     assert_eq!(list["id"], "l");
     assert_eq!(
         list["result"]["tools"].as_array().unwrap().len(),
-        5,
+        6,
         "{list}"
     );
     let resp = rpc(
@@ -730,4 +730,28 @@ async fn subscriptions_are_shared_and_released_with_the_last_session() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(seen, json!(["demo://x"]));
+}
+
+#[tokio::test]
+async fn children_get_a_minimal_environment_plus_their_own() {
+    let gw = gateway(&["fx"]).await;
+    let v: Value = rpc(
+        &gw,
+        "fx",
+        None,
+        &call(json!(1), "env", json!({}), None),
+        false,
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let names: Vec<String> = serde_json::from_str(&text_of(&v)).unwrap();
+    assert!(names.contains(&"FIXTURE_TAG".to_string()), "{names:?}");
+    assert!(names.contains(&"PATH".to_string()), "{names:?}");
+    // The gateway's own environment (cargo sets CARGO_PKG_NAME for this test process) stays out.
+    assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+    assert!(!names.iter().any(|n| n.starts_with("CARGO")), "{names:?}");
 }
