@@ -11,7 +11,9 @@
 //!                                 JSON-RPC classification               mcp::jsonrpc
 //!                                 policy: denied -> "Unknown tool"      policy
 //!                                 upstream exchange, streamed back      exchange
+//!                                 stdio / legacy SSE: shared session    bridge (upstream::mux)
 //!                           GET/DELETE: fall through to Pingora
+//!                                 (stdio / legacy SSE: the bridge)      bridge
 //!  upstream_peer            GET/DELETE: the chosen server's peer        upstream
 //!  upstream_request_filter  path, Host, credentials, hop-by-hop        upstream
 //!  response_filter          SSE: X-Accel-Buffering: no, stream gauge   exchange
