@@ -12,6 +12,11 @@
 # 0.0.0.0:8080 below, and has auth off: the gateway refuses to serve that on a non-loopback
 # listener, so the image does nothing unprotected by default. In Kubernetes the chart mounts its
 # ConfigMap as that folder (never with subPath) for the same reason.
+#
+# stdio upstreams run inside this container: the image has no Node.js or Python, so build on it
+# (`FROM portcullis` + your runtime, and a writable HOME if the server caches, as npx does).
+# tini runs as PID 1 so that processes orphaned by a stdio server (a grandchild of an `npx` that
+# was killed) are reaped; the gateway stops and reaps its own children itself.
 
 # --- build -------------------------------------------------------------------------------------
 FROM rust:1.95-bookworm AS builder
@@ -31,7 +36,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # --- runtime -----------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates tini \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 portcullis \
     && useradd --system --uid 10001 --gid portcullis --no-create-home \
@@ -41,5 +46,5 @@ COPY gateway.yaml /etc/portcullis/gateway.yaml
 ENV PORTCULLIS_LISTEN=0.0.0.0:8080
 USER 10001:10001
 EXPOSE 8080
-ENTRYPOINT ["portcullis"]
+ENTRYPOINT ["/usr/bin/tini", "--", "portcullis"]
 CMD ["serve", "--config", "/etc/portcullis/gateway.yaml"]
