@@ -408,10 +408,11 @@ fn event(json: &[u8]) -> Bytes {
 }
 
 async fn start_sse(session: &mut Session, sse_open: &mut bool) -> Result<()> {
-    let mut resp = ResponseHeader::build(200, Some(4))?;
+    let mut resp = ResponseHeader::build(200, Some(5))?;
     resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
     resp.insert_header("x-accel-buffering", "no")?;
+    super::exchange::frame_for_downstream(session, &mut resp);
     session.write_response_header(Box::new(resp), false).await?;
     if !*sse_open {
         metrics().sse_open.inc();

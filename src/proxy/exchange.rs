@@ -196,6 +196,7 @@ pub async fn forward(
             Rewrite::Json(filter, bytes::BytesMut::new())
         }
     });
+    frame_for_downstream(session, &mut resp);
     if session.write_response_header(resp, false).await.is_err() {
         return Err(Failure::ClientGone);
     }
@@ -342,6 +343,22 @@ pub fn prepare_response(resp: &mut ResponseHeader) -> bool {
         let _ = resp.insert_header("x-accel-buffering", "no");
     }
     sse
+}
+
+/// An answer relayed without a `Content-Length` (SSE, a rewritten list) goes out chunked to an
+/// HTTP/1.1 client, so the connection stays reusable; without this Pingora would delimit the
+/// body by closing the connection. (HTTP/2 frames bodies itself.)
+pub fn frame_for_downstream(session: &Session, resp: &mut ResponseHeader) {
+    let status = resp.status.as_u16();
+    if session.is_http2()
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304
+        || resp.headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return;
+    }
+    let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
 }
 
 /// A per-caller rewrite of a list answer.

@@ -119,6 +119,8 @@ struct Events {
 impl Events {
     fn new(resp: reqwest::Response) -> Self {
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        // Chunked, so the connection is reusable after the answer.
+        assert_eq!(resp.headers()["transfer-encoding"], "chunked");
         Events {
             stream: Box::pin(resp.bytes_stream()),
             buf: Vec::new(),

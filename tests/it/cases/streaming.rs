@@ -173,3 +173,37 @@ async fn h2c_prior_knowledge_clients_get_the_same_service() {
     assert_eq!(text.matches("notifications/progress").count(), 3);
     assert!(text.contains(&format!("\"len\":{}", 70 * 1024)), "{text}");
 }
+
+/// An SSE answer has no Content-Length: it must go out chunked so the client's connection
+/// stays open for the next request (a close-delimited body would cost a new connection per
+/// call). Two calls on one raw connection prove it.
+#[tokio::test]
+async fn sse_answers_are_chunked_and_keep_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(up.addr, "", "")).await;
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+    for round in 0..2 {
+        let req = format!(
+            "POST /mcp/up HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nx-test-reply: sse:2:5\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(req.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"0\r\n\r\n") {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "round {round}: connection closed after {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).to_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{text}");
+        assert!(text.contains("transfer-encoding: chunked"), "{text}");
+        assert!(!text.contains("connection: close"), "{text}");
+    }
+    assert_eq!(up.posts(), 2);
+}
