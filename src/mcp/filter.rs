@@ -6,7 +6,11 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::policy::{Kind, Policy};
 
@@ -60,19 +64,194 @@ pub struct ListFilter<'a> {
 
 impl ListFilter<'_> {
     /// Filter one JSON-RPC message. `None`: not a list result (or not JSON); pass it unchanged.
+    ///
+    /// The answer is not rebuilt as a `Value` tree: its objects are split into raw members
+    /// (`RawValue` slices of the input), each item's name is read, and the output is the input's
+    /// own bytes with the denied items left out (and `cacheScope: "public"` made private).
     pub fn apply(&self, message: &[u8]) -> Option<Vec<u8>> {
-        let mut v: Value = serde_json::from_slice(message).ok()?;
         let (list, field, kind) = self.kind.fields();
-        let result = v.get_mut("result")?.as_object_mut()?;
-        let items = result.get_mut(list)?.as_array_mut()?;
-        items.retain(|item| {
-            item.get(field)
-                .and_then(Value::as_str)
-                .is_some_and(|name| self.policy.visible(self.scopes, kind, self.server, name))
-        });
-        if result.get("cacheScope").and_then(Value::as_str) == Some("public") {
-            result.insert("cacheScope".into(), Value::from("private"));
+        let top: RawObject<'_> = serde_json::from_slice(message).ok()?;
+        let result: RawObject<'_> = serde_json::from_str(top.get("result")?.get()).ok()?;
+        let items: Vec<&RawValue> = serde_json::from_str(result.get(list)?.get()).ok()?;
+        let mut out = Vec::with_capacity(message.len());
+        out.push(b'{');
+        for (i, (key, value)) in top.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_key(&mut out, key);
+            if key.0 != "result" {
+                out.extend_from_slice(value.get().as_bytes());
+                continue;
+            }
+            out.push(b'{');
+            for (j, (rkey, rvalue)) in result.0.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                write_key(&mut out, rkey);
+                if rkey.0 == list {
+                    out.push(b'[');
+                    let mut first = true;
+                    for item in &items {
+                        if !self.item_visible(item, field, kind) {
+                            continue;
+                        }
+                        if !first {
+                            out.push(b',');
+                        }
+                        first = false;
+                        out.extend_from_slice(item.get().as_bytes());
+                    }
+                    out.push(b']');
+                } else if rkey.0 == "cacheScope" && rvalue.get() == "\"public\"" {
+                    out.extend_from_slice(b"\"private\"");
+                } else {
+                    out.extend_from_slice(rvalue.get().as_bytes());
+                }
+            }
+            out.push(b'}');
         }
-        serde_json::to_vec(&v).ok()
+        out.push(b'}');
+        Some(out)
+    }
+
+    fn item_visible(&self, item: &RawValue, field: &str, kind: Kind) -> bool {
+        let Ok(obj) = serde_json::from_str::<RawObject<'_>>(item.get()) else {
+            return false;
+        };
+        let Some(name) = obj.get(field) else {
+            return false;
+        };
+        match serde_json::from_str::<Key<'_>>(name.get()) {
+            Ok(Key(name)) => self.policy.visible(self.scopes, kind, self.server, &name),
+            Err(_) => false,
+        }
+    }
+}
+
+fn write_key(out: &mut Vec<u8>, key: &Key<'_>) {
+    // Keys that needed no unescaping are written back as they came.
+    match &key.0 {
+        Cow::Borrowed(k) => {
+            out.push(b'"');
+            out.extend_from_slice(k.as_bytes());
+            out.push(b'"');
+        }
+        Cow::Owned(k) => {
+            // Serializing a string cannot fail.
+            let _ = serde_json::to_writer(&mut *out, k);
+        }
+    }
+    out.push(b':');
+}
+
+/// A JSON string, borrowed from the input when it holds no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A JSON object as its members in order, each value a raw slice of the input.
+struct RawObject<'a>(Vec<(Key<'a>, &'a RawValue)>);
+
+impl<'a> RawObject<'a> {
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k.0 == key).map(|(_, v)| *v)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<RawObject<'de>, M::Error> {
+                let mut members = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some(entry) = m.next_entry::<Key<'de>, &'de RawValue>()? {
+                    members.push(entry);
+                }
+                Ok(RawObject(members))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn policy() -> (Policy, BTreeSet<String>) {
+        let yaml = "server:\n  listen: \"127.0.0.1:8080\"\noauth:\n  enabled: false\nauth:\n  permissions:\n    \"s:ok*\": [scope:u]\n    \"s:file:///pub/*\": [scope:u]\nproxy:\n  servers:\n    - name: s\n      type: streamable-http\n      connection:\n        url: \"http://127.0.0.1:1/mcp\"\n";
+        let rt = crate::config::load_str(yaml, "t.yaml", &|_| None).expect("config");
+        (Policy::from_runtime(&rt), ["scope:u".to_string()].into())
+    }
+
+    #[test]
+    fn filters_in_place_keeping_order_bytes_and_other_members() {
+        let (policy, scopes) = policy();
+        let f = ListFilter {
+            policy: &policy,
+            scopes: &scopes,
+            server: "s",
+            kind: ListKind::Tools,
+        };
+        let input = br#"{"jsonrpc":"2.0","id":"x","result":{"tools":[{"name":"ok_1","inputSchema":{"z":1,"a":[1, 2]}},{"name":"secret","x":1},{"name":"ok\u005f2"},{"noname":true}],"nextCursor":"c","cacheScope":"public","_meta":{"k":"v"}}}"#;
+        let out = f.apply(input).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"jsonrpc":"2.0","id":"x","result":{"tools":[{"name":"ok_1","inputSchema":{"z":1,"a":[1, 2]}},{"name":"ok\u005f2"}],"nextCursor":"c","cacheScope":"private","_meta":{"k":"v"}}}"#
+        );
+    }
+
+    #[test]
+    fn resources_and_non_list_messages() {
+        let (policy, scopes) = policy();
+        let f = ListFilter {
+            policy: &policy,
+            scopes: &scopes,
+            server: "s",
+            kind: ListKind::Resources,
+        };
+        let input = json!({"jsonrpc":"2.0","id":1,"result":{"resources":[{"uri":"file:///pub/a"},{"uri":"file:///priv/b"}]}});
+        let out: Value =
+            serde_json::from_slice(&f.apply(input.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(out["result"]["resources"], json!([{"uri":"file:///pub/a"}]));
+        // Not a list result: left alone.
+        assert!(f
+            .apply(br#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}"#)
+            .is_none());
+        assert!(f
+            .apply(br#"{"jsonrpc":"2.0","method":"notifications/progress"}"#)
+            .is_none());
+        assert!(f.apply(b"not json").is_none());
+        assert!(f
+            .apply(br#"{"result":{"resources":{"not":"an array"}}}"#)
+            .is_none());
     }
 }
