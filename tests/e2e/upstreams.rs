@@ -310,3 +310,40 @@ async fn stdio_child_killed_mid_call_then_removed_by_reload() {
     assert_eq!(r.status(), 404);
     up.gateway.assert_running();
 }
+
+/// The README's run command: the repository's own `gateway.yaml` (server-everything over stdio
+/// through `npx`, auth off on loopback), only the listen address moved to a free port.
+#[tokio::test]
+async fn the_default_gateway_yaml_serves_everything_over_stdio() {
+    let peers = Peers::locate();
+    let dir = tempfile::Builder::new()
+        .prefix("portcullis-e2e-default-")
+        .tempdir()
+        .unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let port = free_port();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
+        // npx from the pinned Node (a fresh machine has its own on PATH).
+        .env("PATH", peers.path_env())
+        .env("NO_COLOR", "1");
+    let mut gateway = Proc::spawn("portcullis-default", cmd, dir.path());
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http_ok(&mut gateway, &client, &format!("{base}/ready")).await;
+    let mut cmd = Command::new(peers.python());
+    cmd.arg(CLIENT)
+        .arg(format!("{base}/mcp/everything"))
+        .args(["--steps", "2", "--duration", "1"])
+        .env("PYTHONUNBUFFERED", "1");
+    let out = run_bounded("python-client", cmd, dir.path(), Duration::from_secs(120)).await;
+    out.assert_success("python SDK client via the default gateway.yaml");
+    let r: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(r["echo"]["text"][0], "Echo: hi", "{r}");
+    assert_eq!(r["progress"].as_array().unwrap().len(), 2, "{r}");
+    assert!(gateway.log().contains("authentication is disabled"));
+    gateway.assert_running();
+}
