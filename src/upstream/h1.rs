@@ -95,10 +95,11 @@ impl Pool {
         addr: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<TcpStream, H1Error> {
-        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| H1Error::ConnectTimeout)?
-            .map_err(H1Error::Connect)?;
+        let stream =
+            pingora_timeout::fast_timeout::fast_timeout(connect_timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| H1Error::ConnectTimeout)?
+                .map_err(H1Error::Connect)?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
@@ -155,10 +156,13 @@ impl Exchange {
         body: &[u8],
         timeout: Duration,
     ) -> Result<(Exchange, ResponseHeader), H1Error> {
-        tokio::time::timeout(timeout, write_all_vectored(&mut stream, head, body))
-            .await
-            .map_err(|_| H1Error::WriteTimeout)?
-            .map_err(H1Error::Io)?;
+        pingora_timeout::fast_timeout::fast_timeout(
+            timeout,
+            write_all_vectored(&mut stream, head, body),
+        )
+        .await
+        .map_err(|_| H1Error::WriteTimeout)?
+        .map_err(H1Error::Io)?;
         let mut ex = Exchange {
             stream,
             buf: BytesMut::with_capacity(8 * 1024),
@@ -185,10 +189,13 @@ impl Exchange {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(16 * 1024);
         }
-        tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.buf))
-            .await
-            .map_err(|_| H1Error::ReadTimeout)?
-            .map_err(H1Error::Io)
+        pingora_timeout::fast_timeout::fast_timeout(
+            self.timeout,
+            self.stream.read_buf(&mut self.buf),
+        )
+        .await
+        .map_err(|_| H1Error::ReadTimeout)?
+        .map_err(H1Error::Io)
     }
 
     /// Parse a complete response head from the buffer; `None` if more bytes are needed.
