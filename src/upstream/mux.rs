@@ -816,6 +816,23 @@ impl Supervisor {
             }
             _ => {}
         }
+        // Never wait on the transport here: this task also reads the upstream, and a child
+        // that stops reading its stdin while its stdout fills would deadlock with it.
+        match link.tx.try_send(call.bytes) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let why = format!(
+                    "overloaded: {} messages are waiting for it",
+                    super::link::LINK_BUFFER
+                );
+                tracing::warn!(server = %self.name, "upstream is not keeping up; call refused");
+                let _ = call.reply.send(Frame::Failed(why));
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err("the transport closed".to_string());
+            }
+        }
         self.state.pending.insert(
             call.id,
             Pending {
@@ -827,10 +844,7 @@ impl Supervisor {
                 caps: call.caps,
             },
         );
-        link.tx
-            .send(call.bytes)
-            .await
-            .map_err(|_| "the transport closed".to_string())
+        Ok(())
     }
 
     fn subscribed(&self, uri: &str) -> bool {
@@ -1175,6 +1189,11 @@ impl Supervisor {
             }
             s.stream.is_some() || pending.contains(id) || s.seen.elapsed() < SESSION_IDLE
         });
+        // Server-to-client requests whose session is gone will never be answered.
+        let sessions = &self.state.sessions;
+        self.state
+            .relayed
+            .retain(|_, r| r.session.is_empty() || sessions.contains_key(&r.session));
         // Calls whose caller went away without a cancel (a dropped receiver).
         self.state
             .pending
@@ -1217,11 +1236,17 @@ fn local_answer(method: &str, id: &Value) -> Value {
     }
 }
 
+/// Queue a message for the upstream without waiting (see [`Supervisor::call`]): when the
+/// transport is that far behind, the message is dropped with a warning.
 async fn send(link: &mut Link, msg: &Value) -> Result<(), String> {
-    link.tx
-        .send(Bytes::from(msg.to_string()))
-        .await
-        .map_err(|_| "the transport closed".to_string())
+    match link.tx.try_send(Bytes::from(msg.to_string())) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::warn!("upstream transport is full; a message to it was dropped");
+            Ok(())
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Err("the transport closed".to_string()),
+    }
 }
 
 #[cfg(test)]
