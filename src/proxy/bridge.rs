@@ -46,18 +46,6 @@ fn caller_session(session: &Session) -> std::result::Result<(Arc<str>, Caps), ()
     }
 }
 
-/// Whether the request carries a session id minted by the gateway (so it belongs to the
-/// shared-session path even on a Streamable HTTP upstream with an SSE fallback).
-pub fn has_gateway_session(session: &Session) -> bool {
-    session
-        .req_header()
-        .headers
-        .get(SESSION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(mux::parse_session_id)
-        .is_some()
-}
-
 async fn session_not_found(session: &mut Session) -> Result<u16> {
     respond::rpc_error(
         session,
@@ -301,7 +289,7 @@ async fn call(
         let next = tokio::select! {
             biased;
             f = rx.recv() => Some(f),
-            _ = tokio::time::sleep(KEEPALIVE) => None,
+            _ = tokio::time::sleep(KEEPALIVE.min(up.timeout)) => None,
             gone = session.as_downstream_mut().read_body_or_idle(true), if watch_client => {
                 if gone.is_err() {
                     return Ok((499, ToolOutcome::Failed));

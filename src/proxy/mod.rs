@@ -50,6 +50,10 @@ use crate::upstream::health::Health;
 use ctx::Ctx;
 use route::Route;
 
+/// How long the first `initialize` of a Streamable HTTP upstream that refused it waits for
+/// its legacy SSE fallback to connect.
+const FALLBACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The gateway: the live snapshot, reachability, and the connector for pre-read exchanges.
 pub struct Gateway {
     snapshot: Arc<Snapshot>,
@@ -156,7 +160,7 @@ impl Gateway {
             (None, Some(m)) => {
                 return bridge::post(session, up, m, &body, list, &mut ctx.sse_open).await;
             }
-            (Some(_), Some(m)) if m.engaged() || bridge::has_gateway_session(session) => {
+            (Some(_), Some(m)) if m.engaged() => {
                 return bridge::post(session, up, m, &body, list, &mut ctx.sse_open).await;
             }
             (Some(r), m) => (r, m.filter(|_| envelope.is_initialize())),
@@ -186,12 +190,16 @@ impl Gateway {
             Ok(status) => Ok(status),
             Err(exchange::Failure::Refused(status)) => {
                 let Some(m) = fallback else { return Ok(status) };
-                tracing::info!(
-                    server,
-                    status,
-                    "Streamable HTTP refused `initialize`; falling back to legacy SSE"
-                );
-                m.engage();
+                // Engaged for every caller only once the legacy SSE handshake worked: an upstream
+                // that refuses for another reason keeps being asked over Streamable HTTP.
+                if m.ready(FALLBACK_WAIT).await.is_ok() {
+                    tracing::info!(
+                        server,
+                        status,
+                        "Streamable HTTP refused `initialize`; falling back to legacy SSE"
+                    );
+                    m.engage();
+                }
                 bridge::post(session, up, m, &body, list, &mut ctx.sse_open).await
             }
             Err(exchange::Failure::BeforeResponse {
@@ -386,11 +394,7 @@ impl ProxyHttp for Gateway {
                         let http = live.routes.get(name);
                         let up = live.config.proxy.server(name);
                         match (live.routes.mux(name), up) {
-                            (Some(m), Some(up))
-                                if http.is_none()
-                                    || m.engaged()
-                                    || bridge::has_gateway_session(session) =>
-                            {
+                            (Some(m), Some(up)) if http.is_none() || m.engaged() => {
                                 if method == http::Method::GET {
                                     bridge::get(session, up, m, &mut ctx.sse_open).await?
                                 } else {

@@ -46,6 +46,8 @@ const STABLE: Duration = Duration::from_secs(60);
 const MIN_HANDSHAKE: Duration = Duration::from_secs(60);
 /// Idle downstream sessions (no stream, nothing in flight) are forgotten after this.
 const SESSION_IDLE: Duration = Duration::from_secs(3600);
+/// A server-to-client request no caller answered within this is forgotten.
+const RELAYED_TTL: Duration = Duration::from_secs(600);
 /// The gateway's own request id for the handshake; callers' ids start at 1.
 const HANDSHAKE_ID: u64 = 0;
 
@@ -284,6 +286,7 @@ impl Mux {
             cmds: rx,
             retire: retire_rx,
             wake: wake_rx,
+            lazy,
             state: State::default(),
         };
         tokio::spawn(sup.run());
@@ -430,6 +433,7 @@ struct Pending {
 struct Relayed {
     upstream_id: Value,
     session: Arc<str>,
+    at: Instant,
 }
 
 /// What the gateway knows about one downstream session.
@@ -437,7 +441,6 @@ struct Sess {
     caps: Caps,
     stream: Option<mpsc::UnboundedSender<Frame>>,
     subscriptions: HashSet<String>,
-    logging: bool,
     seen: Instant,
 }
 
@@ -447,7 +450,6 @@ impl Sess {
             caps,
             stream: None,
             subscriptions: HashSet::new(),
-            logging: false,
             seen: Instant::now(),
         }
     }
@@ -480,6 +482,7 @@ struct Supervisor {
     cmds: mpsc::UnboundedReceiver<Cmd>,
     retire: watch::Receiver<Option<Duration>>,
     wake: watch::Receiver<bool>,
+    lazy: bool,
     state: State,
 }
 
@@ -526,15 +529,19 @@ impl Supervisor {
     }
 
     async fn run(mut self) {
-        // A lazy upstream sleeps until first needed (or removed).
-        let mut retire = self.retire.clone();
-        tokio::select! {
-            _ = self.wake.wait_for(|w| *w) => {}
-            _ = retire.wait_for(Option::is_some) => {}
-        }
         let mut backoff = MIN_BACKOFF;
         let mut first = true;
         loop {
+            // A lazy upstream (an SSE fallback) sleeps until needed, and again after a failed
+            // first start: it is only retried when a caller needs it.
+            if !*self.wake.borrow() {
+                self.set(Phase::Idle, None, None, false);
+                let mut retire = self.retire.clone();
+                tokio::select! {
+                    _ = self.wake.wait_for(|w| *w) => {}
+                    _ = retire.wait_for(Option::is_some) => {}
+                }
+            }
             if let Some(grace) = *self.retire.borrow() {
                 let _ = grace;
                 break;
@@ -554,8 +561,12 @@ impl Supervisor {
                         }
                         self.set(Phase::Ready, None, link.pid, false);
                         if !first {
-                            // Tools may differ after a restart: tell every open stream.
+                            // Tools may differ after a restart: tell every open stream, and
+                            // give the new upstream the subscriptions sessions still hold.
                             self.broadcast_changed();
+                            if let Err(e) = self.resubscribe(&mut link).await {
+                                tracing::warn!(server = %self.name, error = %e, "resubscribing failed");
+                            }
                         }
                         first = false;
                         match self.serve(&mut link).await {
@@ -584,6 +595,13 @@ impl Supervisor {
             }
             self.set(Phase::Backoff, Some(failure.clone()), None, true);
             self.fail_pending(&format!("ended during the call ({failure})"));
+            if self.lazy && first {
+                tracing::warn!(server = %self.name, reason = %failure, "legacy SSE fallback did not connect");
+                if let Some(mux) = self.mux.upgrade() {
+                    mux.wake.send_replace(false);
+                }
+                continue;
+            }
             metrics()
                 .upstream_restarts
                 .with_label_values(&[&self.name])
@@ -792,29 +810,24 @@ impl Supervisor {
     }
 
     async fn call(&mut self, link: &mut Link, call: Call) -> Result<(), String> {
-        let sess = self.session(&call.session, call.caps);
-        match call.method.as_str() {
-            "logging/setLevel" => sess.logging = true,
-            "resources/subscribe" => {
-                if let Some(uri) = &call.uri {
-                    sess.subscriptions.insert(uri.clone());
-                }
+        // Session state (subscriptions, log level) exists only for callers with a session:
+        // sessionless callers share nothing, so none can affect another.
+        let has_session = !call.session.is_empty();
+        if let ("resources/unsubscribe", true, Some(uri)) =
+            (call.method.as_str(), has_session, &call.uri)
+        {
+            if let Some(s) = self.state.sessions.get_mut(&call.session) {
+                s.subscriptions.remove(uri);
             }
-            "resources/unsubscribe" => {
-                if let Some(uri) = &call.uri {
-                    sess.subscriptions.remove(uri);
-                    if self.subscribed(uri) {
-                        // Another session still wants it: the upstream subscription stays.
-                        let body = json!({ "jsonrpc": "2.0", "id": call.orig_id, "result": {} });
-                        let _ = call.reply.send(Frame::Final {
-                            bytes: Bytes::from(body.to_string()),
-                            is_error: false,
-                        });
-                        return Ok(());
-                    }
-                }
+            if self.subscribed(uri) {
+                // Another session still wants it: the upstream subscription stays.
+                let body = json!({ "jsonrpc": "2.0", "id": call.orig_id, "result": {} });
+                let _ = call.reply.send(Frame::Final {
+                    bytes: Bytes::from(body.to_string()),
+                    is_error: false,
+                });
+                return Ok(());
             }
-            _ => {}
         }
         // Never wait on the transport here: this task also reads the upstream, and a child
         // that stops reading its stdin while its stdout fills would deadlock with it.
@@ -831,6 +844,21 @@ impl Supervisor {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 return Err("the transport closed".to_string());
+            }
+        }
+        if has_session {
+            match (call.method.as_str(), &call.uri) {
+                ("resources/subscribe", Some(uri)) => {
+                    let uri = uri.clone();
+                    self.session(&call.session, call.caps)
+                        .subscriptions
+                        .insert(uri);
+                }
+                _ => {
+                    if let Some(s) = self.state.sessions.get_mut(&call.session) {
+                        s.seen = Instant::now();
+                    }
+                }
             }
         }
         self.state.pending.insert(
@@ -868,9 +896,14 @@ impl Supervisor {
             // The gateway initialized the upstream itself; roots are not relayed.
             "notifications/initialized" | "notifications/roots/list_changed" => Ok(()),
             "notifications/cancelled" => {
+                // A caller without a session cannot name its call (ids are only unique per
+                // session); it cancels by disconnecting.
                 let Some(orig) = msg.pointer("/params/requestId").cloned() else {
                     return Ok(());
                 };
+                if session.is_empty() {
+                    return Ok(());
+                }
                 let found = self
                     .state
                     .pending
@@ -958,22 +991,38 @@ impl Supervisor {
         if let Some(s) = self.state.sessions.remove(session) {
             for uri in s.subscriptions {
                 if !self.subscribed(&uri) {
-                    let id = self.mux.upgrade().map(|m| m.next_id()).unwrap_or(u64::MAX);
-                    self.state.pending.insert(
-                        id,
-                        Pending {
-                            session: session.clone(),
-                            orig_id: Value::Null,
-                            orig_token: None,
-                            reply: None,
-                            streaming: false,
-                            caps: Caps::default(),
-                        },
-                    );
-                    let req = json!({ "jsonrpc": "2.0", "id": id, "method": "resources/unsubscribe", "params": { "uri": uri } });
-                    send(link, &req).await?;
+                    self.internal(link, "resources/unsubscribe", json!({ "uri": uri }))
+                        .await?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A request of the gateway's own (not a caller's): a string id that no caller's request
+    /// uses (theirs are numbers), so its answer is simply dropped and nothing waits for it.
+    async fn internal(
+        &mut self,
+        link: &mut Link,
+        method: &str,
+        params: Value,
+    ) -> Result<(), String> {
+        let n = self.mux.upgrade().map(|m| m.next_id()).unwrap_or(u64::MAX);
+        let req = json!({ "jsonrpc": "2.0", "id": format!("portcullis-{n}"), "method": method, "params": params });
+        send(link, &req).await
+    }
+
+    /// After a restart: the new upstream gets the subscriptions sessions still hold.
+    async fn resubscribe(&mut self, link: &mut Link) -> Result<(), String> {
+        let uris: HashSet<String> = self
+            .state
+            .sessions
+            .values()
+            .flat_map(|s| s.subscriptions.iter().cloned())
+            .collect();
+        for uri in uris {
+            self.internal(link, "resources/subscribe", json!({ "uri": uri }))
+                .await?;
         }
         Ok(())
     }
@@ -1055,6 +1104,7 @@ impl Supervisor {
             Relayed {
                 upstream_id: up_id,
                 session,
+                at: Instant::now(),
             },
         );
         let _ = tx.send(Frame::Message(Bytes::from(msg.to_string())));
@@ -1143,15 +1193,9 @@ impl Supervisor {
                     }
                 }
             }
-            "notifications/message" => {
-                let bytes = Bytes::from(msg.to_string());
-                for s in self.state.sessions.values().filter(|s| s.logging) {
-                    if let Some(tx) = &s.stream {
-                        let _ = tx.send(Frame::Message(bytes.clone()));
-                    }
-                }
-            }
-            _ => {
+            "notifications/tools/list_changed"
+            | "notifications/prompts/list_changed"
+            | "notifications/resources/list_changed" => {
                 let bytes = Bytes::from(msg.to_string());
                 for s in self.state.sessions.values() {
                     if let Some(tx) = &s.stream {
@@ -1159,7 +1203,41 @@ impl Supervisor {
                     }
                 }
             }
+            // Log messages and anything else: only to the caller being served, when that is
+            // unambiguous (one session with calls in flight); never fanned out, since it may
+            // describe another caller's work.
+            _ => match self.sole_origin() {
+                Some(tx) => {
+                    let _ = tx.send(Frame::Message(Bytes::from(msg.to_string())));
+                }
+                None => {
+                    tracing::debug!(server = %self.name, method, "notification with no unambiguous recipient; dropped");
+                }
+            },
         }
+    }
+
+    /// Where a message about "the call being served" goes: the newest streaming call of the
+    /// only session with calls in flight, else that session's GET stream.
+    fn sole_origin(&self) -> Option<mpsc::UnboundedSender<Frame>> {
+        let mut calls = self.state.pending.iter().filter(|(_, p)| p.reply.is_some());
+        let (_, first) = calls.next()?;
+        let session = first.session.clone();
+        if calls.any(|(_, p)| p.session != session) {
+            return None;
+        }
+        self.state
+            .pending
+            .iter()
+            .filter(|(_, p)| p.session == session && p.streaming)
+            .max_by_key(|(id, _)| **id)
+            .and_then(|(_, p)| p.reply.clone())
+            .or_else(|| {
+                self.state
+                    .sessions
+                    .get(&session)
+                    .and_then(|s| s.stream.clone())
+            })
     }
 
     fn broadcast_changed(&mut self) {
@@ -1189,11 +1267,11 @@ impl Supervisor {
             }
             s.stream.is_some() || pending.contains(id) || s.seen.elapsed() < SESSION_IDLE
         });
-        // Server-to-client requests whose session is gone will never be answered.
-        let sessions = &self.state.sessions;
+        // Server-to-client requests nobody answered within RELAYED_TTL (DELETE drops a
+        // session's at once).
         self.state
             .relayed
-            .retain(|_, r| r.session.is_empty() || sessions.contains_key(&r.session));
+            .retain(|_, r| r.at.elapsed() < RELAYED_TTL);
         // Calls whose caller went away without a cancel (a dropped receiver).
         self.state
             .pending

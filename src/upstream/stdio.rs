@@ -53,6 +53,9 @@ const MAX_LINE: usize = 64 * 1024 * 1024;
 /// Longest stderr line logged (the rest is cut).
 const MAX_LOG_LINE: usize = 4096;
 
+/// How long a stopped child gets to exit after its stdin is closed, before SIGTERM.
+const STDIN_GRACE: Duration = Duration::from_millis(500);
+
 /// How long a stopped child gets between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 
@@ -246,12 +249,19 @@ async fn supervise(
         status = child.wait() => status,
         req = async { match stop.as_mut() { Some(s) => s.await, None => std::future::pending().await } } => {
             stop = None;
-            let _ = child.signal(libc_sigterm());
-            let status = match tokio::time::timeout(TERM_GRACE, child.wait()).await {
+            // MCP's stdio shutdown: stdin is closed first (the stopper dropped it), then
+            // SIGTERM, then SIGKILL.
+            let status = match tokio::time::timeout(STDIN_GRACE, child.wait()).await {
                 Ok(s) => s,
                 Err(_) => {
-                    let _ = child.start_kill();
-                    child.wait().await
+                    let _ = child.signal(libc_sigterm());
+                    match tokio::time::timeout(TERM_GRACE, child.wait()).await {
+                        Ok(s) => s,
+                        Err(_) => {
+                            let _ = child.start_kill();
+                            child.wait().await
+                        }
+                    }
                 }
             };
             if let Ok(done) = req {
@@ -303,14 +313,15 @@ struct ChildStopper {
 #[async_trait]
 impl Stop for ChildStopper {
     async fn stop(&mut self) {
+        // The writer owns stdin: ending it closes the pipe, the child's cue to exit.
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let (done_tx, done_rx) = oneshot::channel();
             if stop.send(done_tx).is_ok() {
                 let _ = done_rx.await;
             }
-        }
-        for t in self.tasks.drain(..) {
-            t.abort();
         }
     }
 }

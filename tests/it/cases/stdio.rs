@@ -757,3 +757,26 @@ async fn children_get_a_minimal_environment_plus_their_own() {
     assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
     assert!(!names.iter().any(|n| n.starts_with("CARGO")), "{names:?}");
 }
+
+#[tokio::test]
+async fn a_caller_without_a_session_cannot_cancel_anothers_call() {
+    let gw = gateway(&["fx"]).await;
+    // Caller A: no session, id 1, a slow call.
+    let a = rpc(
+        &gw,
+        "fx",
+        None,
+        &call(json!(1), "slow", json!({"steps": 4, "ms": 50}), None),
+        false,
+    );
+    let a = tokio::spawn(async move { a.send().await.unwrap().json::<Value>().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Caller B, also without a session, names id 1 in a cancellation: it must not reach A's call.
+    let cancel =
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}});
+    let r = rpc(&gw, "fx", None, &cancel, false).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let v = a.await.unwrap();
+    assert_eq!(text_of(&v), "done 4", "{v}");
+    assert_eq!(stats(&gw, "fx").await["cancelled"], json!([]));
+}
