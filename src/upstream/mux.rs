@@ -46,6 +46,8 @@ const STABLE: Duration = Duration::from_secs(60);
 const MIN_HANDSHAKE: Duration = Duration::from_secs(60);
 /// Idle downstream sessions (no stream, nothing in flight) are forgotten after this.
 const SESSION_IDLE: Duration = Duration::from_secs(3600);
+/// An upstream whose input queue stays full this long is considered hung and restarted.
+const HUNG: Duration = Duration::from_secs(30);
 /// A server-to-client request no caller answered within this is forgotten.
 const RELAYED_TTL: Duration = Duration::from_secs(600);
 /// The gateway's own request id for the handshake; callers' ids start at 1.
@@ -287,6 +289,7 @@ impl Mux {
             retire: retire_rx,
             wake: wake_rx,
             lazy,
+            full_since: None,
             state: State::default(),
         };
         tokio::spawn(sup.run());
@@ -396,10 +399,13 @@ impl Mux {
     }
 
     /// The protocol version to answer a downstream `initialize` with.
+    /// The client's version when the gateway knows it and the upstream speaks at least that
+    /// (versions are dates, so they compare as strings); otherwise the upstream's.
     pub fn negotiate(requested: Option<&str>, upstream: Option<&str>) -> String {
+        let upstream = upstream.unwrap_or("2025-11-25");
         match requested {
-            Some(v) if KNOWN_VERSIONS.contains(&v) => v.to_string(),
-            _ => upstream.unwrap_or("2025-11-25").to_string(),
+            Some(v) if KNOWN_VERSIONS.contains(&v) && v <= upstream => v.to_string(),
+            _ => upstream.to_string(),
         }
     }
 }
@@ -483,6 +489,7 @@ struct Supervisor {
     retire: watch::Receiver<Option<Duration>>,
     wake: watch::Receiver<bool>,
     lazy: bool,
+    full_since: Option<Instant>,
     state: State,
 }
 
@@ -559,6 +566,7 @@ impl Supervisor {
                         if let Some(mux) = self.mux.upgrade() {
                             mux.init.store(Some(Arc::new(init)));
                         }
+                        self.full_since = None;
                         self.set(Phase::Ready, None, link.pid, false);
                         if !first {
                             // Tools may differ after a restart: tell every open stream, and
@@ -832,7 +840,7 @@ impl Supervisor {
         // Never wait on the transport here: this task also reads the upstream, and a child
         // that stops reading its stdin while its stdout fills would deadlock with it.
         match link.tx.try_send(call.bytes) {
-            Ok(()) => {}
+            Ok(()) => self.full_since = None,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let why = format!(
                     "overloaded: {} messages are waiting for it",
@@ -840,6 +848,11 @@ impl Supervisor {
                 );
                 tracing::warn!(server = %self.name, "upstream is not keeping up; call refused");
                 let _ = call.reply.send(Frame::Failed(why));
+                // Full for this long: the upstream is hung (alive, not reading). Restart it.
+                let since = *self.full_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > HUNG {
+                    return Err(format!("stopped reading its input for {HUNG:?}"));
+                }
                 return Ok(());
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -1355,5 +1368,10 @@ mod tests {
             "2025-11-25"
         );
         assert_eq!(Mux::negotiate(None, None), "2025-11-25");
+        // Never newer than what the upstream speaks.
+        assert_eq!(
+            Mux::negotiate(Some("2025-11-25"), Some("2025-06-18")),
+            "2025-06-18"
+        );
     }
 }
