@@ -109,6 +109,17 @@ fn call(id: Value, tool: &str, args: Value, token: Option<&str>) -> Value {
     json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":params})
 }
 
+/// Send and read the JSON answer.
+trait Answer {
+    async fn answer(self) -> Value;
+}
+
+impl Answer for reqwest::RequestBuilder {
+    async fn answer(self) -> Value {
+        self.send().await.unwrap().json().await.unwrap()
+    }
+}
+
 /// Reads JSON-RPC messages from an SSE answer as they arrive.
 struct Events {
     stream:
@@ -207,12 +218,8 @@ async fn one_child_serves_sessions_in_json_and_sse() {
         &json!({"jsonrpc":"2.0","id":"l","method":"tools/list"}),
         false,
     )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .answer()
+    .await;
     assert_eq!(list["id"], "l");
     assert_eq!(
         list["result"]["tools"].as_array().unwrap().len(),
@@ -241,12 +248,8 @@ async fn one_child_serves_sessions_in_json_and_sse() {
         &json!({"jsonrpc":"2.0","id":9,"method":"ping"}),
         false,
     )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .answer()
+    .await;
     assert_eq!(ping, json!({"jsonrpc":"2.0","id":9,"result":{}}));
     let note = rpc(
         &gw,
@@ -471,12 +474,8 @@ async fn garbage_on_stdout_is_dropped_and_the_session_survives() {
         &call(json!(1), "garbage", json!({}), None),
         false,
     )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .answer()
+    .await;
     assert_eq!(text_of(&v), "ok");
     let v: Value = rpc(
         &gw,
@@ -485,12 +484,8 @@ async fn garbage_on_stdout_is_dropped_and_the_session_survives() {
         &call(json!(2), "echo", json!({"message":"still"}), None),
         false,
     )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .answer()
+    .await;
     assert_eq!(text_of(&v), "Echo: still");
     assert_eq!(mux(&gw, "fx").status().restarts, 0);
 }
@@ -552,12 +547,8 @@ async fn a_child_killed_mid_call_fails_that_call_cleanly_and_restarts() {
         &call(json!(2), "echo", json!({"message":"back"}), None),
         false,
     )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .answer()
+    .await;
     assert_eq!(text_of(&v), "Echo: back");
     assert!(wait_gone(first).await, "the killed child was not reaped");
     let metrics = client()
@@ -589,14 +580,7 @@ async fn a_command_that_does_not_exist_is_reported_not_fatal() {
         detail.contains("cannot start `/nonexistent/mcp-server`"),
         "{body}"
     );
-    let status: Value = client()
-        .get(gw.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = client().get(gw.url("/status")).answer().await;
     let process = &status["upstreams"][0]["process"];
     assert!(
         process["last_exit"]
@@ -697,22 +681,14 @@ async fn subscriptions_are_shared_and_released_with_the_last_session() {
         |id: u64, m: &str| json!({"jsonrpc":"2.0","id":id,"method":m,"params":{"uri":"demo://x"}});
     for s in [&a, &b] {
         let v: Value = rpc(&gw, "fx", Some(s), &sub(1, "resources/subscribe"), false)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .answer()
+            .await;
         assert_eq!(v["result"], json!({}));
     }
     // a leaves: b still wants it, so the child is not told.
     let v: Value = rpc(&gw, "fx", Some(&a), &sub(2, "resources/unsubscribe"), false)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     assert_eq!(v, json!({"jsonrpc":"2.0","id":2,"result":{}}));
     assert_eq!(stats(&gw, "fx").await["unsubscribed"], json!([]));
     // b's session ends: the last subscriber, so the child unsubscribes.
@@ -744,12 +720,8 @@ async fn children_get_a_minimal_environment_plus_their_own() {
         &call(json!(1), "env", json!({}), None),
         false,
     )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .answer()
+    .await;
     let names: Vec<String> = serde_json::from_str(&text_of(&v)).unwrap();
     assert!(names.contains(&"FIXTURE_TAG".to_string()), "{names:?}");
     assert!(names.contains(&"PATH".to_string()), "{names:?}");
