@@ -230,6 +230,7 @@ async fn call(
     })
     .flatten();
     let streaming = accepts_sse(session);
+    let started = std::time::Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sent = mux.call(Call {
         session: sid,
@@ -266,6 +267,7 @@ async fn call(
         return match frame {
             Ok((bytes, is_error)) => {
                 guard.armed = false;
+                mux.latency().observe(started.elapsed().as_secs_f64());
                 respond::send(session, 200, "application/json", finish(bytes), &[], false).await?;
                 Ok((200, outcome(is_error)))
             }
@@ -305,6 +307,7 @@ async fn call(
             }
             Some(Some(Frame::Final { bytes, is_error })) => {
                 guard.armed = false;
+                mux.latency().observe(started.elapsed().as_secs_f64());
                 (event(&finish(bytes)), Some(outcome(is_error)))
             }
             Some(Some(Frame::Failed(why))) => {

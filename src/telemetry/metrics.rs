@@ -38,7 +38,7 @@ pub const UPSTREAM_RESTARTS: &str = "portcullis_upstream_restarts_total";
 pub const TOOL_CALLS: &str = "portcullis_tool_calls_total";
 /// `portcullis_upstream_up{server}`: 1 when the last probe connected.
 pub const UPSTREAM_UP: &str = "portcullis_upstream_up";
-/// `portcullis_upstream_request_duration_seconds{server}` (time to response header).
+/// `portcullis_upstream_request_duration_seconds{server}` (time to response header, or to the answer for stdio / legacy SSE).
 pub const UPSTREAM_LATENCY: &str = "portcullis_upstream_request_duration_seconds";
 
 /// Where a request went, for metrics.
@@ -233,7 +233,7 @@ impl Metrics {
         let upstream_latency = HistogramVec::new(
             HistogramOpts::new(
                 UPSTREAM_LATENCY,
-                "Time from request to upstream response header.",
+                "Time from request to the upstream response header (HTTP upstreams) or answer (stdio, legacy SSE).",
             )
             .buckets(prometheus::exponential_buckets(0.0005, 2.5, 14).expect("buckets")),
             &["server"],

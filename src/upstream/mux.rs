@@ -248,6 +248,7 @@ pub struct Mux {
     retire: watch::Sender<Option<Duration>>,
     wake: watch::Sender<bool>,
     engaged: std::sync::atomic::AtomicBool,
+    latency: prometheus::Histogram,
 }
 
 impl Mux {
@@ -278,6 +279,7 @@ impl Mux {
             retire,
             wake,
             engaged: std::sync::atomic::AtomicBool::new(false),
+            latency: metrics().upstream_latency(name),
         });
         let sup = Supervisor {
             mux: Arc::downgrade(&mux),
@@ -309,6 +311,11 @@ impl Mux {
     /// Whether the SSE fallback is in use.
     pub fn engaged(&self) -> bool {
         self.engaged.load(Ordering::Relaxed)
+    }
+
+    /// Time-to-answer histogram of this upstream (`portcullis_upstream_request_duration_seconds`).
+    pub fn latency(&self) -> &prometheus::Histogram {
+        &self.latency
     }
 
     /// What it was started from.

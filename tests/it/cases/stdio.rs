@@ -492,11 +492,11 @@ async fn garbage_on_stdout_is_dropped_and_the_session_survives() {
 
 #[tokio::test]
 async fn a_child_killed_mid_call_fails_that_call_cleanly_and_restarts() {
-    let gw = gateway(&["fx"]).await;
-    let first = pid(&gw, "fx");
+    let gw = gateway(&["fkill"]).await;
+    let first = pid(&gw, "fkill");
     let resp = rpc(
         &gw,
-        "fx",
+        "fkill",
         None,
         &call(
             json!("k"),
@@ -527,10 +527,10 @@ async fn a_child_killed_mid_call_fails_that_call_cleanly_and_restarts() {
     assert_eq!(last["error"]["code"], -32603, "{last}");
     let msg = last["error"]["message"].as_str().unwrap();
     assert!(
-        msg.contains("`fx`") && msg.contains("killed by signal 9"),
+        msg.contains("`fkill`") && msg.contains("killed by signal 9"),
         "{msg}"
     );
-    let m = mux(&gw, "fx");
+    let m = mux(&gw, "fkill");
     assert!(m.until_ready(Duration::from_secs(20)).await);
     let st = m.status();
     assert_eq!(st.restarts, 1);
@@ -542,7 +542,7 @@ async fn a_child_killed_mid_call_fails_that_call_cleanly_and_restarts() {
         .contains("signal 9"));
     let v: Value = rpc(
         &gw,
-        "fx",
+        "fkill",
         None,
         &call(json!(2), "echo", json!({"message":"back"}), None),
         false,
@@ -560,7 +560,18 @@ async fn a_child_killed_mid_call_fails_that_call_cleanly_and_restarts() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("portcullis_upstream_restarts_total{server=\"fx\"} 1"),
+        metrics.contains("portcullis_upstream_restarts_total{server=\"fkill\"} 1"),
+        "{metrics}"
+    );
+    // The echo after the restart was timed; the killed call was not.
+    assert!(
+        metrics.contains("portcullis_upstream_request_duration_seconds_count{server=\"fkill\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "portcullis_tool_calls_total{outcome=\"failed\",server=\"fkill\",tool=\"slow\"} 1"
+        ),
         "{metrics}"
     );
 }
