@@ -32,7 +32,7 @@ const SESSION: &str = "mcp-session-id";
 
 /// The caller's session: id and declared capabilities. `Err` when a session id was sent that
 /// the gateway did not mint (answered 404, so the client starts a new session).
-fn caller_session(session: &Session) -> std::result::Result<(Arc<str>, Caps), ()> {
+fn caller_session(session: &Session, mux: &Mux) -> std::result::Result<(Arc<str>, Caps), ()> {
     match session
         .req_header()
         .headers
@@ -40,6 +40,8 @@ fn caller_session(session: &Session) -> std::result::Result<(Arc<str>, Caps), ()
         .map(|v| v.to_str().unwrap_or(""))
     {
         None => Ok((Arc::from(""), Caps::default())),
+        // Ended by a DELETE on this replica: 404, as MCP requires.
+        Some(id) if mux.is_closed(id) => Err(()),
         Some(id) => mux::parse_session_id(id)
             .map(|caps| (Arc::from(id), caps))
             .ok_or(()),
@@ -93,7 +95,7 @@ pub async fn post(
         respond::rpc_error(session, 400, &Value::Null, -32600, m, None, false).await?;
         return Ok(400);
     }
-    let Ok((sid, caps)) = caller_session(session) else {
+    let Ok((sid, caps)) = caller_session(session, mux) else {
         return session_not_found(session).await;
     };
     let method = msg
@@ -434,7 +436,7 @@ pub async fn get(
     mux: &Arc<Mux>,
     sse_open: &mut bool,
 ) -> Result<u16> {
-    let Ok((sid, caps)) = caller_session(session) else {
+    let Ok((sid, caps)) = caller_session(session, mux) else {
         return session_not_found(session).await;
     };
     if sid.is_empty() {
@@ -480,7 +482,7 @@ pub async fn get(
 
 /// `DELETE`: end the session (its calls are cancelled upstream, its subscriptions released).
 pub async fn delete(session: &mut Session, mux: &Arc<Mux>) -> Result<u16> {
-    let Ok((sid, _)) = caller_session(session) else {
+    let Ok((sid, _)) = caller_session(session, mux) else {
         return session_not_found(session).await;
     };
     if sid.is_empty() {

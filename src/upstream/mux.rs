@@ -46,6 +46,8 @@ const STABLE: Duration = Duration::from_secs(60);
 const MIN_HANDSHAKE: Duration = Duration::from_secs(60);
 /// Idle downstream sessions (no stream, nothing in flight) are forgotten after this.
 const SESSION_IDLE: Duration = Duration::from_secs(3600);
+/// Session ids remembered as ended (404) per upstream.
+const MAX_CLOSED: usize = 10_000;
 /// An upstream whose input queue stays full this long is considered hung and restarted.
 const HUNG: Duration = Duration::from_secs(30);
 /// A server-to-client request no caller answered within this is forgotten.
@@ -249,6 +251,10 @@ pub struct Mux {
     wake: watch::Sender<bool>,
     engaged: std::sync::atomic::AtomicBool,
     latency: prometheus::Histogram,
+    /// Session ids ended by DELETE (read lock-free per request; written on DELETE only).
+    closed: ArcSwap<HashSet<Arc<str>>>,
+    /// Their order, to forget the oldest past [`MAX_CLOSED`].
+    closed_order: std::sync::Mutex<std::collections::VecDeque<Arc<str>>>,
 }
 
 impl Mux {
@@ -280,6 +286,8 @@ impl Mux {
             wake,
             engaged: std::sync::atomic::AtomicBool::new(false),
             latency: metrics().upstream_latency(name),
+            closed: ArcSwap::default(),
+            closed_order: std::sync::Mutex::new(std::collections::VecDeque::new()),
         });
         let sup = Supervisor {
             mux: Arc::downgrade(&mux),
@@ -395,9 +403,27 @@ impl Mux {
         rx
     }
 
-    /// End a downstream session (DELETE): its calls are cancelled, its subscriptions released.
+    /// End a downstream session (DELETE): its calls are cancelled, its subscriptions released,
+    /// and this replica answers 404 to the id from now on (the newest [`MAX_CLOSED`] ids).
     pub fn close(&self, session: Arc<str>) {
+        if let Ok(mut order) = self.closed_order.lock() {
+            let mut set = HashSet::clone(&self.closed.load());
+            if set.insert(session.clone()) {
+                order.push_back(session.clone());
+                while order.len() > MAX_CLOSED {
+                    if let Some(old) = order.pop_front() {
+                        set.remove(&old);
+                    }
+                }
+                self.closed.store(Arc::new(set));
+            }
+        }
         let _ = self.cmds.send(Cmd::Close { session });
+    }
+
+    /// Whether `session` was ended by a DELETE on this replica.
+    pub fn is_closed(&self, session: &str) -> bool {
+        self.closed.load().contains(session)
     }
 
     /// Stop for good: in-flight calls get up to `grace` to finish, then the transport stops.

@@ -293,6 +293,18 @@ async fn one_child_serves_sessions_in_json_and_sse() {
         .await
         .unwrap();
     assert_eq!(del.status(), 200);
+    // An ended session is not found any more.
+    let after = rpc(
+        &gw,
+        "fx",
+        Some(&sid),
+        &call(json!(1), "echo", json!({}), None),
+        false,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(after.status(), 404);
 }
 
 #[tokio::test]
