@@ -314,12 +314,14 @@ fn is_json(req: &RequestHeader) -> bool {
 
 async fn not_found(session: &mut Session, live: &Live, server: &str) -> Result<u16> {
     if let Some(up) = live.config.proxy.server(server) {
+        // Configured but with nothing to reach it by: a stdio / legacy SSE upstream whose
+        // runtime could not start (logged at start).
         let body = json!({
-            "error": "not_implemented",
-            "message": format!("upstream `{server}` uses the {} transport, which this build does not serve yet", up.transport.kind()),
+            "error": "unavailable",
+            "message": format!("upstream `{server}` ({}) is not running: the gateway could not start its upstream runtime", up.transport.kind()),
         });
-        respond::json(session, 501, &body, false).await?;
-        return Ok(501);
+        respond::json(session, 503, &body, false).await?;
+        return Ok(503);
     }
     let body = json!({
         "error": "not_found",
