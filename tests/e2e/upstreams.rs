@@ -347,3 +347,57 @@ async fn the_default_gateway_yaml_serves_everything_over_stdio() {
     assert!(gateway.log().contains("authentication is disabled"));
     gateway.assert_running();
 }
+
+/// The Inspector CLI, a second real client, through the stdio and the legacy SSE upstreams.
+#[tokio::test]
+async fn inspector_cli_through_stdio_and_legacy_sse() {
+    let mut up = Upstreams::start().await;
+    let home = up.dir.path().join("inspector-home");
+    std::fs::create_dir_all(&home).unwrap();
+    for server in ["stdio", "legacy"] {
+        let url = format!("{}/mcp/{server}", up.base);
+        let run = |name: &str, args: &[&str]| {
+            let mut cmd = Command::new(up.peers.inspector());
+            cmd.arg("--cli")
+                .arg(&url)
+                .args(["--transport", "http"])
+                .args(args)
+                .env("HOME", &home)
+                .env("PATH", up.peers.path_env());
+            let name = format!("inspector-{server}-{name}");
+            let dir = up.dir.path().to_path_buf();
+            async move {
+                let out = run_bounded(&name, cmd, &dir, Duration::from_secs(60)).await;
+                out.assert_success(&name);
+                serde_json::from_str::<Value>(&out.stdout)
+                    .unwrap_or_else(|e| panic!("{name} output is not JSON ({e}): {}", out.stdout))
+            }
+        };
+        let listed = run("list", &["--method", "tools/list"]).await;
+        let names: Vec<&str> = listed["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{server}: no tools: {listed}"))
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        assert!(names.contains(&"echo"), "{server}: {names:?}");
+        let called = run(
+            "call",
+            &[
+                "--method",
+                "tools/call",
+                "--tool-name",
+                "get-sum",
+                "--tool-arg",
+                "a=2",
+                "--tool-arg",
+                "b=3",
+            ],
+        )
+        .await;
+        assert_ne!(called["isError"], true, "{server}: {called}");
+        let text = called["content"][0]["text"].as_str().unwrap_or_default();
+        assert!(text.contains('5'), "{server}: {called}");
+    }
+    up.gateway.assert_running();
+}
