@@ -206,7 +206,7 @@ impl Transport {
 }
 
 /// An HTTP upstream address, precomputed for the proxy.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpTarget {
     /// The URL.
     pub url: url::Url,
@@ -253,7 +253,7 @@ impl fmt::Debug for HttpTarget {
 
 /// A child process speaking MCP over stdio. `Debug` shows neither argument nor environment
 /// values (they may carry secrets).
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StdioCommand {
     /// Program.
     pub command: String,

@@ -73,11 +73,13 @@ fn accepts_sse(session: &Session) -> bool {
 }
 
 /// A POST: one JSON-RPC message (batches are refused: they cannot be mapped one to one).
+/// `tool`: the tool of a `tools/call` (from the classified envelope), for the tool-call metric.
 pub async fn post(
     session: &mut Session,
     up: &Upstream,
     mux: &Arc<Mux>,
     body: &[u8],
+    tool: Option<&str>,
     list: Option<ListFilter<'_>>,
     sse_open: &mut bool,
 ) -> Result<u16> {
@@ -113,19 +115,12 @@ pub async fn post(
             Ok(200)
         }
         (Some(method), Some(id)) => {
-            let tool = (method == "tools/call")
-                .then(|| {
-                    msg.pointer("/params/name")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .flatten();
             let (status, outcome) = call(
                 session, up, mux, sid, caps, &mut msg, method, id, list, sse_open,
             )
             .await?;
             if let Some(tool) = tool {
-                metrics().tool_call(server, &tool, outcome);
+                metrics().tool_call(server, tool, outcome);
             }
             Ok(status)
         }

@@ -83,12 +83,12 @@ impl Gateway {
         let server = ctx.server.as_deref().unwrap_or_default();
         let route = live.routes.get(server);
         let mux = live.routes.mux(server);
-        let Some(up) = live
-            .config
-            .proxy
-            .server(server)
-            .filter(|_| route.is_some() || mux.is_some())
-        else {
+        let up = match (route, mux) {
+            (Some(r), _) => Some(&r.upstream),
+            (None, Some(_)) => live.config.proxy.server(server),
+            (None, None) => None,
+        };
+        let Some(up) = up else {
             return not_found(session, live, server).await;
         };
         if !is_json(session.req_header()) {
@@ -158,10 +158,28 @@ impl Gateway {
         // Shared-session upstreams (stdio, legacy SSE, an engaged SSE fallback).
         let (route, fallback) = match (route, mux) {
             (None, Some(m)) => {
-                return bridge::post(session, up, m, &body, list, &mut ctx.sse_open).await;
+                return bridge::post(
+                    session,
+                    up,
+                    m,
+                    &body,
+                    envelope.single_tool_call(),
+                    list,
+                    &mut ctx.sse_open,
+                )
+                .await;
             }
             (Some(_), Some(m)) if m.engaged() => {
-                return bridge::post(session, up, m, &body, list, &mut ctx.sse_open).await;
+                return bridge::post(
+                    session,
+                    up,
+                    m,
+                    &body,
+                    envelope.single_tool_call(),
+                    list,
+                    &mut ctx.sse_open,
+                )
+                .await;
             }
             (Some(r), m) => (r, m.filter(|_| envelope.is_initialize())),
             (None, None) => return not_found(session, live, server).await,
@@ -200,7 +218,16 @@ impl Gateway {
                     );
                     m.engage();
                 }
-                bridge::post(session, up, m, &body, list, &mut ctx.sse_open).await
+                bridge::post(
+                    session,
+                    up,
+                    m,
+                    &body,
+                    envelope.single_tool_call(),
+                    list,
+                    &mut ctx.sse_open,
+                )
+                .await
             }
             Err(exchange::Failure::BeforeResponse {
                 status,

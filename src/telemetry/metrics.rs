@@ -3,8 +3,7 @@
 //! Hot-path counters are resolved once at start into plain arrays indexed by
 //! route × method × status, so recording a request is an atomic add, never a map lookup or lock.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -105,9 +104,9 @@ pub struct Metrics {
     /// Restarts of multiplexed (stdio, legacy SSE) upstreams by server.
     pub upstream_restarts: IntCounterVec,
     tool_calls: IntCounterVec,
-    tool_labels: ArcSwap<HashMap<String, HashSet<String>>>,
+    /// Resolved counters by server and tool label, indexed by [`ToolOutcome`].
+    tool_labels: ArcSwap<ToolCounters>,
     tool_labels_lock: Mutex<()>,
-    tool_labels_full: AtomicBool,
     jwt: Vec<(&'static str, IntCounter)>,
     denials: IntCounterVec,
 }
@@ -142,6 +141,14 @@ pub enum ToolOutcome {
 }
 
 impl ToolOutcome {
+    /// Every outcome, in index order (`outcome as usize`).
+    pub const ALL: [ToolOutcome; 4] = [
+        ToolOutcome::Ok,
+        ToolOutcome::Error,
+        ToolOutcome::Denied,
+        ToolOutcome::Failed,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -152,6 +159,10 @@ impl ToolOutcome {
         }
     }
 }
+
+/// `portcullis_tool_calls_total` counters resolved per server and tool label, one per
+/// [`ToolOutcome`] (indexed by `outcome as usize`).
+type ToolCounters = HashMap<String, HashMap<String, Arc<[IntCounter; 4]>>>;
 
 /// Most distinct (server, tool) label pairs of `portcullis_tool_calls_total`.
 pub const MAX_TOOL_LABELS: usize = 2000;
@@ -311,7 +322,6 @@ impl Metrics {
             tool_calls,
             tool_labels: ArcSwap::default(),
             tool_labels_lock: Mutex::new(()),
-            tool_labels_full: AtomicBool::new(false),
             jwt: JWT_RESULTS
                 .iter()
                 .map(|r| (*r, jwt.with_label_values(&[r])))
@@ -362,39 +372,40 @@ impl Metrics {
 
     /// Count one `tools/call`. Tool names come from callers, so the label set is bounded: the
     /// first [`MAX_TOOL_LABELS`] distinct names get their own label, later ones `(other)`.
+    /// A known name costs one lock-free map lookup (its counters are resolved once); only a
+    /// new name takes a lock, once.
     pub fn tool_call(&self, server: &str, tool: &str, outcome: ToolOutcome) {
-        let tool = self.tool_label(server, tool);
-        self.tool_calls
-            .with_label_values(&[server, tool, outcome.as_str()])
-            .inc();
-    }
-
-    /// The label for `tool`: lock-free when known; a new name takes a lock once.
-    fn tool_label<'a>(&self, server: &str, tool: &'a str) -> &'a str {
         const OTHER: &str = "(other)";
-        if tool.len() > 64 {
-            return OTHER;
-        }
+        let tool = if tool.len() > 64 { OTHER } else { tool };
         let known = self.tool_labels.load();
-        if known.get(server).is_some_and(|tools| tools.contains(tool)) {
-            return tool;
-        }
-        if self.tool_labels_full.load(Ordering::Relaxed) {
-            return OTHER;
+        if let Some(c) = known.get(server).and_then(|tools| tools.get(tool)) {
+            c[outcome as usize].inc();
+            return;
         }
         let Ok(_guard) = self.tool_labels_lock.lock() else {
-            return OTHER;
+            return;
         };
         let mut map = HashMap::clone(&self.tool_labels.load());
-        if map.values().map(HashSet::len).sum::<usize>() >= MAX_TOOL_LABELS {
-            self.tool_labels_full.store(true, Ordering::Relaxed);
-            return OTHER;
-        }
-        map.entry(server.to_string())
+        let labels: usize = map.values().map(HashMap::len).sum();
+        // `(other)` always gets its counters (one set per server), even past the cap.
+        let tool = if labels >= MAX_TOOL_LABELS {
+            OTHER
+        } else {
+            tool
+        };
+        let counters = map
+            .entry(server.to_string())
             .or_default()
-            .insert(tool.to_string());
+            .entry(tool.to_string())
+            .or_insert_with(|| {
+                Arc::new(ToolOutcome::ALL.map(|o| {
+                    self.tool_calls
+                        .with_label_values(&[server, tool, o.as_str()])
+                }))
+            })
+            .clone();
         self.tool_labels.store(Arc::new(map));
-        tool
+        counters[outcome as usize].inc();
     }
 
     /// Count an upstream failure of `server`.
