@@ -156,34 +156,20 @@ impl Gateway {
             _ => None,
         };
         // Shared-session upstreams (stdio, legacy SSE, an engaged SSE fallback).
-        let (route, fallback) = match (route, mux) {
-            (None, Some(m)) => {
-                return bridge::post(
-                    session,
-                    up,
-                    m,
-                    &body,
-                    envelope.single_tool_call(),
-                    list,
-                    &mut ctx.sse_open,
-                )
-                .await;
-            }
-            (Some(_), Some(m)) if m.engaged() => {
-                return bridge::post(
-                    session,
-                    up,
-                    m,
-                    &body,
-                    envelope.single_tool_call(),
-                    list,
-                    &mut ctx.sse_open,
-                )
-                .await;
-            }
-            (Some(r), m) => (r, m.filter(|_| envelope.is_initialize())),
-            (None, None) => return not_found(session, live, server).await,
+        let shared = match (route, mux) {
+            (None, Some(m)) => Some(m),
+            (Some(_), Some(m)) if m.engaged() => Some(m),
+            _ => None,
         };
+        if let Some(m) = shared {
+            let tool = envelope.single_tool_call();
+            return bridge::post(session, up, m, &body, tool, list, &mut ctx.sse_open).await;
+        }
+        let Some(route) = route else {
+            return not_found(session, live, server).await;
+        };
+        // A Streamable HTTP upstream with an SSE fallback: its `initialize` may be refused.
+        let fallback = mux.filter(|_| envelope.is_initialize());
         let result = exchange::forward(
             &self.connector,
             session,

@@ -271,6 +271,29 @@ pub async fn run_bounded(name: &str, mut cmd: Command, dir: &Path, limit: Durati
     }
 }
 
+/// `portcullis serve --config CONFIG` (plain logs), to adjust before [`start_gateway`].
+pub fn gateway_command(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Spawns the gateway and polls its `/ready` on `port`; the process and its base URL.
+pub async fn start_gateway(
+    cmd: Command,
+    port: u16,
+    client: &reqwest::Client,
+    dir: &Path,
+) -> (Proc, String) {
+    let mut gateway = Proc::spawn("portcullis", cmd, dir);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http_ok(&mut gateway, client, &format!("{base}/ready")).await;
+    (gateway, base)
+}
+
 /// `server-everything` (streamable HTTP) behind `portcullis serve`, both on free loopback ports.
 ///
 /// Fields drop in order: the gateway, then the upstream, then the folder with their logs.
@@ -320,14 +343,8 @@ impl Stack {
         let yaml = config(gateway_port, &upstream_url);
         let config = dir.path().join("gateway.yaml");
         std::fs::write(&config, yaml).expect("write gateway.yaml");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("NO_COLOR", "1");
-        let mut gateway = Proc::spawn("portcullis", cmd, dir.path());
-        let base = format!("http://127.0.0.1:{gateway_port}");
-        wait_http_ok(&mut gateway, &client, &format!("{base}/ready")).await;
+        let (gateway, base) =
+            start_gateway(gateway_command(&config), gateway_port, &client, dir.path()).await;
 
         Self {
             peers,

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{free_port, run_bounded, wait_http_ok, wait_tcp, Peers, Proc};
+use crate::harness::{
+    free_port, gateway_command, run_bounded, start_gateway, wait_tcp, Peers, Proc,
+};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py/client.py");
 
@@ -74,14 +76,8 @@ proxy:
         );
         let config = dir.path().join("gateway.yaml");
         std::fs::write(&config, &yaml).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("NO_COLOR", "1");
-        let mut gateway = Proc::spawn("portcullis", cmd, dir.path());
-        let base = format!("http://127.0.0.1:{port}");
-        wait_http_ok(&mut gateway, &client, &format!("{base}/ready")).await;
+        let (gateway, base) =
+            start_gateway(gateway_command(&config), port, &client, dir.path()).await;
         Upstreams {
             peers,
             client,
@@ -323,17 +319,11 @@ async fn the_default_gateway_yaml_serves_everything_over_stdio() {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let port = free_port();
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(config)
-        .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
+    let mut cmd = gateway_command(std::path::Path::new(config));
+    cmd.env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
         // npx from the pinned Node (a fresh machine has its own on PATH).
-        .env("PATH", peers.path_env())
-        .env("NO_COLOR", "1");
-    let mut gateway = Proc::spawn("portcullis-default", cmd, dir.path());
-    let base = format!("http://127.0.0.1:{port}");
-    wait_http_ok(&mut gateway, &client, &format!("{base}/ready")).await;
+        .env("PATH", peers.path_env());
+    let (mut gateway, base) = start_gateway(cmd, port, &client, dir.path()).await;
     let mut cmd = Command::new(peers.python());
     cmd.arg(CLIENT)
         .arg(format!("{base}/mcp/everything"))
