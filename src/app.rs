@@ -11,10 +11,10 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use pingora_proxy::HttpProxy;
 
 use crate::auth::jwks::JwksRefresher;
 use crate::config::Runtime;
+use crate::front::Front;
 use crate::proxy::authn::Authn;
 use crate::proxy::Gateway;
 use crate::reload::watcher::{Watcher, DEFAULT_DEBOUNCE};
@@ -33,18 +33,20 @@ pub fn check_servable(rt: &Runtime) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The proxy application (no listener): used by `serve` and by in-process tests.
+/// The listener's application (no listener): the front door ([`Front`]) before Pingora's
+/// `HttpProxy` running the [`Gateway`]. Used by `serve` and by in-process tests.
 pub fn proxy_app(
     conf: &Arc<ServerConf>,
     snapshot: Arc<Snapshot>,
     health: Arc<Health>,
     authn: Option<Arc<Authn>>,
-) -> HttpProxy<Gateway> {
-    let mut app = pingora_proxy::http_proxy(conf, Gateway::new(snapshot, health, authn));
+) -> Front {
+    let gateway = Gateway::new(snapshot.clone(), health, authn.clone());
+    let mut app = pingora_proxy::http_proxy(conf, gateway);
     let mut opts = HttpServerOptions::default();
     opts.h2c = true; // HTTP/2 with prior knowledge on cleartext listeners.
     app.server_options = Some(opts);
-    app
+    Front::new(app, snapshot, authn)
 }
 
 /// Build the whole server for `config` (already loaded from `path`).
@@ -132,7 +134,7 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
 /// Serve `app` on an already bound listener until `shutdown` turns true. This is how the
 /// gateway is embedded without Pingora's listener (in-process tests bind port 0 this way).
 pub async fn serve_listener(
-    app: Arc<HttpProxy<Gateway>>,
+    app: Arc<Front>,
     listener: tokio::net::TcpListener,
     shutdown: pingora_core::server::ShutdownWatch,
 ) {

@@ -11,6 +11,7 @@
 //! |---------------|-----------------------------------------------------------------------|
 //! | [`cli`]       | `serve`, `check`, `explain` command line                              |
 //! | [`app`]       | builds the Pingora server: proxy service, background services         |
+//! | [`front`]     | the listener's connections: the POST hot path, the rest to Pingora    |
 //! | [`config`]    | raw (file mirror) -> compile (all errors at once) -> runtime snapshot |
 //! | [`auth`]      | token claims -> `claim:value` keys -> scopes                          |
 //! | [`policy`]    | compiled permission patterns; most specific match decides             |
@@ -24,6 +25,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod front;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;

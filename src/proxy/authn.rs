@@ -57,6 +57,27 @@ impl Authn {
     pub fn ready(&self) -> bool {
         self.jwks.ready()
     }
+
+    /// Verify `token` and map its claims to scopes with `live`'s scope map. `Err` carries the
+    /// reason (the metric label); nothing is counted or logged here.
+    pub async fn scopes(
+        &self,
+        live: &Live,
+        token: &str,
+    ) -> std::result::Result<BTreeSet<String>, &'static str> {
+        match self.jwks.verify(&self.verifier, &self.cache, token).await {
+            Ok(verified) => Ok(live.policy.scope_map().scopes_for(&verified.claims)),
+            Err(e) => Err(e.reason()),
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer ...` header value (scheme case-insensitive), if any.
+pub fn bearer(value: Option<&[u8]>) -> Option<&str> {
+    let v = std::str::from_utf8(value?).ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    let token = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The public base URL: `server.url`, else the listener's address.
@@ -77,38 +98,29 @@ pub async fn authenticate(
 ) -> Result<Option<BTreeSet<String>>> {
     let metrics = crate::telemetry::metrics::metrics();
     // The token is borrowed from the request header: no copy on the request path.
-    let error = {
-        let token = session
+    let token = bearer(
+        session
             .req_header()
             .headers
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .filter(|t| !t.is_empty());
-        match token {
-            None => {
-                metrics.jwt("missing");
-                None
-            }
-            Some(token) => match authn
-                .jwks
-                .verify(&authn.verifier, &authn.cache, token)
-                .await
-            {
-                Ok(verified) => {
-                    metrics.jwt("valid");
-                    return Ok(Some(live.policy.scope_map().scopes_for(&verified.claims)));
-                }
-                Err(e) => {
-                    metrics.jwt(e.reason());
-                    tracing::debug!(reason = e.reason(), "bearer token rejected");
-                    Some(e.reason())
-                }
-            },
+            .map(|v| v.as_bytes()),
+    );
+    let error = match token {
+        None => {
+            metrics.jwt("missing");
+            None
         }
+        Some(token) => match authn.scopes(live, token).await {
+            Ok(scopes) => {
+                metrics.jwt("valid");
+                return Ok(Some(scopes));
+            }
+            Err(reason) => {
+                metrics.jwt(reason);
+                tracing::debug!(reason, "bearer token rejected");
+                Some(reason)
+            }
+        },
     };
     let metadata = format!(
         "{}/.well-known/oauth-protected-resource/mcp/{server}",

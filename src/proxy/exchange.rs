@@ -219,7 +219,7 @@ pub async fn forward(
 
 /// The lean-client exchange: a pooled connection (a stale one is retried once on a new
 /// connection: nothing was answered and the body is in memory), one write, the response head.
-async fn open_plain(
+pub(crate) async fn open_plain(
     route: &Route,
     addr: std::net::SocketAddr,
     head: &[u8],

@@ -235,27 +235,37 @@ impl Gateway {
     }
 }
 
-/// Check every addressed tool, prompt or resource of the body against the policy. `Some`
-/// status when a denial was answered (the upstream never sees the request).
-async fn authorize(
-    session: &mut Session,
-    live: &Live,
+/// What the policy says about a classified body, before anything is written or counted.
+pub(crate) enum Verdict<'a> {
+    /// Every addressed tool, prompt and resource is allowed.
+    Allowed,
+    /// A batch holds a list request: list answers are filtered per caller only for single
+    /// requests, so such a batch is refused whole rather than half-checked.
+    BatchedList,
+    /// The first request the caller may not make.
+    Denied {
+        id: &'a Value,
+        noun: &'static str,
+        name: &'a str,
+        denied: crate::policy::Denied<'a>,
+    },
+}
+
+/// Check every addressed tool, prompt or resource of `envelope` against the policy.
+pub(crate) fn verdict<'a>(
+    live: &'a Live,
     server: &str,
     scopes: &std::collections::BTreeSet<String>,
-    envelope: &jsonrpc::Envelope,
-) -> Result<Option<u16>> {
+    envelope: &'a jsonrpc::Envelope,
+) -> Verdict<'a> {
     use crate::policy::Kind;
-    // List answers are filtered per caller only for single requests: a batch holding a list
-    // request is refused whole rather than half-checked.
     if envelope.batch
         && envelope
             .messages
             .iter()
             .any(|m| m.method().and_then(ListKind::for_method).is_some())
     {
-        let msg = "Invalid Request: list methods cannot be batched on an authenticated endpoint";
-        respond::rpc_error(session, 400, &Value::Null, -32600, msg, None, false).await?;
-        return Ok(Some(400));
+        return Verdict::BatchedList;
     }
     for msg in &envelope.messages {
         let jsonrpc::Message::Request {
@@ -272,49 +282,83 @@ async fn authorize(
             _ => (Kind::Resource, "resource"),
         };
         if let Err(denied) = live.policy.authorize(scopes, kind, server, name) {
-            metrics().denial(server, kind.as_str());
-            if kind == Kind::Tool {
-                metrics().tool_call(server, name, ToolOutcome::Denied);
-            }
-            tracing::info!(server, kind = kind.as_str(), name = %name, rule = denied.by.source(), "policy denied the request");
-            if envelope.batch {
-                let msg = "Invalid Request: the batch contains a request the caller may not make";
-                respond::rpc_error(session, 200, &Value::Null, -32600, msg, None, false).await?;
-                return Ok(Some(200));
-            }
-            match live.config.auth.on_denied {
-                // Hidden: the answer does not reveal that the name exists.
-                OnDenied::Hide => {
-                    let msg = format!("Unknown {noun}: {name}");
-                    respond::rpc_error(session, 200, id, -32602, &msg, None, false).await?;
-                }
-                OnDenied::Forbidden => {
-                    let msg = format!("Forbidden: the caller may not use {noun} `{name}`");
-                    respond::rpc_error(session, 200, id, -32003, &msg, None, false).await?;
-                }
-                OnDenied::StepUp => {
-                    let challenge = format!(
-                        "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp/{server}\"",
-                        denied.scope_hint(),
-                        authn::public_base(&live.config)
-                    );
-                    let body = respond::rpc_error_body(id, -32003, "insufficient scope", None);
-                    respond::send(
-                        session,
-                        403,
-                        "application/json",
-                        body,
-                        &[("www-authenticate", challenge.as_str())],
-                        false,
-                    )
-                    .await?;
-                    return Ok(Some(403));
-                }
-            }
-            return Ok(Some(200));
+            return Verdict::Denied {
+                id,
+                noun,
+                name,
+                denied,
+            };
         }
     }
-    Ok(None)
+    Verdict::Allowed
+}
+
+/// Answer a body the policy refuses (see [`verdict`]). `Some` status when a denial was
+/// answered (the upstream never sees the request).
+async fn authorize(
+    session: &mut Session,
+    live: &Live,
+    server: &str,
+    scopes: &std::collections::BTreeSet<String>,
+    envelope: &jsonrpc::Envelope,
+) -> Result<Option<u16>> {
+    use crate::policy::Kind;
+    let (id, noun, name, denied) = match verdict(live, server, scopes, envelope) {
+        Verdict::Allowed => return Ok(None),
+        Verdict::BatchedList => {
+            let msg =
+                "Invalid Request: list methods cannot be batched on an authenticated endpoint";
+            respond::rpc_error(session, 400, &Value::Null, -32600, msg, None, false).await?;
+            return Ok(Some(400));
+        }
+        Verdict::Denied {
+            id,
+            noun,
+            name,
+            denied,
+        } => (id, noun, name, denied),
+    };
+    let kind = denied.kind;
+    metrics().denial(server, kind.as_str());
+    if kind == Kind::Tool {
+        metrics().tool_call(server, name, ToolOutcome::Denied);
+    }
+    tracing::info!(server, kind = kind.as_str(), name = %name, rule = denied.by.source(), "policy denied the request");
+    if envelope.batch {
+        let msg = "Invalid Request: the batch contains a request the caller may not make";
+        respond::rpc_error(session, 200, &Value::Null, -32600, msg, None, false).await?;
+        return Ok(Some(200));
+    }
+    match live.config.auth.on_denied {
+        // Hidden: the answer does not reveal that the name exists.
+        OnDenied::Hide => {
+            let msg = format!("Unknown {noun}: {name}");
+            respond::rpc_error(session, 200, id, -32602, &msg, None, false).await?;
+        }
+        OnDenied::Forbidden => {
+            let msg = format!("Forbidden: the caller may not use {noun} `{name}`");
+            respond::rpc_error(session, 200, id, -32003, &msg, None, false).await?;
+        }
+        OnDenied::StepUp => {
+            let challenge = format!(
+                "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp/{server}\"",
+                denied.scope_hint(),
+                authn::public_base(&live.config)
+            );
+            let body = respond::rpc_error_body(id, -32003, "insufficient scope", None);
+            respond::send(
+                session,
+                403,
+                "application/json",
+                body,
+                &[("www-authenticate", challenge.as_str())],
+                false,
+            )
+            .await?;
+            return Ok(Some(403));
+        }
+    }
+    Ok(Some(200))
 }
 
 fn is_json(req: &RequestHeader) -> bool {

@@ -73,19 +73,21 @@ pub async fn upstream_failure(
     server: &str,
     detail: &str,
 ) -> Result<()> {
+    let body = upstream_failure_body(status, id, server, detail);
+    send(session, status, "application/json", body, &[], false).await
+}
+
+/// The body of [`upstream_failure`]: a JSON-RPC error naming the server.
+pub fn upstream_failure_body(status: u16, id: &Value, server: &str, detail: &str) -> Bytes {
     let message = if status == 504 {
         format!("upstream server `{server}` timed out: {detail}")
     } else {
         format!("upstream server `{server}` is unavailable: {detail}")
     };
-    rpc_error(
-        session,
-        status,
+    rpc_error_body(
         id,
         UPSTREAM_ERROR,
         &message,
         Some(json!({ "server": server })),
-        false,
     )
-    .await
 }

@@ -69,7 +69,12 @@ impl Route {
 /// origin. Requests without `Origin` (non-browser clients) pass.
 pub fn check_origin(session: &Session, rt: &Runtime) -> Option<u16> {
     let origin = session.req_header().headers.get(http::header::ORIGIN)?;
-    let origin = origin.to_str().ok()?.trim_end_matches('/');
+    check_origin_value(origin.as_bytes(), rt)
+}
+
+/// [`check_origin`] for a raw `Origin` header value.
+pub fn check_origin_value(origin: &[u8], rt: &Runtime) -> Option<u16> {
+    let origin = std::str::from_utf8(origin).ok()?.trim_end_matches('/');
     let allowed = rt
         .server
         .allowed_origins

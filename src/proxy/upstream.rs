@@ -188,10 +188,35 @@ fn hop_by_hop(name: &HeaderName, connection: Option<&http::HeaderValue>) -> bool
 /// rewrite as [`rewrite_request`] (path, `Host`, credentials, hop-by-hop cleanup) plus the exact
 /// `Content-Length`, without cloning the downstream header.
 pub fn encode_request_head(req: &RequestHeader, route: &Route, body_len: usize, out: &mut Vec<u8>) {
-    out.extend_from_slice(req.method.as_str().as_bytes());
+    let headers = req.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+    let connection = req.headers.get(header::CONNECTION).map(|v| v.as_bytes());
+    encode_head(
+        req.method.as_str(),
+        req.uri.query(),
+        headers,
+        connection,
+        route,
+        body_len,
+        out,
+    );
+}
+
+/// [`encode_request_head`] over raw header fields (`name`, `value`) as parsed from the wire by
+/// the front door ([`crate::front`]); names compare case-insensitively. `connection` is the
+/// request's `Connection` value (the headers it names are dropped too).
+pub fn encode_head<'h>(
+    method: &str,
+    query: Option<&str>,
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    connection: Option<&[u8]>,
+    route: &Route,
+    body_len: usize,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(route.target.path_and_query.as_bytes());
-    if let Some(q) = req.uri.query() {
+    if let Some(q) = query {
         out.push(if route.target.path_and_query.contains('?') {
             b'&'
         } else {
@@ -203,24 +228,40 @@ pub fn encode_request_head(req: &RequestHeader, route: &Route, body_len: usize, 
     out.extend_from_slice(route.host.as_bytes());
     out.extend_from_slice(b"\r\n");
     let up = &route.upstream;
-    let connection = req.headers.get(header::CONNECTION);
-    for (name, value) in req.headers.iter() {
-        if hop_by_hop(name, connection)
-            || *name == header::HOST
-            || *name == header::CONTENT_LENGTH
-            || *name == header::TRANSFER_ENCODING
-            || (*name == header::AUTHORIZATION && !up.forward_authorization)
-            || up.inject_headers.iter().any(|(n, _)| n == name)
+    for (name, value) in headers {
+        if hop_by_hop_raw(name, connection)
+            || name.eq_ignore_ascii_case("host")
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || (name.eq_ignore_ascii_case("authorization") && !up.forward_authorization)
+            || up
+                .inject_headers
+                .iter()
+                .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
         {
             continue;
         }
-        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+        push_header(out, name.as_bytes(), value);
     }
     for (name, value) in &up.inject_headers {
         push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     // Written straight into the buffer: no temporary string per request.
     let _ = std::io::Write::write_fmt(out, format_args!("content-length: {body_len}\r\n\r\n"));
+}
+
+/// [`hop_by_hop`] for a raw header name and the raw `Connection` value.
+fn hop_by_hop_raw(name: &str, connection: Option<&[u8]>) -> bool {
+    if DROP_UPSTREAM
+        .iter()
+        .any(|d| d.as_str().eq_ignore_ascii_case(name))
+    {
+        return true;
+    }
+    connection.is_some_and(|list| {
+        list.split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    })
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -310,6 +310,13 @@ impl Exchange {
         }
     }
 
+    /// True when body bytes are already buffered: the next [`Self::next_chunk`] returns them
+    /// without waiting for the upstream (length- or close-delimited bodies; a chunked body's
+    /// buffered bytes may be an incomplete chunk).
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty() && matches!(self.framing, Framing::Length(_) | Framing::Close)
+    }
+
     /// True when the exchange finished cleanly and the connection can serve another request.
     pub fn reusable(&self) -> bool {
         self.keep_alive && matches!(self.framing, Framing::Done) && self.buf.is_empty()

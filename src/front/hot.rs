@@ -1,0 +1,296 @@
+//! The hot path: `POST /mcp/{server}` to a plain-text Streamable HTTP upstream, served on the
+//! connection itself. It decides with the same functions as the Pingora path (route, origin,
+//! token, classification, policy) and serves a request only when the answer is the upstream's
+//! own; every other request (an error the gateway answers, a denial, a list answer to filter, a
+//! shared-session upstream, TLS upstreams, anything unusual in the head) goes to Pingora whole,
+//! with the bytes already read.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora_core::server::ShutdownWatch;
+
+use super::wire::{self, Conn, Framing, Head, Parsed};
+use super::Front;
+use crate::mcp::filter::ListKind;
+use crate::mcp::jsonrpc;
+use crate::proxy::exchange::{self, Failure};
+use crate::proxy::route::{check_origin_value, Route};
+use crate::proxy::{authn, respond, verdict, Verdict};
+use crate::telemetry::metrics::{metrics, RouteLabel, ToolOutcome};
+use crate::upstream::h1;
+
+/// How long a connection may idle between requests (Pingora's default for HTTP/1.1).
+pub const KEEPALIVE: Duration = Duration::from_secs(60);
+/// How long a request may take to arrive once it started.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// `method_index` of POST in the request metric.
+const POST: usize = 1;
+
+/// What to do with the connection after one request.
+pub enum Outcome {
+    /// Served; read the next request.
+    Again,
+    /// Close the connection.
+    Close,
+    /// Pingora serves the request at the start of the buffer.
+    HandOver,
+}
+
+/// Serve the next request of `conn` if it is a hot-path request.
+pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> Outcome {
+    let head = match read_head(conn, stop).await {
+        Ok(Some(head)) => head,
+        Ok(None) => return Outcome::Close,
+        Err(()) => return Outcome::HandOver,
+    };
+    let started = Instant::now();
+    if !head.post || !head.http11 || head.unusual || !head.json {
+        return Outcome::HandOver;
+    }
+    let Some(len) = head.content_length else {
+        return Outcome::HandOver;
+    };
+    let live = front.snapshot.load();
+    if len > live.config.server.max_body_bytes {
+        return Outcome::HandOver;
+    }
+    let Some((path, _)) = head.path_and_query(&conn.buf) else {
+        return Outcome::HandOver;
+    };
+    let Route::Server(name) = Route::parse(path) else {
+        return Outcome::HandOver;
+    };
+    // Shared-session upstreams (stdio, legacy SSE, an SSE fallback) and TLS upstreams take the
+    // Pingora path.
+    let Some(route) = live.routes.get(&name) else {
+        return Outcome::HandOver;
+    };
+    let (false, Some(addr), None) = (route.target.tls, route.addr, live.routes.mux(&name)) else {
+        return Outcome::HandOver;
+    };
+    if let Some(origin) = &head.origin {
+        if check_origin_value(&conn.buf[origin.clone()], &live.config).is_some() {
+            return Outcome::HandOver;
+        }
+    }
+    let scopes = match &front.authn {
+        None => None,
+        Some(a) => {
+            let value = head.authorization.clone().map(|r| &conn.buf[r]);
+            let Some(token) = authn::bearer(value) else {
+                return Outcome::HandOver;
+            };
+            match a.scopes(&live, token).await {
+                Ok(scopes) => Some(scopes),
+                // Pingora answers 401 (and counts the reason).
+                Err(_) => return Outcome::HandOver,
+            }
+        }
+    };
+    let total = head.len + len;
+    while conn.buf.len() < total {
+        match conn.fill(READ_TIMEOUT).await {
+            Ok(n) if n > 0 => {}
+            _ => return Outcome::Close,
+        }
+    }
+    let envelope = match jsonrpc::classify(&conn.buf[head.len..total]) {
+        Ok(e) => e,
+        Err(_) => return Outcome::HandOver, // Pingora answers the parse error.
+    };
+    if let Some(scopes) = &scopes {
+        if !matches!(verdict(&live, &name, scopes, &envelope), Verdict::Allowed) {
+            return Outcome::HandOver; // Pingora answers (and counts) the denial.
+        }
+        let list = match (envelope.batch, envelope.messages.first()) {
+            (false, Some(m)) => m.method().and_then(ListKind::for_method).is_some(),
+            _ => false,
+        };
+        if list {
+            return Outcome::HandOver; // The answer is filtered per caller there.
+        }
+        metrics().jwt("valid");
+    }
+
+    // Committed: this request is served here.
+    let request = conn.buf.split_to(total).freeze();
+    let close = head.close || *stop.borrow();
+    let mut upstream_head = Vec::with_capacity(512);
+    let connection = head.connection.clone().map(|r| &request[r]);
+    crate::proxy::upstream::encode_head(
+        "POST",
+        query_of(&head, &request),
+        head.headers(&request),
+        connection,
+        route,
+        len,
+        &mut upstream_head,
+    );
+    let body = request.slice(head.len..);
+    let opened = exchange::open_plain(route, addr, &upstream_head, &body).await;
+    route.latency.observe(started.elapsed().as_secs_f64());
+    let (status, next) = match opened {
+        Ok((ex, resp)) => relay(conn, route, ex, resp, close).await,
+        Err(Failure::BeforeResponse {
+            status,
+            kind,
+            detail,
+        }) => {
+            metrics().upstream_error(&name, kind);
+            tracing::warn!(server = %name, kind, detail = %detail, "upstream request failed");
+            let id = envelope.error_id();
+            let body = respond::upstream_failure_body(status, &id, &name, &detail);
+            let out = wire::simple_response(status, "application/json", &body, close);
+            match conn.send(&[&out]).await {
+                Ok(()) if !close => (status, Outcome::Again),
+                _ => (status, Outcome::Close),
+            }
+        }
+        Err(_) => (502, Outcome::Close),
+    };
+    if let Some(tool) = envelope.single_tool_call() {
+        let outcome = if status == 200 {
+            ToolOutcome::Ok
+        } else {
+            ToolOutcome::Failed
+        };
+        metrics().tool_call(&name, tool, outcome);
+    }
+    metrics().request(
+        RouteLabel::McpServer,
+        POST,
+        status,
+        started.elapsed().as_secs_f64(),
+    );
+    next
+}
+
+/// The query of the request target, from the committed request bytes.
+fn query_of<'b>(head: &Head, request: &'b Bytes) -> Option<&'b str> {
+    head.path_and_query(request).and_then(|(_, q)| q)
+}
+
+/// Wait for a complete request head at the start of the buffer. `Ok(None)`: the connection
+/// ended, idled out, or the server is stopping; `Err`: Pingora handles what was read.
+async fn read_head(conn: &mut Conn, stop: &mut ShutdownWatch) -> Result<Option<Head>, ()> {
+    loop {
+        if !conn.buf.is_empty() {
+            match wire::parse(&conn.buf) {
+                Parsed::Complete(head) => return Ok(Some(head)),
+                Parsed::Other => return Err(()),
+                Parsed::Partial => {}
+            }
+        }
+        let idle = conn.buf.is_empty();
+        if idle && *stop.borrow() {
+            return Ok(None);
+        }
+        let read = tokio::select! {
+            r = conn.fill(if idle { KEEPALIVE } else { READ_TIMEOUT }) => r,
+            _ = stop.changed(), if idle => return Ok(None),
+        };
+        match read {
+            Ok(n) if n > 0 => {}
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Relay the upstream's answer: its head (framed for this connection), then its body chunk by
+/// chunk as it arrives (SSE is never buffered), while the client is watched: a client that goes
+/// away drops the upstream connection, which cancels the upstream request.
+async fn relay(
+    conn: &mut Conn,
+    route: &crate::proxy::upstream::Route,
+    mut ex: h1::Exchange,
+    mut resp: pingora_http::ResponseHeader,
+    close: bool,
+) -> (u16, Outcome) {
+    let status = resp.status.as_u16();
+    let sse = exchange::prepare_response(&mut resp);
+    let _open = sse.then(SseOpen::new);
+    let mut head = Vec::with_capacity(256);
+    let framing = wire::response_head(&resp, close, &mut head);
+    let written = if ex.has_buffered() {
+        conn.write(&[&head]).await // flushed with the first chunk
+    } else {
+        conn.send(&[&head]).await
+    };
+    if written.is_err() {
+        return (499, Outcome::Close);
+    }
+    let mut watch_client = true;
+    loop {
+        let next = tokio::select! {
+            biased;
+            r = ex.next_chunk() => r,
+            read = conn.fill_now(), if watch_client => {
+                match read {
+                    // Bytes of a next (pipelined) request stay buffered for it.
+                    Ok(n) if n > 0 => {
+                        watch_client = false;
+                        continue;
+                    }
+                    _ => {
+                        tracing::debug!("client went away; cancelling the upstream request");
+                        return (499, Outcome::Close);
+                    }
+                }
+            }
+        };
+        let written = match next {
+            Ok(Some(chunk)) if chunk.is_empty() => continue,
+            Ok(Some(chunk)) if framing == Framing::Chunked => {
+                let size = wire::chunk_size_line(chunk.len());
+                conn.send(&[&size, &chunk, b"\r\n"]).await
+            }
+            Ok(Some(chunk)) => conn.send(&[&chunk]).await,
+            Ok(None) => {
+                let end = if framing == Framing::Chunked {
+                    conn.send(&[b"0\r\n\r\n"]).await
+                } else {
+                    conn.flush().await
+                };
+                if end.is_err() {
+                    return (499, Outcome::Close);
+                }
+                if ex.reusable() {
+                    route.pool.checkin(ex.into_stream());
+                }
+                return (
+                    status,
+                    if close {
+                        Outcome::Close
+                    } else {
+                        Outcome::Again
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(server = %route.upstream.name, error = %e, "upstream failed mid-response; closing the client connection");
+                metrics().upstream_error(&route.upstream.name, "aborted");
+                return (502, Outcome::Close);
+            }
+        };
+        if written.is_err() {
+            return (499, Outcome::Close);
+        }
+    }
+}
+
+/// Counts one open SSE stream for as long as it lives.
+struct SseOpen;
+
+impl SseOpen {
+    fn new() -> Self {
+        metrics().sse_open.inc();
+        SseOpen
+    }
+}
+
+impl Drop for SseOpen {
+    fn drop(&mut self) {
+        metrics().sse_open.dec();
+    }
+}

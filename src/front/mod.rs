@@ -1,0 +1,124 @@
+//! The front door: the listener's connections, before Pingora's HTTP proxy.
+//!
+//! Pingora's `HttpProxy` spends about as much CPU per request as nginx spends on a whole proxy
+//! hop (BENCHMARKS.md: 12.9 µs to answer `/live` with no upstream; much of it moving and boxing
+//! its per-request futures). The gateway's hot path is one request shape: `POST /mcp/{server}`
+//! with a JSON body, to a plain-text Streamable HTTP upstream, answered by the upstream. For that
+//! shape this module serves HTTP/1.1 keep-alive connections itself ([`hot`]); every other request
+//! goes to Pingora's `HttpProxy` whole, the bytes already read first
+//! ([`ServerSession::set_pipelined_prefix`]), and the connection comes back here after it.
+//!
+//! ```text
+//!  connection ──> h2 (ALPN or h2c preface) ───────────────────────> Pingora HttpProxy
+//!       │
+//!       └─> HTTP/1.1 request head ──> hot path? ── yes ──> hot::serve ──┐
+//!                    ^                     │                            │
+//!                    │                     no ──> Pingora HttpProxy ────┤
+//!                    └──────────── keep-alive ───────────────────────────┘
+//! ```
+//!
+//! Both paths decide with the same functions ([`crate::proxy::route`], [`crate::proxy::authn`],
+//! [`crate::mcp::jsonrpc`], [`crate::proxy::verdict`]); the hot path never answers an error of
+//! its own making before the upstream was asked (it hands such requests to Pingora, which
+//! answers them), so every error answer has one implementation.
+
+mod hot;
+mod wire;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{Stream, ALPN};
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+
+use crate::proxy::authn::Authn;
+use crate::proxy::Gateway;
+use crate::reload::Snapshot;
+use hot::Outcome;
+use wire::Conn;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The listener's application: the hot path in front of Pingora's `HttpProxy`.
+pub struct Front {
+    proxy: Arc<HttpProxy<Gateway>>,
+    snapshot: Arc<Snapshot>,
+    authn: Option<Arc<Authn>>,
+    h2c: bool,
+}
+
+impl Front {
+    /// `proxy` serves everything the hot path does not; `snapshot` and `authn` are the ones
+    /// `proxy`'s gateway uses.
+    pub fn new(
+        proxy: HttpProxy<Gateway>,
+        snapshot: Arc<Snapshot>,
+        authn: Option<Arc<Authn>>,
+    ) -> Self {
+        let h2c = proxy.server_options().is_some_and(|o| o.h2c);
+        Front {
+            proxy: Arc::new(proxy),
+            snapshot,
+            authn,
+            h2c,
+        }
+    }
+
+    /// True when the connection speaks HTTP/2 (ALPN, or the h2c preface on clear text).
+    async fn is_h2(&self, stream: &mut Stream) -> std::io::Result<bool> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return Ok(true);
+        }
+        if !self.h2c || stream.get_ssl_digest().is_some() {
+            return Ok(false);
+        }
+        let mut buf = [0u8; H2_PREFACE.len()];
+        Ok(stream.try_peek(&mut buf).await? && buf == H2_PREFACE)
+    }
+}
+
+#[async_trait]
+impl ServerApp for Front {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        match self.is_h2(&mut stream).await {
+            Ok(true) => return self.proxy.process_new(stream, shutdown).await,
+            Ok(false) => {}
+            Err(_) => return None,
+        }
+        let mut stop = shutdown.clone();
+        let mut conn = Conn::new(stream);
+        loop {
+            match hot::serve(self, &mut conn, &mut stop).await {
+                Outcome::Again => {}
+                Outcome::Close => return None,
+                Outcome::HandOver => {
+                    let Conn { stream, buf } = conn;
+                    let mut session = ServerSession::new_http1(stream);
+                    if !buf.is_empty() {
+                        session.set_pipelined_prefix(buf);
+                    }
+                    let keepalive = (!*shutdown.borrow()).then_some(hot::KEEPALIVE.as_secs());
+                    session.set_keepalive(keepalive);
+                    // HTTP/1.1 pipelining is never enabled on Pingora's sessions, so a reused
+                    // connection carries no bytes of a next request (Pingora refuses reuse when
+                    // it read past a request) and no persistent settings that matter here.
+                    let reused = self.proxy.process_new_http(session, shutdown).await?;
+                    let (stream, _settings) = reused.consume();
+                    conn = Conn::new(stream);
+                }
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.cleanup().await;
+    }
+}
