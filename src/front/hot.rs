@@ -26,6 +26,11 @@ pub const KEEPALIVE: Duration = Duration::from_secs(60);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// `method_index` of POST in the request metric.
 const POST: usize = 1;
+/// Largest body the hot path reads. A request it reads and then hands over reaches Pingora as a
+/// pipelined prefix, which Pingora parses as if it were a request head and refuses past 1 MiB
+/// (`MAX_HEADER_SIZE`); so larger bodies go to Pingora unread (they are rare, and their cost is
+/// the body's, not the per-request overhead this path saves).
+const MAX_HOT_BODY: usize = 256 * 1024;
 
 /// What to do with the connection after one request.
 pub enum Outcome {
@@ -52,7 +57,7 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
         return Outcome::HandOver;
     };
     let live = front.snapshot.load();
-    if len > live.config.server.max_body_bytes {
+    if len > MAX_HOT_BODY || len > live.config.server.max_body_bytes {
         return Outcome::HandOver;
     }
     let Some((path, _)) = head.path_and_query(&conn.buf) else {

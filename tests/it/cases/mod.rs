@@ -3,6 +3,7 @@ mod authn;
 mod body;
 mod config;
 mod errors;
+mod front;
 mod jwt;
 mod policy;
 mod reload;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Response, StatusCode};
 use axum::routing::post;
 use axum::Router;
@@ -35,6 +35,7 @@ pub struct Seen {
     pub cancel_notify: Notify,
     pub last_headers: Mutex<Option<HeaderMap>>,
     pub last_body: Mutex<Option<Bytes>>,
+    pub last_query: Mutex<Option<String>>,
 }
 
 pub struct Upstream {
@@ -58,6 +59,11 @@ impl Upstream {
 
     pub fn posts(&self) -> usize {
         self.seen.posts.load(Ordering::SeqCst)
+    }
+
+    /// The query string of the last POST.
+    pub fn last_query(&self) -> Option<String> {
+        self.seen.last_query.lock().unwrap().clone()
     }
 
     pub fn last_headers(&self) -> HeaderMap {
@@ -92,8 +98,14 @@ impl Drop for CancelGuard {
     }
 }
 
-async fn on_post(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Bytes) -> Response<Body> {
+async fn on_post(
+    State(seen): State<Arc<Seen>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
     seen.posts.fetch_add(1, Ordering::SeqCst);
+    *seen.last_query.lock().unwrap() = query;
     *seen.last_headers.lock().unwrap() = Some(headers.clone());
     *seen.last_body.lock().unwrap() = Some(body.clone());
     let result = format!(

@@ -1,0 +1,284 @@
+//! The front door (`src/front`): the hot path and the hand-over to Pingora share connections.
+//! Raw TCP clients here, so that keep-alive, pipelining and framing are seen as sent.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::{config_for, Gateway, Upstream};
+
+const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}"#;
+
+/// One response read off a raw connection.
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+/// A raw HTTP/1.1 client connection that reads responses one at a time.
+struct Raw {
+    conn: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(gw: &Gateway) -> Raw {
+        Raw {
+            conn: TcpStream::connect(gw.addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.conn.write_all(bytes).await.unwrap();
+    }
+
+    /// Read more bytes; false at end of stream.
+    async fn more(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), self.conn.read(&mut chunk))
+            .await
+            .expect("the gateway answers within 10 s")
+            .unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// The next response (interim 1xx answers skipped), its body de-chunked.
+    async fn answer(&mut self) -> Answer {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            let parsed = resp.parse(&self.buf).unwrap();
+            let httparse::Status::Complete(head_len) = parsed else {
+                assert!(self.more().await, "closed before a response head");
+                continue;
+            };
+            let status = resp.code.unwrap();
+            let head = String::from_utf8_lossy(&self.buf[..head_len]).to_lowercase();
+            let length = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| {
+                    std::str::from_utf8(h.value)
+                        .unwrap()
+                        .parse::<usize>()
+                        .unwrap()
+                });
+            let chunked = head.contains("transfer-encoding: chunked");
+            self.buf.drain(..head_len);
+            if (100..200).contains(&status) {
+                continue;
+            }
+            let body = if let Some(len) = length {
+                while self.buf.len() < len {
+                    assert!(self.more().await, "closed inside a body");
+                }
+                self.buf.drain(..len).collect()
+            } else if chunked {
+                self.dechunk().await
+            } else {
+                while self.more().await {}
+                std::mem::take(&mut self.buf)
+            };
+            return Answer { status, head, body };
+        }
+    }
+
+    async fn dechunk(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                assert!(self.more().await, "closed inside a chunk size");
+            };
+            let size_text = std::str::from_utf8(&self.buf[..line_end]).unwrap();
+            let size = usize::from_str_radix(size_text.trim(), 16).unwrap();
+            while self.buf.len() < line_end + 2 + size + 2 {
+                assert!(self.more().await, "closed inside a chunk");
+            }
+            body.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+            self.buf.drain(..line_end + 2 + size + 2);
+            if size == 0 {
+                return body;
+            }
+        }
+    }
+
+    /// True when the gateway closes the connection within 10 s (without sending anything).
+    async fn closes(&mut self) -> bool {
+        !self.more().await && self.buf.is_empty()
+    }
+}
+
+fn post(path: &str, extra: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\n{extra}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Hot-path requests and requests Pingora answers alternate on one keep-alive connection, in
+/// both directions of the hand-over, and each gets its own answer.
+#[tokio::test]
+async fn one_connection_mixes_hot_and_handed_over_requests() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(up.addr, "", "")).await;
+    let mut raw = Raw::connect(&gw).await;
+
+    raw.send(&post("/mcp/up", "", CALL)).await;
+    let a = raw.answer().await;
+    assert_eq!(a.status, 200, "{}", a.head);
+    assert!(String::from_utf8_lossy(&a.body).contains(&format!("\"len\":{}", CALL.len())));
+
+    raw.send(b"GET /live HTTP/1.1\r\nhost: gw\r\n\r\n").await;
+    assert_eq!(raw.answer().await.status, 200);
+
+    // Malformed JSON: read whole by the hot path, answered by Pingora's path.
+    raw.send(&post("/mcp/up", "", "{\"jsonrpc\":")).await;
+    let a = raw.answer().await;
+    assert_eq!(a.status, 400);
+    assert!(String::from_utf8_lossy(&a.body).contains("-32700"));
+
+    // A chunked request body: only Pingora reads those.
+    let chunked = format!(
+        "POST /mcp/up HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{CALL}\r\n0\r\n\r\n",
+        CALL.len()
+    );
+    raw.send(chunked.as_bytes()).await;
+    let a = raw.answer().await;
+    assert_eq!(a.status, 200, "{}", a.head);
+    assert!(String::from_utf8_lossy(&a.body).contains(&format!("\"len\":{}", CALL.len())));
+
+    // An SSE answer on the hot path, then a JSON one: the connection is still good.
+    raw.send(&post("/mcp/up", "x-test-reply: sse:2:5\r\n", CALL))
+        .await;
+    let a = raw.answer().await;
+    assert!(a.head.contains("transfer-encoding: chunked"), "{}", a.head);
+    assert!(a.head.contains("x-accel-buffering: no"), "{}", a.head);
+    let text = String::from_utf8_lossy(&a.body);
+    assert_eq!(text.matches("notifications/progress").count(), 2, "{text}");
+
+    raw.send(&post("/mcp/up", "", CALL)).await;
+    assert_eq!(raw.answer().await.status, 200);
+
+    // An unknown server is answered before its body is read, so Pingora closes the connection
+    // after the answer (it cannot know where the next request starts).
+    raw.send(&post("/mcp/nope", "", CALL)).await;
+    assert_eq!(raw.answer().await.status, 404);
+    assert!(raw.closes().await);
+    // The malformed body and the unknown server never reached the upstream.
+    assert_eq!(up.posts(), 4);
+}
+
+/// Requests written back to back before any answer (HTTP/1.1 pipelining) are answered in
+/// order, each with its own body.
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(up.addr, "", "")).await;
+    let mut raw = Raw::connect(&gw).await;
+    let second = format!("{CALL}   ");
+    let mut both = post("/mcp/up", "x-test-reply: silent:50\r\n", CALL);
+    both.extend_from_slice(&post("/mcp/up", "", &second));
+    raw.send(&both).await;
+    let a = raw.answer().await;
+    let b = raw.answer().await;
+    assert!(String::from_utf8_lossy(&a.body).contains(&format!("\"len\":{}", CALL.len())));
+    assert!(String::from_utf8_lossy(&b.body).contains(&format!("\"len\":{}", second.len())));
+    assert_eq!(up.posts(), 2);
+}
+
+/// What the hot path forwards is what the Pingora path forwards: the upstream's path and
+/// `Host`, the query kept, hop-by-hop headers and the client's `Authorization` dropped,
+/// configured credentials injected, MCP headers passed both ways.
+#[tokio::test]
+async fn the_hot_path_rewrites_the_request_like_the_pingora_path() {
+    let up = Upstream::start().await;
+    let upstream_auth =
+        "      auth:\n        type: header\n        header: X-Api-Key\n        value: s3cret\n";
+    let gw = Gateway::start(&config_for(up.addr, "", upstream_auth)).await;
+    let mut raw = Raw::connect(&gw).await;
+    let extra = "mcp-session-id: abc\r\nmcp-protocol-version: 2025-11-25\r\nauthorization: Bearer client-token\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\nkeep-alive: timeout=5\r\nx-api-key: forged\r\naccept-encoding: gzip\r\n";
+    raw.send(&post("/mcp/up?debug=1", extra, CALL)).await;
+    let a = raw.answer().await;
+    assert_eq!(a.status, 200, "{}", a.head);
+    let seen = up.last_headers();
+    assert_eq!(seen["host"], up.addr.to_string());
+    assert_eq!(seen["mcp-session-id"], "abc");
+    assert_eq!(seen["mcp-protocol-version"], "2025-11-25");
+    assert_eq!(seen["x-api-key"], "s3cret");
+    assert_eq!(seen.get_all("x-api-key").iter().count(), 1);
+    for dropped in [
+        "authorization",
+        "x-hop",
+        "keep-alive",
+        "accept-encoding",
+        "connection",
+    ] {
+        assert!(seen.get(dropped).is_none(), "{dropped} was forwarded");
+    }
+    assert_eq!(seen["content-length"], CALL.len().to_string());
+    assert_eq!(up.last_query().as_deref(), Some("debug=1"));
+}
+
+/// `Connection: close` from the client is honoured on the hot path.
+#[tokio::test]
+async fn connection_close_ends_the_connection_after_the_answer() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(up.addr, "", "")).await;
+    let mut raw = Raw::connect(&gw).await;
+    raw.send(&post("/mcp/up", "connection: close\r\n", CALL))
+        .await;
+    let a = raw.answer().await;
+    assert_eq!(a.status, 200);
+    assert!(a.head.contains("connection: close"), "{}", a.head);
+    assert!(raw.closes().await);
+}
+
+/// An idle keep-alive connection is closed when the server stops.
+#[tokio::test]
+async fn idle_connections_close_when_the_server_stops() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(up.addr, "", "")).await;
+    let mut raw = Raw::connect(&gw).await;
+    raw.send(&post("/mcp/up", "", CALL)).await;
+    assert_eq!(raw.answer().await.status, 200);
+    drop(gw); // signals shutdown
+    assert!(raw.closes().await);
+}
+
+/// A body the hot path read whole and then refused (duplicate keys) is answered by the Pingora
+/// path from the bytes handed over (the largest body the hot path reads: 256 KiB); a larger one
+/// goes to Pingora unread (1 MiB; Pingora refuses a prefix past 1 MiB).
+#[tokio::test]
+async fn refused_bodies_are_answered_from_the_handed_over_bytes() {
+    for size in [256 * 1024 - 100, 1024 * 1024] {
+        refused_body_of(size).await;
+    }
+}
+
+async fn refused_body_of(size: usize) {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(up.addr, "", "")).await;
+    let mut raw = Raw::connect(&gw).await;
+    let pad = "x".repeat(size - 80);
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/call","params":{{"name":"echo","pad":"{pad}"}}}}"#
+    );
+    raw.send(&post("/mcp/up", "", &body)).await;
+    let a = raw.answer().await;
+    assert_eq!(a.status, 400, "{}", a.head);
+    let text = String::from_utf8_lossy(&a.body);
+    assert!(text.contains("duplicate key `id`"), "{text}");
+    // The connection is still usable for the hot path.
+    raw.send(&post("/mcp/up", "", CALL)).await;
+    assert_eq!(raw.answer().await.status, 200);
+    assert_eq!(up.posts(), 1);
+}
