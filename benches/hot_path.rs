@@ -117,5 +117,68 @@ fn bench_policy(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_classify, bench_route, bench_policy);
+/// A repeated RS256 bearer (as every request of a session carries): the verified-token cache
+/// lookup, then its claims mapped to scopes.
+fn bench_token(c: &mut Criterion) {
+    use portcullis::auth::cache::TokenCache;
+    use portcullis::auth::jwt::{KeySet, Verifier};
+    let root = env!("CARGO_MANIFEST_DIR");
+    let pem = std::fs::read(format!("{root}/tests/fixtures/jwt/rsa1.pem")).unwrap();
+    let jwks = std::fs::read(format!("{root}/tests/fixtures/jwt/jwks.json")).unwrap();
+    let keys = KeySet::from_jwks_json(&jwks).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": "https://bench.example/oauth2/default", "aud": "api://bench", "sub": "00u1abcd",
+        "iat": now, "exp": now + 3600, "groups": ["Everyone", "Bench", "Engineering"],
+        "scp": ["openid", "profile"], "cid": "0oa1bench", "uid": "00u1abcd",
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    let verifier = Verifier::new(
+        vec!["https://bench.example/oauth2/default".into()],
+        vec!["api://bench".into()],
+        std::time::Duration::from_secs(30),
+    );
+    let cache = TokenCache::new(1024);
+    verifier.verify_cached(&token, &keys, &cache).unwrap();
+    c.bench_function("token_cached", |b| {
+        b.iter(|| {
+            verifier
+                .verify_cached(black_box(&token), &keys, &cache)
+                .unwrap()
+        })
+    });
+    let yaml = "server:\n  listen: \"127.0.0.1:8080\"\noauth:\n  enabled: false\nauth:\n  claims: [groups]\n  mappings:\n    \"groups:Bench\": [scope:bench]\n    \"groups:Engineering\": [scope:eng, scope:read]\n";
+    let rt = portcullis::config::load_str(yaml, "bench.yaml", &|_| None).expect("bench config");
+    let policy = portcullis::policy::Policy::from_runtime(&rt);
+    let verified = verifier.verify_cached(&token, &keys, &cache).unwrap();
+    c.bench_function("claims_to_scopes", |b| {
+        b.iter(|| policy.scope_map().scopes_for(black_box(&verified.claims)))
+    });
+    // What a request pays: the scopes remembered with the cached token.
+    c.bench_function("claims_to_scopes_remembered", |b| {
+        b.iter(|| {
+            policy
+                .scope_map()
+                .scopes_memo(black_box(&verified.claims), &verified.scopes)
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    bench_classify,
+    bench_route,
+    bench_policy,
+    bench_token
+);
 criterion_main!(benches);

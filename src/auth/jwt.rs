@@ -298,6 +298,8 @@ pub struct Verified {
     pub claims: Value,
     /// `exp`, Unix seconds.
     pub exp: u64,
+    /// The scopes these claims map to, remembered per scope map.
+    pub scopes: super::scopes::ScopesMemo,
 }
 
 /// Checks tokens against configured issuers and audiences. Build once per config; `verify`
@@ -382,7 +384,11 @@ impl Verifier {
                 return Err(JwtError::BadIssuer);
             }
         }
-        Ok(Verified { claims, exp })
+        Ok(Verified {
+            claims,
+            exp,
+            scopes: Default::default(),
+        })
     }
 
     fn check_claims(&self, claims: &Value, now: u64) -> Result<u64, JwtError> {

@@ -18,6 +18,7 @@
 //! this treatment; other claims, including `scope`, count only through mappings.)
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -75,8 +76,38 @@ fn lookup<'v>(claims: &'v Value, name: &str) -> Option<&'v Value> {
 /// `auth.claims` and `auth.mappings`, compiled: claim keys to scopes.
 #[derive(Debug, Clone, Default)]
 pub struct ScopeMap {
+    /// Unique per compiled map (0: the empty default), so that scopes remembered for a token
+    /// ([`ScopesMemo`]) are reused only under the map that computed them.
+    id: u64,
     claims: Box<[String]>,
     map: HashMap<String, Box<[String]>>,
+}
+
+/// Source of [`ScopeMap::id`]s.
+static NEXT_MAP_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The scopes a verified token holds under one [`ScopeMap`], remembered with the token in the
+/// verified-token cache: a repeated token costs neither a signature check nor the claim
+/// mapping. A reload compiles a new map (a new id), so the scopes are recomputed once under it.
+#[derive(Default)]
+pub struct ScopesMemo(arc_swap::ArcSwapOption<(u64, Arc<BTreeSet<String>>)>);
+
+impl Clone for ScopesMemo {
+    fn clone(&self) -> Self {
+        ScopesMemo::default()
+    }
+}
+
+impl PartialEq for ScopesMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true // a cache, not part of the token's identity
+    }
+}
+
+impl std::fmt::Debug for ScopesMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScopesMemo")
+    }
 }
 
 impl ScopeMap {
@@ -92,6 +123,7 @@ impl ScopeMap {
             }
         }
         ScopeMap {
+            id: NEXT_MAP_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             claims: auth.claims.clone().into_boxed_slice(),
             map: map
                 .into_iter()
@@ -135,6 +167,17 @@ impl ScopeMap {
     /// The scopes a token with these claims holds: [`Self::claim_keys`] then [`Self::scopes`].
     pub fn scopes_for(&self, claims: &Value) -> BTreeSet<String> {
         self.scopes(self.claim_keys(claims))
+    }
+
+    /// [`Self::scopes_for`] of a verified token, remembered in `memo` (lock-free) for the next
+    /// request that carries the same token under this map.
+    pub fn scopes_memo(&self, claims: &Value, memo: &ScopesMemo) -> Arc<BTreeSet<String>> {
+        if let Some(hit) = memo.0.load().as_ref().filter(|m| m.0 == self.id) {
+            return Arc::clone(&hit.1);
+        }
+        let scopes = Arc::new(self.scopes_for(claims));
+        memo.0.store(Some(Arc::new((self.id, Arc::clone(&scopes)))));
+        scopes
     }
 }
 
@@ -213,5 +256,31 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn remembered_scopes_follow_the_map_that_computed_them() {
+        let auth = |scope: &str| Auth {
+            claims: names(&["groups"]),
+            mappings: vec![("groups:Dev".into(), names(&[scope]))],
+            permissions: vec![],
+            scope_mode: crate::config::ScopeMode::Any,
+            default_scope: None,
+            on_denied: Default::default(),
+        };
+        let (before, after) = (
+            ScopeMap::new(&auth("scope:old")),
+            ScopeMap::new(&auth("scope:new")),
+        );
+        let claims = json!({"groups": ["Dev"]});
+        let memo = ScopesMemo::default();
+        for _ in 0..2 {
+            assert!(before.scopes_memo(&claims, &memo).contains("scope:old"));
+        }
+        // A reload compiled a new map: the remembered scopes are not reused under it.
+        assert!(after.scopes_memo(&claims, &memo).contains("scope:new"));
+        assert!(!after.scopes_memo(&claims, &memo).contains("scope:old"));
+        let clone = before.clone();
+        assert!(clone.scopes_memo(&claims, &memo).contains("scope:old"));
     }
 }

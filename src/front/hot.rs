@@ -94,6 +94,7 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
         }
     };
     let total = head.len + len;
+    conn.buf.reserve(total.saturating_sub(conn.buf.len()));
     while conn.buf.len() < total {
         match conn.fill(READ_TIMEOUT).await {
             Ok(n) if n > 0 => {}
@@ -120,6 +121,7 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
 
     // Committed: this request is served here.
     let request = conn.buf.split_to(total).freeze();
+    conn.shrink();
     let close = head.close || *stop.borrow();
     let mut upstream_head = Vec::with_capacity(512);
     let connection = head.connection.clone().map(|r| &request[r]);
@@ -133,8 +135,9 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
         &mut upstream_head,
     );
     let body = request.slice(head.len..);
+    let asked = Instant::now();
     let opened = exchange::open_plain(route, addr, &upstream_head, &body).await;
-    route.latency.observe(started.elapsed().as_secs_f64());
+    route.latency.observe(asked.elapsed().as_secs_f64());
     let (status, next) = match opened {
         Ok((ex, resp)) => relay(conn, route, ex, resp, close).await,
         Err(Failure::BeforeResponse {
@@ -204,7 +207,8 @@ async fn read_head(conn: &mut Conn, stop: &mut ShutdownWatch) -> Result<Option<H
 
 /// Relay the upstream's answer: its head (framed for this connection), then its body chunk by
 /// chunk as it arrives (SSE is never buffered), while the client is watched: a client that goes
-/// away drops the upstream connection, which cancels the upstream request.
+/// away drops the upstream connection, which cancels the upstream request. Returns the status
+/// sent (499: the client went away before it).
 async fn relay(
     conn: &mut Conn,
     route: &crate::proxy::upstream::Route,
@@ -217,15 +221,16 @@ async fn relay(
     let _open = sse.then(SseOpen::new);
     let mut head = Vec::with_capacity(256);
     let framing = wire::response_head(&resp, close, &mut head);
-    let written = if ex.has_buffered() {
-        conn.write(&[&head]).await // flushed with the first chunk
-    } else {
-        conn.send(&[&head]).await
-    };
-    if written.is_err() {
+    // A body already buffered (a JSON answer in the same read as its head) goes out with the
+    // head in one write; otherwise the head goes now (an SSE stream may be silent for long).
+    let mut unsent_head = None;
+    if ex.has_buffered() {
+        unsent_head = Some(head);
+    } else if conn.send(&[&head]).await.is_err() {
         return (499, Outcome::Close);
     }
     let mut watch_client = true;
+    let mut size = [0u8; 18];
     loop {
         let next = tokio::select! {
             biased;
@@ -239,26 +244,31 @@ async fn relay(
                     }
                     _ => {
                         tracing::debug!("client went away; cancelling the upstream request");
-                        return (499, Outcome::Close);
+                        let sent = if unsent_head.is_some() { 499 } else { status };
+                        return (sent, Outcome::Close);
                     }
                 }
             }
         };
+        let head = unsent_head.take().unwrap_or_default();
         let written = match next {
-            Ok(Some(chunk)) if chunk.is_empty() => continue,
-            Ok(Some(chunk)) if framing == Framing::Chunked => {
-                let size = wire::chunk_size_line(chunk.len());
-                conn.send(&[&size, &chunk, b"\r\n"]).await
+            Ok(Some(chunk)) if chunk.is_empty() => {
+                unsent_head = Some(head).filter(|h| !h.is_empty());
+                continue;
             }
-            Ok(Some(chunk)) => conn.send(&[&chunk]).await,
+            Ok(Some(chunk)) if framing == Framing::Chunked => {
+                let line = wire::chunk_size_line(chunk.len(), &mut size);
+                conn.send(&[&head, line, &chunk, b"\r\n"]).await
+            }
+            Ok(Some(chunk)) => conn.send(&[&head, &chunk]).await,
             Ok(None) => {
-                let end = if framing == Framing::Chunked {
-                    conn.send(&[b"0\r\n\r\n"]).await
+                let end: &[u8] = if framing == Framing::Chunked {
+                    b"0\r\n\r\n"
                 } else {
-                    conn.flush().await
+                    b""
                 };
-                if end.is_err() {
-                    return (499, Outcome::Close);
+                if conn.send(&[&head, end]).await.is_err() {
+                    return (status, Outcome::Close);
                 }
                 if ex.reusable() {
                     route.pool.checkin(ex.into_stream());
@@ -275,11 +285,13 @@ async fn relay(
             Err(e) => {
                 tracing::warn!(server = %route.upstream.name, error = %e, "upstream failed mid-response; closing the client connection");
                 metrics().upstream_error(&route.upstream.name, "aborted");
-                return (502, Outcome::Close);
+                // Nothing sent yet: a clean 502 is still possible, but the head is the
+                // upstream's; closing tells the client the answer is incomplete either way.
+                return (if head.is_empty() { status } else { 502 }, Outcome::Close);
             }
         };
         if written.is_err() {
-            return (499, Outcome::Close);
+            return (status, Outcome::Close);
         }
     }
 }

@@ -77,7 +77,11 @@ impl Front {
             return Ok(false);
         }
         let mut buf = [0u8; H2_PREFACE.len()];
-        Ok(stream.try_peek(&mut buf).await? && buf == H2_PREFACE)
+        let peeked =
+            pingora_timeout::fast_timeout::fast_timeout(hot::KEEPALIVE, stream.try_peek(&mut buf))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
+        Ok(peeked && buf == H2_PREFACE)
     }
 }
 

@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use pingora_core::protocols::http::date::get_cached_date;
 use pingora_core::protocols::Stream;
 use pingora_http::ResponseHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +19,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const MAX_HEADERS: usize = 64;
 /// Largest request head the hot path buffers; a larger one goes to Pingora.
 pub const MAX_HEAD: usize = 64 * 1024;
+/// Answers up to this size are written with one system call.
+const GATHER: usize = 16 * 1024;
+/// Read buffer capacity a connection keeps between requests.
+const KEEP_BUFFER: usize = 32 * 1024;
 
 /// One downstream connection and the bytes read from it that no request has consumed yet.
 pub struct Conn {
@@ -49,23 +54,31 @@ impl Conn {
         self.stream.read_buf(&mut self.buf).await
     }
 
-    /// Write `parts` and flush them (the stream buffers writes: one syscall for all parts).
+    /// Write `parts` and flush them. Small answers (the common case) are gathered into one
+    /// buffer first: the stream's own write buffer is one segment wide (or absent), and would
+    /// otherwise send a head, a chunk and its framing as separate packets.
     pub async fn send(&mut self, parts: &[&[u8]]) -> std::io::Result<()> {
-        self.write(parts).await?;
-        self.stream.flush().await
-    }
-
-    /// Flush what was written.
-    pub async fn flush(&mut self) -> std::io::Result<()> {
-        self.stream.flush().await
-    }
-
-    /// Write `parts` into the stream's write buffer without flushing.
-    pub async fn write(&mut self, parts: &[&[u8]]) -> std::io::Result<()> {
-        for p in parts {
-            self.stream.write_all(p).await?;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if parts.len() > 1 && total <= GATHER {
+            let mut one = Vec::with_capacity(total);
+            for p in parts {
+                one.extend_from_slice(p);
+            }
+            self.stream.write_all(&one).await?;
+        } else {
+            for p in parts {
+                self.stream.write_all(p).await?;
+            }
         }
-        Ok(())
+        self.stream.flush().await
+    }
+
+    /// Keep the buffer small between requests: after a large head or body it would otherwise
+    /// hold that allocation for the life of the connection.
+    pub fn shrink(&mut self) {
+        if self.buf.capacity() > KEEP_BUFFER {
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
     }
 }
 
@@ -159,7 +172,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
         origin: None,
         authorization: None,
     };
-    let mut lengths = 0;
+    // Pingora refuses a duplicate `Host` and reads the first `Content-Type`; such requests
+    // and targets with a fragment are left to it.
+    head.unusual |= path.contains('#');
+    let (mut lengths, mut content_types, mut hosts) = (0, 0, 0);
     for h in req.headers.iter() {
         let (name, value) = (h.name, h.value);
         head.fields.push((range(name.as_bytes()), range(value)));
@@ -175,7 +191,12 @@ pub fn parse(buf: &[u8]) -> Parsed {
         {
             head.unusual = true;
         } else if name.eq_ignore_ascii_case("content-type") {
+            head.unusual |= content_types > 0;
+            content_types += 1;
             head.json = is_json(value);
+        } else if name.eq_ignore_ascii_case("host") {
+            head.unusual |= hosts > 0;
+            hosts += 1;
         } else if name.eq_ignore_ascii_case("connection") {
             head.close = value
                 .split(|b| *b == b',')
@@ -236,6 +257,11 @@ pub fn response_head(resp: &ResponseHeader, close: bool, out: &mut Vec<u8>) -> F
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    if !resp.headers.contains_key(http::header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(get_cached_date().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     let framing = if status.as_u16() == 204 || status.as_u16() == 304 {
         Framing::Empty
     } else if resp.headers.contains_key(http::header::CONTENT_LENGTH) {
@@ -261,8 +287,9 @@ pub fn simple_response(status: u16, content_type: &str, body: &Bytes, close: boo
     let _ = std::io::Write::write_fmt(
         &mut out,
         format_args!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\n{}\r\n",
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\ndate: {}\r\n{}\r\n",
             body.len(),
+            get_cached_date().to_str().unwrap_or_default(),
             if close { "connection: close\r\n" } else { "" }
         ),
     );
@@ -270,9 +297,18 @@ pub fn simple_response(status: u16, content_type: &str, body: &Bytes, close: boo
     out
 }
 
-/// The size line of one chunk.
-pub fn chunk_size_line(len: usize) -> Vec<u8> {
-    format!("{len:x}\r\n").into_bytes()
+/// The size line of one chunk, written into `out` (no allocation).
+pub fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS as usize / 4) - (len.leading_zeros() as usize / 4);
+    let digits = digits.max(1);
+    for (i, slot) in out[..digits].iter_mut().enumerate() {
+        let shift = 4 * (digits - 1 - i);
+        *slot = HEX[(len >> shift) & 0xf];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    &out[..digits + 2]
 }
 
 #[cfg(test)]
@@ -316,6 +352,8 @@ mod tests {
             "Expect: 100-continue\r\n",
             "Upgrade: h2c\r\n",
             "Origin: a\r\nOrigin: b\r\n",
+            "Host: a\r\nHost: b\r\n",
+            "Content-Type: application/json\r\nContent-Type: text/plain\r\n",
         ] {
             let raw = format!("POST /mcp/a HTTP/1.1\r\nContent-Length: 2\r\n{extra}\r\n");
             assert!(head(&raw).unusual, "{extra}");
@@ -325,6 +363,7 @@ mod tests {
             let h = head(&raw);
             assert!(h.unusual && h.content_length.is_none(), "{bad}");
         }
+        assert!(head("POST /mcp/a#frag HTTP/1.1\r\n\r\n").unusual);
         let h = head("POST /mcp/a HTTP/1.0\r\nContent-Length: 2\r\n\r\n");
         assert!(!h.http11);
         let h = head("POST http://x/mcp/a HTTP/1.1\r\n\r\n");
@@ -365,17 +404,28 @@ mod tests {
         assert!(response_head(&resp, false, &mut out) == Framing::Chunked);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
-        assert!(text.ends_with("transfer-encoding: chunked\r\n\r\n"));
+        assert!(text.contains("\r\ndate: "), "{text}");
+        assert!(
+            text.ends_with("transfer-encoding: chunked\r\n\r\n"),
+            "{text}"
+        );
 
         resp.insert_header("content-length", "5").unwrap();
         let mut out = Vec::new();
         assert!(response_head(&resp, true, &mut out) == Framing::Length);
-        assert!(String::from_utf8(out)
-            .unwrap()
-            .ends_with("content-length: 5\r\nconnection: close\r\n\r\n"));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("content-length: 5\r\n"), "{text}");
+        assert!(text.ends_with("connection: close\r\n\r\n"), "{text}");
 
         let resp = ResponseHeader::build(204, None).unwrap();
         assert!(response_head(&resp, false, &mut Vec::new()) == Framing::Empty);
-        assert_eq!(chunk_size_line(255), b"ff\r\n");
+        let mut line = [0u8; 18];
+        assert_eq!(chunk_size_line(255, &mut line), b"ff\r\n");
+        assert_eq!(chunk_size_line(0, &mut line), b"0\r\n");
+        assert_eq!(chunk_size_line(16, &mut line), b"10\r\n");
+        assert_eq!(
+            chunk_size_line(usize::MAX, &mut line),
+            b"ffffffffffffffff\r\n"
+        );
     }
 }

@@ -64,9 +64,12 @@ impl Authn {
         &self,
         live: &Live,
         token: &str,
-    ) -> std::result::Result<BTreeSet<String>, &'static str> {
+    ) -> std::result::Result<Arc<BTreeSet<String>>, &'static str> {
         match self.jwks.verify(&self.verifier, &self.cache, token).await {
-            Ok(verified) => Ok(live.policy.scope_map().scopes_for(&verified.claims)),
+            Ok(verified) => Ok(live
+                .policy
+                .scope_map()
+                .scopes_memo(&verified.claims, &verified.scopes)),
             Err(e) => Err(e.reason()),
         }
     }
@@ -95,7 +98,7 @@ pub async fn authenticate(
     session: &mut Session,
     live: &Live,
     server: &str,
-) -> Result<Option<BTreeSet<String>>> {
+) -> Result<Option<Arc<BTreeSet<String>>>> {
     let metrics = crate::telemetry::metrics::metrics();
     // The token is borrowed from the request header: no copy on the request path.
     let token = bearer(

@@ -21,7 +21,7 @@ pub struct Ctx {
     /// True while this request counts as an open SSE stream.
     pub sse_open: bool,
     /// The caller's scopes, once authenticated (`None` when authentication is off).
-    pub scopes: Option<std::collections::BTreeSet<String>>,
+    pub scopes: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Ctx {

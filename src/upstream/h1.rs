@@ -209,7 +209,13 @@ impl Exchange {
                 Err(e) => return Err(H1Error::Protocol(e.to_string())),
             };
             let code = parsed.code.unwrap_or(0);
-            if (100..200).contains(&code) && code != 101 {
+            if code == 101 {
+                // Nothing the gateway sends asks to switch protocols (`Upgrade` is hop-by-hop).
+                return Err(H1Error::Protocol(
+                    "unexpected 101 Switching Protocols".into(),
+                ));
+            }
+            if (100..200).contains(&code) {
                 self.buf.advance(len);
                 continue; // interim answer: the final one follows
             }
@@ -220,14 +226,12 @@ impl Exchange {
             for h in parsed.headers.iter() {
                 let name = h.name;
                 if name.eq_ignore_ascii_case("content-length") {
-                    let v = std::str::from_utf8(h.value)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u64>().ok());
-                    match (v, length) {
+                    match (parse_length(h.value), length) {
                         (Some(v), None) => length = Some(v),
                         (Some(v), Some(prev)) if v == prev => {}
                         _ => return Err(H1Error::Protocol("bad Content-Length".into())),
                     }
+                    continue; // written back once, canonical, below
                 } else if name.eq_ignore_ascii_case("transfer-encoding") {
                     chunked = h
                         .value
@@ -258,6 +262,8 @@ impl Exchange {
                 resp.remove_header("content-length");
                 Framing::Chunked(ChunkState::Size)
             } else if let Some(n) = length {
+                resp.insert_header(http::header::CONTENT_LENGTH, n)
+                    .map_err(|e| H1Error::Protocol(e.to_string()))?;
                 Framing::Length(n)
             } else {
                 self.keep_alive = false;
@@ -326,6 +332,15 @@ impl Exchange {
     pub fn into_stream(self) -> TcpStream {
         self.stream
     }
+}
+
+/// A `Content-Length` value: digits only (no sign, no inner spaces).
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// Chunked decoding, one state step at a time over the buffered bytes.
@@ -486,20 +501,19 @@ mod tests {
         assert!(!reusable);
     }
 
-    #[tokio::test]
-    async fn conflicting_content_lengths_are_refused() {
+    /// The error of an exchange whose answer is `answer`.
+    async fn refused(answer: &'static [u8]) -> H1Error {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut req = [0u8; 1024];
             let _ = s.read(&mut req).await.unwrap();
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab")
-                .await
-                .unwrap();
+            s.write_all(answer).await.unwrap();
+            let _ = s.read(&mut req).await;
         });
         let stream = Pool::connect(addr, Duration::from_secs(5)).await.unwrap();
-        let err = Exchange::start(
+        Exchange::start(
             stream,
             b"POST / HTTP/1.1\r\n\r\n",
             b"",
@@ -507,7 +521,28 @@ mod tests {
         )
         .await
         .err()
-        .unwrap();
-        assert!(matches!(err, H1Error::Protocol(_)), "{err}");
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn conflicting_odd_lengths_and_protocol_switches_are_refused() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nab",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2 2\r\n\r\nab",
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+        ] {
+            let err = refused(answer).await;
+            assert!(matches!(err, H1Error::Protocol(_)), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn equal_duplicate_lengths_are_written_back_once() {
+        let answer: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 02\r\ncontent-length: 2\r\n\r\nab";
+        let (resp, body, _) = exchange(answer, 64).await;
+        let lengths: Vec<_> = resp.headers.get_all("content-length").iter().collect();
+        assert_eq!(lengths, ["2"]);
+        assert_eq!(body, b"ab");
     }
 }
