@@ -59,3 +59,8 @@ start() { # start NAME CMD...: run in the background on the server cpus, output 
     "${server_pin[@]}" "$@" >"$WORK/$name.log" 2>&1 &
     pids+=("$!")
 }
+
+# CPU time of a process so far, in clock ticks (utime + stime from /proc/PID/stat: the fields
+# after the parenthesised command name). Divide a difference by HZ for seconds.
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }

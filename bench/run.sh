@@ -112,6 +112,7 @@ dir=$(nginx_conf direct "    server {
         }
     }")
 start nginx-direct nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
+DIRECT_MASTER=${pids[-1]}
 
 dir=$(nginx_conf proxy "    upstream canned {
         server 127.0.0.1:$PORT_DIRECT;
@@ -126,6 +127,7 @@ dir=$(nginx_conf proxy "    upstream canned {
         }
     }")
 start nginx-proxy nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
+PROXY_MASTER=${pids[-1]}
 
 # BENCH_JWT=1: every request carries an RS256 bearer (signed here with the test key of
 # tests/fixtures/jwt) and the gateway verifies it and checks a policy of 50 patterns.
@@ -174,6 +176,7 @@ proxy:
         timeout: 30s
 EOF
 start portcullis "$PORTCULLIS_BIN" serve --config "$WORK/gateway.yaml"
+GATEWAY_PID=${pids[-1]}
 
 declare -A URL=(
     [direct]="http://127.0.0.1:$PORT_DIRECT/mcp"
@@ -183,6 +186,19 @@ declare -A URL=(
 TARGETS=(direct nginx-proxy portcullis)
 for t in "${TARGETS[@]}"; do
     wait_ok "$t" "${URL[$t]}"
+done
+
+# The process whose CPU time each target costs: the nginx worker (one per instance) for the two
+# nginx targets, the gateway for portcullis. For the proxies this is their own work only (the
+# upstream's is the `direct` row): CPU per request is steadier than req/s on a shared machine.
+worker_of() { ps -o pid= --ppid "$1" | tr -d ' ' | head -n 1; }
+declare -A SERVER_PID=(
+    [direct]=$(worker_of "$DIRECT_MASTER")
+    [nginx-proxy]=$(worker_of "$PROXY_MASTER")
+    [portcullis]=$GATEWAY_PID
+)
+for t in "${TARGETS[@]}"; do
+    [ -n "${SERVER_PID[$t]}" ] || die "no server process found for $t"
 done
 
 cat >"$WORK/post.lua" <<EOF
@@ -207,9 +223,12 @@ RESULTS=$WORK/results.tsv
 for round in $(seq 1 "$ROUNDS"); do
     for t in "${TARGETS[@]}"; do
         out=$WORK/wrk-$round-$t.txt
+        ticks0=$(cpu_ticks "${SERVER_PID[$t]}")
         run_wrk "$DURATION" "${URL[$t]}" "$out"
-        # requests/s, p50, p99 (converted to microseconds), non-2xx count, socket errors.
-        awk -v round="$round" -v target="$t" '
+        ticks=$(($(cpu_ticks "${SERVER_PID[$t]}") - ticks0))
+        # requests/s, p50, p99 (converted to microseconds), non-2xx count, socket errors, and
+        # the server process's CPU microseconds per request.
+        awk -v round="$round" -v target="$t" -v ticks="$ticks" -v hz="$HZ" '
             function us(v) {
                 if (v ~ /us$/) return v + 0
                 if (v ~ /ms$/) return v * 1000
@@ -219,13 +238,15 @@ for round in $(seq 1 "$ROUNDS"); do
             $1 == "50.000%" || $1 == "50%" { p50 = us($2) }
             $1 == "99.000%" || $1 == "99%" { p99 = us($2) }
             /^Requests\/sec:/ { rps = $2 }
+            / requests in / { reqs = $1 }
             /Non-2xx or 3xx responses:/ { bad = $NF }
             /Socket errors:/ { errs = $0 }
             END {
                 if (rps == "") { print "unparsable wrk output for " target > "/dev/stderr"; exit 1 }
-                printf "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", round, target, rps, p50, p99, bad + 0, (errs == "" ? "-" : errs)
+                cpu = reqs > 0 ? ticks * 1000000 / hz / reqs : 0
+                printf "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%.2f\n", round, target, rps, p50, p99, bad + 0, (errs == "" ? "-" : errs), cpu
             }' "$out" >>"$RESULTS" || { cat "$out" >&2; exit 1; }
-        tail -n 1 "$RESULTS" | awk -F'\t' '{ printf "bench: round %s %-12s %10.0f req/s  p50 %6.0f us  p99 %6.0f us  non-2xx %s\n", $1, $2, $3, $4, $5, $6 }' >&2
+        tail -n 1 "$RESULTS" | awk -F'\t' '{ printf "bench: round %s %-12s %10.0f req/s  p50 %6.0f us  p99 %6.0f us  cpu/req %5.1f us  non-2xx %s\n", $1, $2, $3, $4, $5, $8, $6 }' >&2
     done
 done
 
@@ -248,19 +269,20 @@ for target in order:
         "p50": statistics.median(float(r[3]) for r in mine),
         "p99": statistics.median(float(r[4]) for r in mine),
         "bad": sum(int(r[5]) for r in mine),
+        "cpu": statistics.median(float(r[7]) for r in mine),
         "rounds": " / ".join(f"{float(r[2]):.0f}" for r in mine),
     }
-print("| target | req/s (median) | p50 | p99 | non-2xx | req/s per round |")
-print("|---|---:|---:|---:|---:|---|")
+print("| target | req/s (median) | p50 | p99 | CPU/req (own process) | non-2xx | req/s per round |")
+print("|---|---:|---:|---:|---:|---:|---|")
 for t in order:
     m = med[t]
-    print(f"| {t} | {m['rps']:.0f} | {m['p50']:.0f} µs | {m['p99']:.0f} µs | {m['bad']} | {m['rounds']} |")
+    print(f"| {t} | {m['rps']:.0f} | {m['p50']:.0f} µs | {m['p99']:.0f} µs | {m['cpu']:.1f} µs | {m['bad']} | {m['rounds']} |")
 print()
 p, n, d = med["portcullis"], med["nginx-proxy"], med["direct"]
-print("| ratio | req/s | p50 | p99 |")
-print("|---|---:|---:|---:|")
-print(f"| portcullis / nginx-proxy | {p['rps'] / n['rps']:.2f} | {p['p50'] / n['p50']:.2f} | {p['p99'] / n['p99']:.2f} |")
-print(f"| portcullis / direct | {p['rps'] / d['rps']:.2f} | {p['p50'] / d['p50']:.2f} | {p['p99'] / d['p99']:.2f} |")
+print("| ratio | req/s | p50 | p99 | CPU/req |")
+print("|---|---:|---:|---:|---:|")
+print(f"| portcullis / nginx-proxy | {p['rps'] / n['rps']:.2f} | {p['p50'] / n['p50']:.2f} | {p['p99'] / n['p99']:.2f} | {p['cpu'] / n['cpu']:.2f} |")
+print(f"| portcullis / direct | {p['rps'] / d['rps']:.2f} | {p['p50'] / d['p50']:.2f} | {p['p99'] / d['p99']:.2f} | |")
 if any(med[t]["bad"] for t in order):
     print()
     print("**Warning: some responses were not 2xx; those numbers do not measure proxying.**")

@@ -196,8 +196,6 @@ CHILD_BEFORE=$(stdio_child)
 # after the parenthesised command name), measured over each wrk run: the gateway, and the node
 # process that serves the target.
 declare -A NODE_PID=([direct]=$NODE_DIRECT_PID [http]=$NODE_UPSTREAM_PID [stdio]=${CHILD_BEFORE%% *})
-HZ=$(getconf CLK_TCK)
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
 # One wrk script per target (its session id differs). Besides wrk's own count of non-2xx/3xx
 # answers, it counts answers that are not 2xx and 2xx answers without the echo (a JSON-RPC error
