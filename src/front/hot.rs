@@ -120,6 +120,11 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
     }
 
     // Committed: this request is served here.
+    front
+        .served()
+        .hot
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics().front_hot.inc();
     let request = conn.buf.split_to(total).freeze();
     conn.shrink();
     let close = head.close || *stop.borrow();

@@ -25,6 +25,7 @@
 mod hot;
 mod wire;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -37,6 +38,7 @@ use pingora_proxy::HttpProxy;
 use crate::proxy::authn::Authn;
 use crate::proxy::Gateway;
 use crate::reload::Snapshot;
+use crate::telemetry::metrics::metrics;
 use hot::Outcome;
 use wire::Conn;
 
@@ -49,6 +51,17 @@ pub struct Front {
     snapshot: Arc<Snapshot>,
     authn: Option<Arc<Authn>>,
     h2c: bool,
+    served: Served,
+}
+
+/// HTTP/1.1 requests of one [`Front`] by who served them (also exported, for all fronts, as
+/// `portcullis_front_requests_total{path}`).
+#[derive(Debug, Default)]
+pub struct Served {
+    /// By the hot path.
+    pub hot: AtomicU64,
+    /// By Pingora's proxy.
+    pub pingora: AtomicU64,
 }
 
 impl Front {
@@ -65,7 +78,13 @@ impl Front {
             snapshot,
             authn,
             h2c,
+            served: Served::default(),
         }
+    }
+
+    /// Requests this front served on the hot path and handed to Pingora so far.
+    pub fn served(&self) -> &Served {
+        &self.served
     }
 
     /// True when the connection speaks HTTP/2 (ALPN, or the h2c preface on clear text).
@@ -104,6 +123,8 @@ impl ServerApp for Front {
                 Outcome::Again => {}
                 Outcome::Close => return None,
                 Outcome::HandOver => {
+                    self.served.pingora.fetch_add(1, Ordering::Relaxed);
+                    metrics().front_pingora.inc();
                     let Conn { stream, buf } = conn;
                     let mut session = ServerSession::new_http1(stream);
                     if !buf.is_empty() {

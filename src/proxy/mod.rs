@@ -1,4 +1,7 @@
 //! The Pingora `ProxyHttp` implementation. It stays thin: each phase delegates to one module.
+//! (The hot request, an authorized JSON `POST /mcp/{server}` to a plain-text Streamable HTTP
+//! upstream, is served before these phases by [`crate::front`] with the same decisions; every
+//! other request, and every answer the gateway makes itself, comes through here.)
 //!
 //! ```text
 //!  phase                    what happens                               module

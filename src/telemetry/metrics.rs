@@ -25,6 +25,8 @@ pub const CONFIG_INFO: &str = "portcullis_config_info";
 pub const CONFIG_LOADED_AT: &str = "portcullis_config_loaded_timestamp_seconds";
 /// `portcullis_sse_streams_open`.
 pub const SSE_OPEN: &str = "portcullis_sse_streams_open";
+/// `portcullis_front_requests_total{path}`: who served each HTTP/1.1 request.
+pub const FRONT_REQUESTS: &str = "portcullis_front_requests_total";
 /// `portcullis_upstream_errors_total{server,kind}`.
 pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
 /// `portcullis_jwt_validations_total{result}`: `valid`, `missing`, or the rejection reason.
@@ -109,6 +111,10 @@ pub struct Metrics {
     tool_labels_lock: Mutex<()>,
     jwt: Vec<(&'static str, IntCounter)>,
     denials: IntCounterVec,
+    /// HTTP/1.1 requests served by the front door's hot path.
+    pub front_hot: IntCounter,
+    /// HTTP/1.1 requests the front door handed to Pingora's proxy.
+    pub front_pingora: IntCounter,
 }
 
 /// Every `result` label of `portcullis_jwt_validations_total` (resolved once at start).
@@ -290,8 +296,17 @@ impl Metrics {
             &["server", "kind"],
         )
         .expect("metric definition");
+        let front = IntCounterVec::new(
+            Opts::new(
+                FRONT_REQUESTS,
+                "HTTP/1.1 requests by who served them: `hot` (the front door's POST path) or `pingora` (Pingora's proxy phases).",
+            ),
+            &["path"],
+        )
+        .expect("metric definition");
         for c in [
-            Box::new(upstream_up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(front.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_up.clone()),
             Box::new(upstream_restarts.clone()),
             Box::new(tool_calls.clone()),
             Box::new(jwt.clone()),
@@ -327,6 +342,8 @@ impl Metrics {
                 .map(|r| (*r, jwt.with_label_values(&[r])))
                 .collect(),
             denials,
+            front_hot: front.with_label_values(&["hot"]),
+            front_pingora: front.with_label_values(&["pingora"]),
         }
     }
 

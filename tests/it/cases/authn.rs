@@ -113,6 +113,7 @@ async fn an_allowed_call_reaches_the_upstream_without_the_token() {
     assert!(v.get("result").is_some(), "{v}");
     assert_eq!(up.posts(), 1);
     assert!(up.last_headers().get("authorization").is_none());
+    assert_eq!(gw.served(), (1, 0), "an allowed call takes the hot path");
 }
 
 #[tokio::test]
@@ -126,11 +127,17 @@ async fn a_denied_call_is_an_unknown_tool_and_never_reaches_the_upstream() {
     assert_eq!(v["error"]["code"], -32602);
     assert_eq!(v["error"]["message"], "Unknown tool: delete_everything");
     assert_eq!(up.posts(), 0);
+    assert_eq!(
+        gw.served(),
+        (0, 1),
+        "the denial is answered by the Pingora path"
+    );
     // The admin group may call it.
     let resp = call(&gw, Some(&token(&["Admin"], 600)), "delete_everything").await;
     let v: Value = resp.json().await.unwrap();
     assert!(v.get("result").is_some(), "{v}");
     assert_eq!(up.posts(), 1);
+    assert_eq!(gw.served(), (1, 1));
 }
 
 #[tokio::test]
@@ -203,6 +210,11 @@ async fn tools_list_is_filtered_per_caller_in_json() {
     let admin: Value =
         serde_json::from_str(&list(&gw, &token(&["Admin"], 600), "tools").await).unwrap();
     assert_eq!(admin["result"]["tools"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        gw.served(),
+        (0, 2),
+        "list answers are filtered on the Pingora path"
+    );
 }
 
 #[tokio::test]

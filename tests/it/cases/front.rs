@@ -136,9 +136,11 @@ async fn one_connection_mixes_hot_and_handed_over_requests() {
     let a = raw.answer().await;
     assert_eq!(a.status, 200, "{}", a.head);
     assert!(String::from_utf8_lossy(&a.body).contains(&format!("\"len\":{}", CALL.len())));
+    assert_eq!(gw.served(), (1, 0));
 
     raw.send(b"GET /live HTTP/1.1\r\nhost: gw\r\n\r\n").await;
     assert_eq!(raw.answer().await.status, 200);
+    assert_eq!(gw.served(), (1, 1));
 
     // Malformed JSON: read whole by the hot path, answered by Pingora's path.
     raw.send(&post("/mcp/up", "", "{\"jsonrpc\":")).await;
@@ -175,6 +177,9 @@ async fn one_connection_mixes_hot_and_handed_over_requests() {
     assert!(raw.closes().await);
     // The malformed body and the unknown server never reached the upstream.
     assert_eq!(up.posts(), 4);
+    // Hot: the three well-formed JSON POSTs; Pingora: /live, the malformed body, the chunked
+    // upload and the unknown server.
+    assert_eq!(gw.served(), (3, 4));
 }
 
 /// Requests written back to back before any answer (HTTP/1.1 pipelining) are answered in
@@ -193,6 +198,7 @@ async fn pipelined_requests_are_answered_in_order() {
     assert!(String::from_utf8_lossy(&a.body).contains(&format!("\"len\":{}", CALL.len())));
     assert!(String::from_utf8_lossy(&b.body).contains(&format!("\"len\":{}", second.len())));
     assert_eq!(up.posts(), 2);
+    assert_eq!(gw.served(), (2, 0));
 }
 
 /// What the hot path forwards is what the Pingora path forwards: the upstream's path and
@@ -226,6 +232,7 @@ async fn the_hot_path_rewrites_the_request_like_the_pingora_path() {
     }
     assert_eq!(seen["content-length"], CALL.len().to_string());
     assert_eq!(up.last_query().as_deref(), Some("debug=1"));
+    assert_eq!(gw.served(), (1, 0), "the hot path served it");
 }
 
 /// `Connection: close` from the client is honoured on the hot path.
@@ -281,4 +288,5 @@ async fn refused_body_of(size: usize) {
     raw.send(&post("/mcp/up", "", CALL)).await;
     assert_eq!(raw.answer().await.status, 200);
     assert_eq!(up.posts(), 1);
+    assert_eq!(gw.served(), (1, 1));
 }

@@ -23,6 +23,8 @@ pub struct Gateway {
     pub health: Arc<Health>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// The listener's application: tells which path served each request.
+    pub front: Arc<portcullis::front::Front>,
     stop: watch::Sender<bool>,
 }
 
@@ -62,15 +64,23 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = watch::channel(false);
-        tokio::spawn(portcullis::app::serve_listener(app, listener, rx));
+        tokio::spawn(portcullis::app::serve_listener(app.clone(), listener, rx));
         Gateway {
             addr,
             snapshot,
             health,
             dir,
             config_path,
+            front: app,
             stop,
         }
+    }
+
+    /// Requests served so far (hot path, Pingora's proxy).
+    pub fn served(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = self.front.served();
+        (s.hot.load(Relaxed), s.pingora.load(Relaxed))
     }
 
     /// `http://127.0.0.1:PORT{path}`.
