@@ -1,9 +1,9 @@
 //! The hot path: `POST /mcp/{server}` to a plain-text Streamable HTTP upstream, served on the
 //! connection itself. It decides with the same functions as the Pingora path (route, origin,
 //! token, classification, policy) and serves a request only when the answer is the upstream's
-//! own; every other request (an error the gateway answers, a denial, a list answer to filter, a
-//! shared-session upstream, TLS upstreams, anything unusual in the head) goes to Pingora whole,
-//! with the bytes already read.
+//! own (or a 401 for a refused token); every other request (an error the gateway answers, a
+//! denial, a list answer to filter, a shared-session upstream, TLS upstreams, anything unusual
+//! in the head) goes to Pingora whole, with the bytes already read.
 
 use std::time::{Duration, Instant};
 
@@ -33,13 +33,16 @@ const POST: usize = 1;
 const MAX_HOT_BODY: usize = 256 * 1024;
 
 /// What to do with the connection after one request.
+#[derive(Clone, Copy)]
 pub enum Outcome {
     /// Served; read the next request.
     Again,
     /// Close the connection.
     Close,
-    /// Pingora serves the request at the start of the buffer.
-    HandOver,
+    /// Pingora serves the request at the start of the buffer: its first `n` bytes when its
+    /// length is known (any bytes after it are a next request, kept for after Pingora), else
+    /// all of it.
+    HandOver(Option<usize>),
 }
 
 /// Serve the next request of `conn` if it is a hot-path request.
@@ -47,49 +50,61 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
     let head = match read_head(conn, stop).await {
         Ok(Some(head)) => head,
         Ok(None) => return Outcome::Close,
-        Err(()) => return Outcome::HandOver,
+        Err(()) => return Outcome::HandOver(None),
     };
     let started = Instant::now();
+    let hand_over = Outcome::HandOver(head.request_len());
     if !head.post || !head.http11 || head.unusual || !head.json {
-        return Outcome::HandOver;
+        return hand_over;
     }
     let Some(len) = head.content_length else {
-        return Outcome::HandOver;
+        return hand_over;
     };
     let live = front.snapshot.load();
     if len > MAX_HOT_BODY || len > live.config.server.max_body_bytes {
-        return Outcome::HandOver;
+        return hand_over;
     }
     let Some((path, _)) = head.path_and_query(&conn.buf) else {
-        return Outcome::HandOver;
+        return hand_over;
     };
     let Route::Server(name) = Route::parse(path) else {
-        return Outcome::HandOver;
+        return hand_over;
     };
     // Shared-session upstreams (stdio, legacy SSE, an SSE fallback) and TLS upstreams take the
     // Pingora path.
     let Some(route) = live.routes.get(&name) else {
-        return Outcome::HandOver;
+        return hand_over;
     };
     let (false, Some(addr), None) = (route.target.tls, route.addr, live.routes.mux(&name)) else {
-        return Outcome::HandOver;
+        return hand_over;
     };
     if let Some(origin) = &head.origin {
         if check_origin_value(&conn.buf[origin.clone()], &live.config).is_some() {
-            return Outcome::HandOver;
+            return hand_over;
         }
     }
     let scopes = match &front.authn {
         None => None,
         Some(a) => {
             let value = head.authorization.clone().map(|r| &conn.buf[r]);
-            let Some(token) = authn::bearer(value) else {
-                return Outcome::HandOver;
-            };
-            match a.scopes(&live, token).await {
+            match authn::check(a, &live, authn::bearer(value)).await {
                 Ok(scopes) => Some(scopes),
-                // Pingora answers 401 (and counts the reason).
-                Err(_) => return Outcome::HandOver,
+                // Answered here, so that a refused token is checked once (a forged one costs
+                // a signature check); the body is left unread, so the connection closes.
+                Err(error) => {
+                    let (challenge, body) = authn::unauthorized(&live, &name, error);
+                    let extra = [("www-authenticate", challenge.as_str())];
+                    let out = wire::simple_response(401, "application/json", &body, &extra, true);
+                    let _ = conn.send(&[&out]).await;
+                    front.count_hot();
+                    metrics().request(
+                        RouteLabel::McpServer,
+                        POST,
+                        401,
+                        started.elapsed().as_secs_f64(),
+                    );
+                    return Outcome::Close;
+                }
             }
         }
     };
@@ -103,28 +118,26 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
     }
     let envelope = match jsonrpc::classify(&conn.buf[head.len..total]) {
         Ok(e) => e,
-        Err(_) => return Outcome::HandOver, // Pingora answers the parse error.
+        Err(_) => return hand_over, // Pingora answers the parse error.
     };
     if let Some(scopes) = &scopes {
         if !matches!(verdict(&live, &name, scopes, &envelope), Verdict::Allowed) {
-            return Outcome::HandOver; // Pingora answers (and counts) the denial.
+            return hand_over; // Pingora answers (and counts) the denial.
         }
         let list = match (envelope.batch, envelope.messages.first()) {
             (false, Some(m)) => m.method().and_then(ListKind::for_method).is_some(),
             _ => false,
         };
         if list {
-            return Outcome::HandOver; // The answer is filtered per caller there.
+            return hand_over; // The answer is filtered per caller there.
         }
-        metrics().jwt("valid");
     }
 
     // Committed: this request is served here.
-    front
-        .served()
-        .hot
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    metrics().front_hot.inc();
+    front.count_hot();
+    if scopes.is_some() {
+        metrics().jwt("valid");
+    }
     let request = conn.buf.split_to(total).freeze();
     conn.shrink();
     let close = head.close || *stop.borrow();
@@ -142,9 +155,11 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
     let body = request.slice(head.len..);
     let asked = Instant::now();
     let opened = exchange::open_plain(route, addr, &upstream_head, &body).await;
-    route.latency.observe(asked.elapsed().as_secs_f64());
-    let (status, next) = match opened {
-        Ok((ex, resp)) => relay(conn, route, ex, resp, close).await,
+    let (status, next, completed) = match opened {
+        Ok((ex, resp)) => {
+            route.latency.observe(asked.elapsed().as_secs_f64());
+            relay(conn, route, ex, resp, close).await
+        }
         Err(Failure::BeforeResponse {
             status,
             kind,
@@ -154,16 +169,17 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
             tracing::warn!(server = %name, kind, detail = %detail, "upstream request failed");
             let id = envelope.error_id();
             let body = respond::upstream_failure_body(status, &id, &name, &detail);
-            let out = wire::simple_response(status, "application/json", &body, close);
+            let out = wire::simple_response(status, "application/json", &body, &[], close);
             match conn.send(&[&out]).await {
-                Ok(()) if !close => (status, Outcome::Again),
-                _ => (status, Outcome::Close),
+                Ok(()) if !close => (status, Outcome::Again, false),
+                _ => (status, Outcome::Close, false),
             }
         }
-        Err(_) => (502, Outcome::Close),
+        Err(_) => (502, Outcome::Close, false),
     };
     if let Some(tool) = envelope.single_tool_call() {
-        let outcome = if status == 200 {
+        // As on the Pingora path: `ok` is a 200 answer relayed to its end.
+        let outcome = if status == 200 && completed {
             ToolOutcome::Ok
         } else {
             ToolOutcome::Failed
@@ -213,14 +229,15 @@ async fn read_head(conn: &mut Conn, stop: &mut ShutdownWatch) -> Result<Option<H
 /// Relay the upstream's answer: its head (framed for this connection), then its body chunk by
 /// chunk as it arrives (SSE is never buffered), while the client is watched: a client that goes
 /// away drops the upstream connection, which cancels the upstream request. Returns the status
-/// sent (499: the client went away before it).
+/// sent (499: the client went away before it), what to do with the connection, and whether the
+/// answer was relayed to its end.
 async fn relay(
     conn: &mut Conn,
     route: &crate::proxy::upstream::Route,
     mut ex: h1::Exchange,
     mut resp: pingora_http::ResponseHeader,
     close: bool,
-) -> (u16, Outcome) {
+) -> (u16, Outcome, bool) {
     let status = resp.status.as_u16();
     let sse = exchange::prepare_response(&mut resp);
     let _open = sse.then(SseOpen::new);
@@ -232,7 +249,7 @@ async fn relay(
     if ex.has_buffered() {
         unsent_head = Some(head);
     } else if conn.send(&[&head]).await.is_err() {
-        return (499, Outcome::Close);
+        return (499, Outcome::Close, false);
     }
     let mut watch_client = true;
     let mut size = [0u8; 18];
@@ -250,7 +267,7 @@ async fn relay(
                     _ => {
                         tracing::debug!("client went away; cancelling the upstream request");
                         let sent = if unsent_head.is_some() { 499 } else { status };
-                        return (sent, Outcome::Close);
+                        return (sent, Outcome::Close, false);
                     }
                 }
             }
@@ -273,30 +290,32 @@ async fn relay(
                     b""
                 };
                 if conn.send(&[&head, end]).await.is_err() {
-                    return (status, Outcome::Close);
+                    return (status, Outcome::Close, false);
                 }
                 if ex.reusable() {
                     route.pool.checkin(ex.into_stream());
                 }
-                return (
-                    status,
-                    if close {
-                        Outcome::Close
-                    } else {
-                        Outcome::Again
-                    },
-                );
+                let next = if close {
+                    Outcome::Close
+                } else {
+                    Outcome::Again
+                };
+                return (status, next, true);
             }
             Err(e) => {
                 tracing::warn!(server = %route.upstream.name, error = %e, "upstream failed mid-response; closing the client connection");
                 metrics().upstream_error(&route.upstream.name, "aborted");
-                // Nothing sent yet: a clean 502 is still possible, but the head is the
-                // upstream's; closing tells the client the answer is incomplete either way.
-                return (if head.is_empty() { status } else { 502 }, Outcome::Close);
+                // The head went out before this (a deferred head goes with the first chunk,
+                // which was already buffered): closing tells the client the answer is cut.
+                debug_assert!(
+                    head.is_empty(),
+                    "a deferred head is sent with the first chunk"
+                );
+                return (status, Outcome::Close, false);
             }
         };
         if written.is_err() {
-            return (status, Outcome::Close);
+            return (status, Outcome::Close, false);
         }
     }
 }

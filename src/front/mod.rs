@@ -18,9 +18,11 @@
 //! ```
 //!
 //! Both paths decide with the same functions ([`crate::proxy::route`], [`crate::proxy::authn`],
-//! [`crate::mcp::jsonrpc`], [`crate::proxy::verdict`]); the hot path never answers an error of
-//! its own making before the upstream was asked (it hands such requests to Pingora, which
-//! answers them), so every error answer has one implementation.
+//! [`crate::mcp::jsonrpc`], [`crate::proxy::verdict`]). The hot path hands every request it
+//! would refuse to Pingora, which answers it, with one exception: a refused bearer token gets
+//! its 401 here (built by the same [`crate::proxy::authn::unauthorized`]), so that a forged token
+//! costs one signature check, not two. A request handed over carries exactly its own bytes when
+//! its length is known; bytes of a next (pipelined) request wait here for the connection.
 
 mod hot;
 mod wire;
@@ -34,6 +36,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
+use tokio::io::AsyncWriteExt;
 
 use crate::proxy::authn::Authn;
 use crate::proxy::Gateway;
@@ -82,6 +85,12 @@ impl Front {
         }
     }
 
+    /// Count a request served by the hot path.
+    fn count_hot(&self) {
+        self.served.hot.fetch_add(1, Ordering::Relaxed);
+        metrics().front_hot.inc();
+    }
+
     /// Requests this front served on the hot path and handed to Pingora so far.
     pub fn served(&self) -> &Served {
         &self.served
@@ -121,14 +130,24 @@ impl ServerApp for Front {
         loop {
             match hot::serve(self, &mut conn, &mut stop).await {
                 Outcome::Again => {}
-                Outcome::Close => return None,
-                Outcome::HandOver => {
+                Outcome::Close => {
+                    // Orderly close (a TLS close_notify); the peer may already be gone.
+                    let _ = conn.stream.shutdown().await;
+                    return None;
+                }
+                Outcome::HandOver(len) => {
                     self.served.pingora.fetch_add(1, Ordering::Relaxed);
                     metrics().front_pingora.inc();
-                    let Conn { stream, buf } = conn;
+                    let Conn { stream, mut buf } = conn;
+                    // This request's bytes go first; bytes of a next one (pipelined) wait here
+                    // for the connection to come back.
+                    let prefix = match len {
+                        Some(n) if n < buf.len() => buf.split_to(n),
+                        _ => std::mem::take(&mut buf),
+                    };
                     let mut session = ServerSession::new_http1(stream);
-                    if !buf.is_empty() {
-                        session.set_pipelined_prefix(buf);
+                    if !prefix.is_empty() {
+                        session.set_pipelined_prefix(prefix);
                     }
                     let keepalive = (!*shutdown.borrow()).then_some(hot::KEEPALIVE.as_secs());
                     session.set_keepalive(keepalive);
@@ -137,7 +156,7 @@ impl ServerApp for Front {
                     // it read past a request) and no persistent settings that matter here.
                     let reused = self.proxy.process_new_http(session, shutdown).await?;
                     let (stream, _settings) = reused.consume();
-                    conn = Conn::new(stream);
+                    conn = Conn { stream, buf };
                 }
             }
         }

@@ -121,6 +121,12 @@ impl Head {
         })
     }
 
+    /// The bytes of the whole request (head and body) when its framing is plain: a valid
+    /// `Content-Length` or none (no body), nothing unusual. `None` when only Pingora can tell.
+    pub fn request_len(&self) -> Option<usize> {
+        (!self.unusual).then(|| self.len + self.content_length.unwrap_or(0))
+    }
+
     /// The header fields as (`name`, `value`) slices of `buf`.
     pub fn headers<'b>(&'b self, buf: &'b [u8]) -> impl Iterator<Item = (&'b str, &'b [u8])> {
         self.fields.iter().map(move |(n, v)| {
@@ -181,7 +187,8 @@ pub fn parse(buf: &[u8]) -> Parsed {
         head.fields.push((range(name.as_bytes()), range(value)));
         if name.eq_ignore_ascii_case("content-length") {
             lengths += 1;
-            head.content_length = parse_length(value);
+            head.content_length =
+                crate::upstream::h1::parse_length(value).and_then(|n| usize::try_from(n).ok());
             if head.content_length.is_none() || lengths > 1 {
                 head.unusual = true;
             }
@@ -193,9 +200,14 @@ pub fn parse(buf: &[u8]) -> Parsed {
         } else if name.eq_ignore_ascii_case("content-type") {
             head.unusual |= content_types > 0;
             content_types += 1;
+            // Pingora reads it as visible ASCII (else 415).
+            head.unusual |= !value
+                .iter()
+                .all(|b| (0x20..0x7f).contains(b) || *b == b'\t');
             head.json = is_json(value);
         } else if name.eq_ignore_ascii_case("host") {
-            head.unusual |= hosts > 0;
+            // Pingora refuses an authority with user info (400).
+            head.unusual |= hosts > 0 || value.contains(&b'@');
             hosts += 1;
         } else if name.eq_ignore_ascii_case("connection") {
             head.close = value
@@ -214,15 +226,6 @@ pub fn parse(buf: &[u8]) -> Parsed {
         }
     }
     Parsed::Complete(head)
-}
-
-/// A `Content-Length` value: digits only, no sign, no spaces inside.
-fn parse_length(v: &[u8]) -> Option<usize> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// `application/json`, parameters allowed (the same test as the Pingora path's).
@@ -277,8 +280,14 @@ pub fn response_head(resp: &ResponseHeader, close: bool, out: &mut Vec<u8>) -> F
     framing
 }
 
-/// The head and body of a response the gateway writes itself.
-pub fn simple_response(status: u16, content_type: &str, body: &Bytes, close: bool) -> Vec<u8> {
+/// The head and body of a response the gateway writes itself (`extra`: more header fields).
+pub fn simple_response(
+    status: u16,
+    content_type: &str,
+    body: &Bytes,
+    extra: &[(&str, &str)],
+    close: bool,
+) -> Vec<u8> {
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -287,12 +296,18 @@ pub fn simple_response(status: u16, content_type: &str, body: &Bytes, close: boo
     let _ = std::io::Write::write_fmt(
         &mut out,
         format_args!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\ndate: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\ndate: {}\r\n",
             body.len(),
             get_cached_date().to_str().unwrap_or_default(),
-            if close { "connection: close\r\n" } else { "" }
         ),
     );
+    for (name, value) in extra {
+        let _ = std::io::Write::write_fmt(&mut out, format_args!("{name}: {value}\r\n"));
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     out
 }
@@ -354,6 +369,8 @@ mod tests {
             "Origin: a\r\nOrigin: b\r\n",
             "Host: a\r\nHost: b\r\n",
             "Content-Type: application/json\r\nContent-Type: text/plain\r\n",
+            "Host: user@example.com\r\n",
+            "Content-Type: application/json; x=\u{e9}\r\n",
         ] {
             let raw = format!("POST /mcp/a HTTP/1.1\r\nContent-Length: 2\r\n{extra}\r\n");
             assert!(head(&raw).unusual, "{extra}");

@@ -99,7 +99,6 @@ pub async fn authenticate(
     live: &Live,
     server: &str,
 ) -> Result<Option<Arc<BTreeSet<String>>>> {
-    let metrics = crate::telemetry::metrics::metrics();
     // The token is borrowed from the request header: no copy on the request path.
     let token = bearer(
         session
@@ -108,23 +107,50 @@ pub async fn authenticate(
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes()),
     );
-    let error = match token {
-        None => {
-            metrics.jwt("missing");
-            None
+    let error = match check(authn, live, token).await {
+        Ok(scopes) => {
+            crate::telemetry::metrics::metrics().jwt("valid");
+            return Ok(Some(scopes));
         }
-        Some(token) => match authn.scopes(live, token).await {
-            Ok(scopes) => {
-                metrics.jwt("valid");
-                return Ok(Some(scopes));
-            }
-            Err(reason) => {
-                metrics.jwt(reason);
-                tracing::debug!(reason, "bearer token rejected");
-                Some(reason)
-            }
-        },
+        Err(error) => error,
     };
+    let (challenge, body) = unauthorized(live, server, error);
+    respond::send(
+        session,
+        401,
+        "application/json",
+        body,
+        &[("www-authenticate", challenge.as_str())],
+        false,
+    )
+    .await?;
+    Ok(None)
+}
+
+/// Check the bearer `token` of a request (`None`: no usable `Authorization: Bearer`). `Ok`: the
+/// caller's scopes (the caller counts the `valid` result once it serves the request); `Err`:
+/// the rejection reason (`None` when no token was sent), already counted and logged at DEBUG.
+pub async fn check(
+    authn: &Authn,
+    live: &Live,
+    token: Option<&str>,
+) -> std::result::Result<Arc<BTreeSet<String>>, Option<&'static str>> {
+    let metrics = crate::telemetry::metrics::metrics();
+    let Some(token) = token else {
+        metrics.jwt("missing");
+        return Err(None);
+    };
+    authn.scopes(live, token).await.map_err(|reason| {
+        metrics.jwt(reason);
+        tracing::debug!(reason, "bearer token rejected");
+        Some(reason)
+    })
+}
+
+/// The 401 answer for `/mcp/{server}`: the `WWW-Authenticate` challenge (RFC 9728
+/// `resource_metadata`, plus `error="invalid_token"` when a token was sent and refused) and
+/// the JSON body.
+pub fn unauthorized(live: &Live, server: &str, error: Option<&str>) -> (String, Bytes) {
     let metadata = format!(
         "{}/.well-known/oauth-protected-resource/mcp/{server}",
         public_base(&live.config)
@@ -137,17 +163,7 @@ pub async fn authenticate(
     };
     let body = json!({ "error": if error.is_some() { "invalid_token" } else { "unauthorized" },
                        "message": "a valid bearer token is required" });
-    let body = Bytes::from(body.to_string());
-    respond::send(
-        session,
-        401,
-        "application/json",
-        body,
-        &[("www-authenticate", challenge.as_str())],
-        false,
-    )
-    .await?;
-    Ok(None)
+    (challenge, Bytes::from(body.to_string()))
 }
 
 /// RFC 9728 protected resource metadata for the endpoint at `path` (`""`, `/mcp`,

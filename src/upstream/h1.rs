@@ -334,8 +334,9 @@ impl Exchange {
     }
 }
 
-/// A `Content-Length` value: digits only (no sign, no inner spaces).
-fn parse_length(v: &[u8]) -> Option<u64> {
+/// A `Content-Length` value: digits only (no sign, no inner spaces). Shared with the front
+/// door's request parsing.
+pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
     let v = v.trim_ascii();
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;

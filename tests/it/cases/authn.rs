@@ -83,6 +83,8 @@ async fn no_token_is_401_with_resource_metadata() {
         "Bearer resource_metadata=\"http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp/up\""
     );
     assert_eq!(up.posts(), 0);
+    // Answered by the hot path (a refused token is checked once, not again by Pingora's).
+    assert_eq!(gw.served(), (1, 0));
 }
 
 #[tokio::test]

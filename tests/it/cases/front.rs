@@ -167,8 +167,17 @@ async fn one_connection_mixes_hot_and_handed_over_requests() {
     let text = String::from_utf8_lossy(&a.body);
     assert_eq!(text.matches("notifications/progress").count(), 2, "{text}");
 
+    // An empty answer (202, Content-Length: 0) keeps the connection too.
+    raw.send(&post("/mcp/up", "x-test-reply: status:202\r\n", CALL))
+        .await;
+    let a = raw.answer().await;
+    assert_eq!(a.status, 202, "{}", a.head);
+    assert!(a.body.is_empty());
+
     raw.send(&post("/mcp/up", "", CALL)).await;
     assert_eq!(raw.answer().await.status, 200);
+    // Every hot-path call went over one pooled upstream connection (Pingora's path has its own).
+    assert!(up.post_connections() <= 2, "{}", up.post_connections());
 
     // An unknown server is answered before its body is read, so Pingora closes the connection
     // after the answer (it cannot know where the next request starts).
@@ -176,10 +185,10 @@ async fn one_connection_mixes_hot_and_handed_over_requests() {
     assert_eq!(raw.answer().await.status, 404);
     assert!(raw.closes().await);
     // The malformed body and the unknown server never reached the upstream.
-    assert_eq!(up.posts(), 4);
-    // Hot: the three well-formed JSON POSTs; Pingora: /live, the malformed body, the chunked
+    assert_eq!(up.posts(), 5);
+    // Hot: the four well-formed JSON POSTs; Pingora: /live, the malformed body, the chunked
     // upload and the unknown server.
-    assert_eq!(gw.served(), (3, 4));
+    assert_eq!(gw.served(), (4, 4));
 }
 
 /// Requests written back to back before any answer (HTTP/1.1 pipelining) are answered in
@@ -199,6 +208,53 @@ async fn pipelined_requests_are_answered_in_order() {
     assert!(String::from_utf8_lossy(&b.body).contains(&format!("\"len\":{}", second.len())));
     assert_eq!(up.posts(), 2);
     assert_eq!(gw.served(), (2, 0));
+
+    // A request Pingora answers, pipelined with one the hot path serves: Pingora gets exactly
+    // the first one's bytes, the second waits and comes back to the hot path.
+    let mut both = post("/mcp/up", "", "{\"jsonrpc\":");
+    both.extend_from_slice(&post("/mcp/up", "", CALL));
+    raw.send(&both).await;
+    assert_eq!(raw.answer().await.status, 400);
+    assert_eq!(raw.answer().await.status, 200);
+    assert_eq!(gw.served(), (3, 1));
+}
+
+/// A request that arrives while the previous answer is still streaming (the client pipelines)
+/// waits in the buffer and is answered after it, on the same connection.
+#[tokio::test]
+async fn a_request_arriving_during_a_streamed_answer_is_kept_for_after_it() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(up.addr, "", "")).await;
+    let mut raw = Raw::connect(&gw).await;
+    raw.send(&post("/mcp/up", "x-test-reply: sse:3:60\r\n", CALL))
+        .await;
+    // Wait for the first progress event: the answer is being relayed now.
+    while !String::from_utf8_lossy(&raw.buf).contains("notifications/progress") {
+        assert!(raw.more().await, "closed before the first event");
+    }
+    let second = format!("{CALL} ");
+    raw.send(&post("/mcp/up", "", &second)).await;
+    let a = raw.answer().await;
+    let text = String::from_utf8_lossy(&a.body);
+    assert_eq!(text.matches("notifications/progress").count(), 3, "{text}");
+    let b = raw.answer().await;
+    assert_eq!(b.status, 200);
+    assert!(String::from_utf8_lossy(&b.body).contains(&format!("\"len\":{}", second.len())));
+    assert_eq!(gw.served(), (2, 0));
+}
+
+/// Several hot-path calls on one client connection reuse one upstream connection.
+#[tokio::test]
+async fn hot_path_calls_reuse_the_pooled_upstream_connection() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(up.addr, "", "")).await;
+    let mut raw = Raw::connect(&gw).await;
+    for _ in 0..5 {
+        raw.send(&post("/mcp/up", "", CALL)).await;
+        assert_eq!(raw.answer().await.status, 200);
+    }
+    assert_eq!(up.posts(), 5);
+    assert_eq!(up.post_connections(), 1);
 }
 
 /// What the hot path forwards is what the Pingora path forwards: the upstream's path and

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, Response, StatusCode};
 use axum::routing::post;
 use axum::Router;
@@ -36,6 +36,10 @@ pub struct Seen {
     pub last_headers: Mutex<Option<HeaderMap>>,
     pub last_body: Mutex<Option<Bytes>>,
     pub last_query: Mutex<Option<String>>,
+    /// The client addresses POSTs came from: one per upstream connection the gateway opened.
+    pub peers: Mutex<std::collections::HashSet<SocketAddr>>,
+    /// Signalled on every POST received.
+    pub post_notify: Notify,
 }
 
 pub struct Upstream {
@@ -52,6 +56,7 @@ impl Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener, app).await;
         });
         Upstream { addr, seen }
@@ -59,6 +64,11 @@ impl Upstream {
 
     pub fn posts(&self) -> usize {
         self.seen.posts.load(Ordering::SeqCst)
+    }
+
+    /// How many connections the gateway opened to this upstream for POSTs.
+    pub fn post_connections(&self) -> usize {
+        self.seen.peers.lock().unwrap().len()
     }
 
     /// The query string of the last POST.
@@ -100,11 +110,14 @@ impl Drop for CancelGuard {
 
 async fn on_post(
     State(seen): State<Arc<Seen>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
     seen.posts.fetch_add(1, Ordering::SeqCst);
+    seen.peers.lock().unwrap().insert(peer);
+    seen.post_notify.notify_waiters();
     *seen.last_query.lock().unwrap() = query;
     *seen.last_headers.lock().unwrap() = Some(headers.clone());
     *seen.last_body.lock().unwrap() = Some(body.clone());
