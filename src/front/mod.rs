@@ -45,6 +45,9 @@ use crate::telemetry::metrics::metrics;
 use hot::Outcome;
 use wire::Conn;
 
+/// How long closing a connection may wait for its last bytes to go out.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -131,8 +134,13 @@ impl ServerApp for Front {
             match hot::serve(self, &mut conn, &mut stop).await {
                 Outcome::Again => {}
                 Outcome::Close => {
-                    // Orderly close (a TLS close_notify); the peer may already be gone.
-                    let _ = conn.stream.shutdown().await;
+                    // Orderly close (a TLS close_notify), bounded: the peer may be gone or may
+                    // have stopped reading.
+                    let _ = pingora_timeout::fast_timeout::fast_timeout(
+                        CLOSE_TIMEOUT,
+                        conn.stream.shutdown(),
+                    )
+                    .await;
                     return None;
                 }
                 Outcome::HandOver(len) => {
