@@ -1,27 +1,36 @@
 //! The bounded cache of verified tokens: a repeated bearer token costs no signature check.
 //! Keyed by the token's SHA-256 (the token itself is never stored); entries expire at `exp`.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use super::jwt::{unix_now, JwtError, KeySet, Verified, Verifier};
 
-const CACHE_SHARDS: usize = 16;
+const CACHE_SHARDS: usize = 64;
 
-struct CacheEntry {
-    verified: Arc<Verified>,
+type Entries = HashMap<[u8; 32], Arc<Verified>>;
+
+/// One shard: readers load the map without a lock; writers (a newly verified token, after a
+/// signature check) take turns and publish a new map.
+#[derive(Default)]
+struct Shard {
+    entries: ArcSwap<Entries>,
+    writer: Mutex<()>,
 }
 
 /// A bounded cache of verified tokens, keyed by the SHA-256 of the token (the token itself is
 /// never stored), each entry expiring at the token's `exp`.
 ///
-/// Sharded 16 ways by hash; each shard is a `std::sync::Mutex<HashMap>` held only for a lookup or
-/// an insert (no I/O, no awaiting, no signature work under the lock). When a shard is full, an
-/// insert first drops its expired entries, then an arbitrary entry if still full.
+/// Sharded 64 ways by hash. A lookup (every authenticated request) takes no lock: it loads the
+/// shard's current map from an `ArcSwap`. An insert (only after a signature check, which costs
+/// far more) copies the shard's map (a few hundred entries), changes it and publishes it, writers
+/// of one shard taking turns on a mutex. When a shard is full, an insert first drops its expired
+/// entries, then an arbitrary entry if still full; expired entries are otherwise ignored by
+/// lookups and dropped by the next insert into their shard.
 ///
 /// Entries are only as valid as the [`Verifier`] that produced them: use one cache per verifier
 /// (a config reload that changes issuers or audiences needs a fresh cache).
@@ -29,7 +38,7 @@ struct CacheEntry {
 /// The cache does not know about key rotation: call [`TokenCache::clear`] when keys are removed if
 /// tokens signed by them must stop working before they expire.
 pub struct TokenCache {
-    shards: Vec<Mutex<HashMap<[u8; 32], CacheEntry>>>,
+    shards: Vec<Shard>,
     per_shard: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -38,7 +47,7 @@ pub struct TokenCache {
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenCache")
-            .field("capacity", &(self.per_shard * CACHE_SHARDS))
+            .field("capacity", &self.capacity())
             .field("hits", &self.hits())
             .field("misses", &self.misses())
             .finish()
@@ -46,12 +55,10 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    /// A cache holding about `capacity` tokens (rounded up to a multiple of 16; 0 disables it).
+    /// A cache holding about `capacity` tokens (rounded up to a multiple of 64; 0 disables it).
     pub fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
+            shards: (0..CACHE_SHARDS).map(|_| Shard::default()).collect(),
             per_shard: capacity.div_ceil(CACHE_SHARDS),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -62,29 +69,24 @@ impl TokenCache {
         Sha256::digest(token.as_bytes()).into()
     }
 
-    fn shard(&self, key: &[u8; 32]) -> Option<&Mutex<HashMap<[u8; 32], CacheEntry>>> {
+    fn shard(&self, key: &[u8; 32]) -> Option<&Shard> {
         self.shards.get(usize::from(key[0]) % CACHE_SHARDS)
     }
 
-    /// The cached verification of `token`, if present and not expired at `now`.
+    /// The cached verification of `token`, if present and not expired at `now`. Lock-free.
     pub fn get_at(&self, token: &str, now: u64) -> Option<Arc<Verified>> {
         if self.per_shard == 0 {
             return None;
         }
         let key = Self::key(token);
-        let found = {
-            let mut shard = self.shard(&key)?.lock().ok()?;
-            match shard.entry(key) {
-                Entry::Occupied(e) if e.get().verified.exp > now => {
-                    Some(Arc::clone(&e.get().verified))
-                }
-                Entry::Occupied(e) => {
-                    e.remove();
-                    None
-                }
-                Entry::Vacant(_) => None,
-            }
-        };
+        let found = self.shard(&key).and_then(|shard| {
+            shard
+                .entries
+                .load()
+                .get(&key)
+                .filter(|v| v.exp > now)
+                .cloned()
+        });
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -112,35 +114,37 @@ impl TokenCache {
         let Some(shard) = self.shard(&key) else {
             return;
         };
-        let Ok(mut shard) = shard.lock() else {
+        let Ok(_turn) = shard.writer.lock() else {
             return;
         };
-        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
-            shard.retain(|_, e| e.verified.exp > now);
-            if shard.len() >= self.per_shard {
-                if let Some(victim) = shard.keys().next().copied() {
-                    shard.remove(&victim);
-                }
+        let mut next: Entries = (**shard.entries.load()).clone();
+        next.retain(|_, v| v.exp > now);
+        if next.len() >= self.per_shard && !next.contains_key(&key) {
+            if let Some(victim) = next.keys().next().copied() {
+                next.remove(&victim);
             }
         }
-        shard.insert(key, CacheEntry { verified });
+        next.insert(key, verified);
+        shard.entries.store(Arc::new(next));
     }
 
     /// Drops every entry.
     pub fn clear(&self) {
         for shard in &self.shards {
-            if let Ok(mut s) = shard.lock() {
-                s.clear();
+            if let Ok(_turn) = shard.writer.lock() {
+                shard.entries.store(Arc::default());
             }
         }
     }
 
     /// Entries currently held (including expired ones not yet dropped).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .filter_map(|s| s.lock().ok().map(|s| s.len()))
-            .sum()
+        self.shards.iter().map(|s| s.entries.load().len()).sum()
+    }
+
+    /// How many entries it holds at most (the capacity asked for, rounded up per shard).
+    pub fn capacity(&self) -> usize {
+        self.per_shard * CACHE_SHARDS
     }
 
     /// True when no entry is held.
