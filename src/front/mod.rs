@@ -4,7 +4,7 @@
 //! hop (BENCHMARKS.md: 12.9 µs to answer `/live` with no upstream; much of it moving and boxing
 //! its per-request futures). The gateway's hot path is one request shape: `POST /mcp/{server}`
 //! with a JSON body, to a plain-text Streamable HTTP upstream, answered by the upstream. For that
-//! shape this module serves HTTP/1.1 keep-alive connections itself ([`hot`]); every other request
+//! shape this module serves HTTP/1.1 keep-alive connections itself (`hot`); every other request
 //! goes to Pingora's `HttpProxy` whole, the bytes already read first
 //! ([`ServerSession::set_pipelined_prefix`]), and the connection comes back here after it.
 //!
@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Both paths decide with the same functions ([`crate::proxy::route`], [`crate::proxy::authn`],
-//! [`crate::mcp::jsonrpc`], [`crate::proxy::verdict`]). The hot path hands every request it
+//! [`crate::mcp::jsonrpc`], `proxy::verdict`). The hot path hands every request it
 //! would refuse to Pingora, which answers it, with one exception: a refused bearer token gets
 //! its 401 here (built by the same [`crate::proxy::authn::unauthorized`]), so that a forged token
 //! costs one signature check, not two. A request handed over carries exactly its own bytes when

@@ -19,7 +19,9 @@
 //! 4. the upstream connection returned to the pool when the response completed cleanly.
 //!
 //! This is the only module that knows about the workaround; everything else sees a `Route`
-//! and a body.
+//! and a body. (The front door's hot path, [`crate::front`], never meets the problem: it serves
+//! its requests without a Pingora session at all, reading the body itself under the same cap, and
+//! uses `open_plain` from here for the exchange.)
 
 use std::time::{Duration, Instant};
 

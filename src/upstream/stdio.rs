@@ -6,7 +6,7 @@
 //! bytes reach [`super::mux`] as written, so no field is lost in a typed re-serialization.
 //! Its stderr goes to the log, line by line, under the server's name.
 //!
-//! The child gets a minimal environment ([`INHERITED_ENV`]: `PATH`, `HOME`, locale, proxies and
+//! The child gets a minimal environment (`INHERITED_ENV`: `PATH`, `HOME`, locale, proxies and
 //! CA bundles) plus the configured `connection.env`: the gateway's own secrets (session key,
 //! upstream credentials in its environment) are not inherited.
 

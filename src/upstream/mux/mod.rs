@@ -241,7 +241,7 @@ pub struct Mux {
     latency: prometheus::Histogram,
     /// Session ids ended by DELETE (read lock-free per request; written on DELETE only).
     closed: ArcSwap<HashSet<Arc<str>>>,
-    /// Their order, to forget the oldest past [`MAX_CLOSED`].
+    /// Their order, to forget the oldest past `MAX_CLOSED`.
     closed_order: std::sync::Mutex<std::collections::VecDeque<Arc<str>>>,
 }
 
@@ -388,7 +388,7 @@ impl Mux {
     }
 
     /// End a downstream session (DELETE): its calls are cancelled, its subscriptions released,
-    /// and this replica answers 404 to the id from now on (the newest [`MAX_CLOSED`] ids).
+    /// and this replica answers 404 to the id from now on (the newest `MAX_CLOSED` ids).
     pub fn close(&self, session: Arc<str>) {
         if let Ok(mut order) = self.closed_order.lock() {
             let mut set = HashSet::clone(&self.closed.load());
