@@ -17,6 +17,8 @@
 #   BENCH_WRK_THREADS [1]  BENCH_GATEWAY_THREADS [1]  BENCH_PIN [1: taskset when >= 2 cpus]
 #   BENCH_SERVER_CPUS [0]  BENCH_CLIENT_CPUS [1]
 #   PORTCULLIS_BIN [target/release/portcullis, built with cargo build --release --locked]
+#   PORTCULLIS_BIN_B [unset: a second gateway binary, same config, as a fourth target
+#                     `portcullis-b`: two builds compared in one run]
 #   BENCH_KEEP [0: 1 keeps the scratch folder with configs, logs and raw wrk output]
 set -euo pipefail
 
@@ -57,6 +59,7 @@ trap cleanup EXIT
 PORT_DIRECT=$(free_port)
 PORT_PROXY=$(free_port)
 PORT_GATEWAY=$(free_port)
+PORT_GATEWAY_B=$(free_port)
 
 # The canned answer: what server-everything's echo tool returns, as plain JSON.
 CANNED='{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Echo: hi"}]}}'
@@ -184,6 +187,14 @@ declare -A URL=(
     [portcullis]="http://127.0.0.1:$PORT_GATEWAY/mcp/bench"
 )
 TARGETS=(direct nginx-proxy portcullis)
+if [ -n "${PORTCULLIS_BIN_B:-}" ]; then
+    [ -x "$PORTCULLIS_BIN_B" ] || die "no gateway binary at PORTCULLIS_BIN_B=$PORTCULLIS_BIN_B"
+    sed "s/127.0.0.1:$PORT_GATEWAY/127.0.0.1:$PORT_GATEWAY_B/" "$WORK/gateway.yaml" >"$WORK/gateway-b.yaml"
+    start portcullis-b "$PORTCULLIS_BIN_B" serve --config "$WORK/gateway-b.yaml"
+    GATEWAY_B_PID=${pids[-1]}
+    URL[portcullis-b]="http://127.0.0.1:$PORT_GATEWAY_B/mcp/bench"
+    TARGETS+=(portcullis-b)
+fi
 for t in "${TARGETS[@]}"; do
     wait_ok "$t" "${URL[$t]}"
 done
@@ -197,6 +208,7 @@ declare -A SERVER_PID=(
     [nginx-proxy]=$(worker_of "$PROXY_MASTER")
     [portcullis]=$GATEWAY_PID
 )
+[ -z "${GATEWAY_B_PID:-}" ] || SERVER_PID[portcullis-b]=$GATEWAY_B_PID
 for t in "${TARGETS[@]}"; do
     [ -n "${SERVER_PID[$t]}" ] || die "no server process found for $t"
 done
@@ -260,7 +272,7 @@ import statistics
 import sys
 
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
-order = ["direct", "nginx-proxy", "portcullis"]
+order = [t for t in ["direct", "nginx-proxy", "portcullis", "portcullis-b"] if any(r[1] == t for r in rows)]
 med = {}
 for target in order:
     mine = [r for r in rows if r[1] == target]
@@ -283,6 +295,10 @@ print("| ratio | req/s | p50 | p99 | CPU/req |")
 print("|---|---:|---:|---:|---:|")
 print(f"| portcullis / nginx-proxy | {p['rps'] / n['rps']:.2f} | {p['p50'] / n['p50']:.2f} | {p['p99'] / n['p99']:.2f} | {p['cpu'] / n['cpu']:.2f} |")
 print(f"| portcullis / direct | {p['rps'] / d['rps']:.2f} | {p['p50'] / d['p50']:.2f} | {p['p99'] / d['p99']:.2f} | |")
+if "portcullis-b" in med:
+    b = med["portcullis-b"]
+    print(f"| portcullis-b / nginx-proxy | {b['rps'] / n['rps']:.2f} | {b['p50'] / n['p50']:.2f} | {b['p99'] / n['p99']:.2f} | {b['cpu'] / n['cpu']:.2f} |")
+    print(f"| portcullis / portcullis-b | {p['rps'] / b['rps']:.2f} | {p['p50'] / b['p50']:.2f} | {p['p99'] / b['p99']:.2f} | {p['cpu'] / b['cpu']:.2f} |")
 if any(med[t]["bad"] for t in order):
     print()
     print("**Warning: some responses were not 2xx; those numbers do not measure proxying.**")
@@ -299,6 +315,7 @@ EOF
         "$LOAD_BEFORE" "$LOAD_AFTER"
     printf -- '- portcullis %s (%s); %s; %s\n' "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
         "$PORTCULLIS_BIN" "$(nginx -v 2>&1)" "$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
+    [ -z "${PORTCULLIS_BIN_B:-}" ] || printf -- '- portcullis-b: %s\n' "$PORTCULLIS_BIN_B"
     printf '\n'
     cat "$SUMMARY"
 } >>bench/out/latest.md
