@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use pingora_core::server::ShutdownWatch;
 
 use super::wire::{self, Conn, Framing, Head, Parsed};
@@ -64,7 +63,7 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
     if len > MAX_HOT_BODY || len > live.config.server.max_body_bytes {
         return hand_over;
     }
-    let Some((path, _)) = head.path_and_query(&conn.buf) else {
+    let Some(path) = head.path(&conn.buf) else {
         return hand_over;
     };
     let Route::Server(name) = Route::parse(path) else {
@@ -145,7 +144,7 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
     let connection = head.connection.clone().map(|r| &request[r]);
     crate::proxy::upstream::encode_head(
         "POST",
-        query_of(&head, &request),
+        head.query(&request),
         head.headers(&request),
         connection,
         route,
@@ -193,11 +192,6 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
         started.elapsed().as_secs_f64(),
     );
     next
-}
-
-/// The query of the request target, from the committed request bytes.
-fn query_of<'b>(head: &Head, request: &'b Bytes) -> Option<&'b str> {
-    head.path_and_query(request).and_then(|(_, q)| q)
 }
 
 /// Wait for a complete request head at the start of the buffer. `Ok(None)`: the connection

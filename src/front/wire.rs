@@ -90,8 +90,10 @@ pub struct Head {
     pub post: bool,
     /// HTTP/1.1 (HTTP/1.0 goes to Pingora).
     pub http11: bool,
-    /// The request target (origin form: path and query).
-    pub target: Range<usize>,
+    /// The path of an origin-form target (`None` for any other form: Pingora's).
+    pub path: Option<Range<usize>>,
+    /// The query of the target, without the `?`.
+    pub query: Option<Range<usize>>,
     /// Every header field: name, value.
     pub fields: Vec<(Range<usize>, Range<usize>)>,
     /// The one valid `Content-Length`, if exactly one was sent.
@@ -109,16 +111,14 @@ pub struct Head {
 }
 
 impl Head {
-    /// Path and query of the target (`None` for a target that is not in origin form).
-    pub fn path_and_query<'b>(&self, buf: &'b [u8]) -> Option<(&'b str, Option<&'b str>)> {
-        let target = std::str::from_utf8(&buf[self.target.clone()]).ok()?;
-        if !target.starts_with('/') {
-            return None;
-        }
-        Some(match target.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (target, None),
-        })
+    /// The path of the target (`None` when it is not in origin form).
+    pub fn path<'b>(&self, buf: &'b [u8]) -> Option<&'b str> {
+        std::str::from_utf8(&buf[self.path.clone()?]).ok()
+    }
+
+    /// The query of the target, if any.
+    pub fn query<'b>(&self, buf: &'b [u8]) -> Option<&'b str> {
+        std::str::from_utf8(&buf[self.query.clone()?]).ok()
     }
 
     /// The bytes of the whole request (head and body) when its framing is plain: a valid
@@ -161,14 +161,19 @@ pub fn parse(buf: &[u8]) -> Parsed {
         let start = s.as_ptr() as usize - base;
         start..start + s.len()
     };
-    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Parsed::Other;
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(range(q.as_bytes()))),
+        None => (target, None),
     };
     let mut head = Head {
         len,
         post: method == "POST",
         http11: version == 1,
-        target: range(path.as_bytes()),
+        path: path.starts_with('/').then(|| range(path.as_bytes())),
+        query,
         fields: Vec::with_capacity(req.headers.len()),
         content_length: None,
         unusual: false,
@@ -180,7 +185,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
     };
     // Pingora refuses a duplicate `Host` and reads the first `Content-Type`; such requests
     // and targets with a fragment are left to it.
-    head.unusual |= path.contains('#');
+    head.unusual |= target.contains('#');
     let (mut lengths, mut content_types, mut hosts) = (0, 0, 0);
     for h in req.headers.iter() {
         let (name, value) = (h.name, h.value);
@@ -204,7 +209,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
             head.unusual |= !value
                 .iter()
                 .all(|b| (0x20..0x7f).contains(b) || *b == b'\t');
-            head.json = is_json(value);
+            head.json = crate::proxy::is_json_media_type(value);
         } else if name.eq_ignore_ascii_case("host") {
             // Pingora refuses an authority with user info (400).
             head.unusual |= hosts > 0 || value.contains(&b'@');
@@ -226,12 +231,6 @@ pub fn parse(buf: &[u8]) -> Parsed {
         }
     }
     Parsed::Complete(head)
-}
-
-/// `application/json`, parameters allowed (the same test as the Pingora path's).
-fn is_json(v: &[u8]) -> bool {
-    let mime = v.split(|b| *b == b';').next().unwrap_or_default();
-    mime.trim_ascii().eq_ignore_ascii_case(b"application/json")
 }
 
 /// How the response body goes out.
@@ -346,10 +345,8 @@ mod tests {
         assert!(h.post && h.http11 && h.json && !h.unusual && !h.close);
         assert_eq!(h.content_length, Some(12));
         assert_eq!(h.len, raw.len() - 2);
-        assert_eq!(
-            h.path_and_query(raw.as_bytes()),
-            Some(("/mcp/a", Some("x=1")))
-        );
+        assert_eq!(h.path(raw.as_bytes()), Some("/mcp/a"));
+        assert_eq!(h.query(raw.as_bytes()), Some("x=1"));
         let auth = h.authorization.clone().map(|r| &raw.as_bytes()[r]);
         assert_eq!(auth, Some(&b"Bearer t"[..]));
         let names: Vec<_> = h.headers(raw.as_bytes()).map(|(n, _)| n).collect();
@@ -384,10 +381,7 @@ mod tests {
         let h = head("POST /mcp/a HTTP/1.0\r\nContent-Length: 2\r\n\r\n");
         assert!(!h.http11);
         let h = head("POST http://x/mcp/a HTTP/1.1\r\n\r\n");
-        assert_eq!(
-            h.path_and_query(b"POST http://x/mcp/a HTTP/1.1\r\n\r\n"),
-            None
-        );
+        assert_eq!(h.path(b"POST http://x/mcp/a HTTP/1.1\r\n\r\n"), None);
     }
 
     #[test]

@@ -367,9 +367,14 @@ async fn authorize(
 fn is_json(req: &RequestHeader) -> bool {
     req.headers
         .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|v| v.to_str().is_ok() && is_json_media_type(v.as_bytes()))
+}
+
+/// A `Content-Type` value naming `application/json` (parameters allowed). Shared with the front
+/// door, which reads raw header bytes.
+pub(crate) fn is_json_media_type(value: &[u8]) -> bool {
+    let mime = value.split(|b| *b == b';').next().unwrap_or_default();
+    mime.trim_ascii().eq_ignore_ascii_case(b"application/json")
 }
 
 async fn not_found(session: &mut Session, live: &Live, server: &str) -> Result<u16> {

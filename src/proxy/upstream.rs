@@ -173,15 +173,7 @@ const DROP_UPSTREAM: [HeaderName; 9] = [
 /// True for a header that never crosses the gateway: hop-by-hop (fixed, or named by the
 /// request's `Connection` header) or owned by the gateway.
 fn hop_by_hop(name: &HeaderName, connection: Option<&http::HeaderValue>) -> bool {
-    if DROP_UPSTREAM.contains(name) {
-        return true;
-    }
-    connection
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|list| {
-            list.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
-        })
+    hop_by_hop_raw(name.as_str(), connection.map(|v| v.as_bytes()))
 }
 
 /// Encode the upstream request head of the pre-read POST path as HTTP/1.1 bytes: the same
