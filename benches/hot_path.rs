@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-request work the gateway adds: JSON-RPC classification (with
-//! duplicate-key checks) at several body sizes, route parsing and the upstream header rewrite.
+//! duplicate-key checks) at several body sizes, endpoint parsing, policy, tokens, the whole
+//! decision (`Gateway::decide`) and the trace context.
 //!
 //! `cargo bench --bench hot_path`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -7,8 +8,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use portcullis::endpoints::Endpoint;
 use portcullis::mcp::jsonrpc::classify;
-use portcullis::proxy::route::Route;
 
 fn tools_call(pad: usize) -> Vec<u8> {
     format!(
@@ -49,7 +50,7 @@ fn bench_classify(c: &mut Criterion) {
 
 fn bench_route(c: &mut Criterion) {
     c.bench_function("route_parse", |b| {
-        b.iter(|| Route::parse(black_box("/mcp/everything")))
+        b.iter(|| Endpoint::parse(black_box("/mcp/everything")))
     });
 }
 
@@ -66,7 +67,7 @@ fn bench_policy(c: &mut Criterion) {
     yaml.push_str("    \"srv:echo*\": [scope:user]\n    \"srv:*\": [scope:admin]\n");
     yaml.push_str("proxy:\n  servers:\n    - name: srv\n      type: streamable-http\n      connection:\n        url: \"http://127.0.0.1:1/mcp\"\n");
     let rt = portcullis::config::load_str(&yaml, "bench.yaml", &|_| None).expect("bench config");
-    let policy = Policy::from_runtime(&rt);
+    let policy = Policy::from_config(&rt);
     let scopes: std::collections::BTreeSet<String> =
         ["scope:user".to_string(), "openid".to_string()].into();
     c.bench_function("authorize_50_patterns", |b| {
@@ -108,9 +109,9 @@ fn bench_policy(c: &mut Criterion) {
         b.iter(|| {
             let env = classify(black_box(call)).unwrap();
             match &env.messages[0] {
-                portcullis::mcp::jsonrpc::Message::Request {
-                    target: Some(name), ..
-                } => policy.authorize(&scopes, Kind::Tool, "srv", name).is_ok(),
+                portcullis::mcp::jsonrpc::Message::Request { uses: Some(u), .. } => policy
+                    .authorize(&scopes, Kind::Tool, "srv", &u.name)
+                    .is_ok(),
                 _ => false,
             }
         })
@@ -159,17 +160,66 @@ fn bench_token(c: &mut Criterion) {
     });
     let yaml = "server:\n  listen: \"127.0.0.1:8080\"\noauth:\n  enabled: false\nauth:\n  claims: [groups]\n  mappings:\n    \"groups:Bench\": [scope:bench]\n    \"groups:Engineering\": [scope:eng, scope:read]\n";
     let rt = portcullis::config::load_str(yaml, "bench.yaml", &|_| None).expect("bench config");
-    let policy = portcullis::policy::Policy::from_runtime(&rt);
+    let policy = portcullis::policy::Policy::from_config(&rt);
     let verified = verifier.verify_cached(&token, &keys, &cache).unwrap();
     c.bench_function("claims_to_scopes", |b| {
         b.iter(|| policy.scope_map().scopes_for(black_box(&verified.claims)))
     });
-    // What a request pays: the scopes remembered with the cached token.
+    // What a request pays: the principal remembered with the cached token.
     c.bench_function("claims_to_scopes_remembered", |b| {
         b.iter(|| {
             policy
                 .scope_map()
-                .scopes_memo(black_box(&verified.claims), &verified.scopes)
+                .principal(black_box(&verified.claims), &verified.principal)
+        })
+    });
+}
+
+/// The whole decision on an allowed `tools/call` (no authentication; the body in memory), and
+/// the trace context every request gets.
+fn bench_decide(c: &mut Criterion) {
+    use futures_util::FutureExt;
+    use portcullis::gateway::{Gateway, Observation, Plan, Trace};
+    use portcullis::request::{Fields, RequestView};
+    let yaml = "server:\n  listen: \"127.0.0.1:8080\"\noauth:\n  enabled: false\nproxy:\n  servers:\n    - name: srv\n      type: streamable-http\n      connection:\n        url: \"http://127.0.0.1:1/mcp\"\n";
+    let rt = portcullis::config::load_str(yaml, "bench.yaml", &|_| None).expect("bench config");
+    let snap = portcullis::state::Snapshot::new(rt);
+    let gw = Gateway {
+        authn: None,
+        health: Default::default(),
+    };
+    let body = bytes::Bytes::from(tools_call(0));
+    let mut headers = http::HeaderMap::new();
+    headers.insert("host", "127.0.0.1:8080".parse().unwrap());
+    headers.insert("content-type", "application/json".parse().unwrap());
+    headers.insert(
+        "accept",
+        "application/json, text/event-stream".parse().unwrap(),
+    );
+    headers.insert("content-length", body.len().to_string().parse().unwrap());
+    c.bench_function("decide_tools_call", |b| {
+        b.iter(|| {
+            let view = RequestView::new(
+                http::Method::POST,
+                Some("/mcp/srv"),
+                None,
+                false,
+                Fields::Map(&headers),
+            );
+            let mut src = body.clone();
+            let mut obs = Observation::start(&http::Method::POST);
+            let plan = gw
+                .decide(&snap, black_box(&view), &mut src, &mut obs)
+                .now_or_never()
+                .expect("decided without waiting");
+            matches!(plan, Plan::Forward(_))
+        })
+    });
+    c.bench_function("trace_context", |b| {
+        b.iter(|| {
+            Trace::continue_or_start(black_box(None))
+                .traceparent()
+                .len()
         })
     });
 }
@@ -179,6 +229,7 @@ criterion_group!(
     bench_classify,
     bench_route,
     bench_policy,
-    bench_token
+    bench_token,
+    bench_decide
 );
 criterion_main!(benches);

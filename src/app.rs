@@ -1,31 +1,37 @@
-//! Assembles the Pingora server: the proxy service on the configured listener, the config
-//! watcher and the upstream health prober as background services.
+//! Assembles the gateway, one way for production and tests alike ([`assemble`]): the store of
+//! snapshots, the token verifier, the listener's application (the front door before Pingora's
+//! proxy), and the background services (config watcher, upstream prober, signing-key
+//! refresher, the shutdown of shared-session upstreams). [`build`] puts them on a Pingora
+//! server; [`Embedded`] runs them on the current tokio runtime, on a listener bound by the
+//! caller (in-process tests bind port 0).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::ServerConf;
-use pingora_core::server::Server;
-use pingora_core::services::background::background_service;
+use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 
-use crate::auth::jwks::JwksRefresher;
-use crate::config::Runtime;
-use crate::front::Front;
-use crate::proxy::authn::Authn;
-use crate::proxy::Gateway;
-use crate::reload::watcher::{Watcher, DEFAULT_DEBOUNCE};
-use crate::reload::Snapshot;
-use crate::upstream::health::{Health, Prober};
+use crate::auth::{Authn, JwksRefresher};
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::http::front::Front;
+use crate::http::pingora::PingoraPath;
+use crate::state::probe::{Health, Prober};
+use crate::state::watcher::{Watcher, DEFAULT_DEBOUNCE};
+use crate::state::Store;
 
 /// Interval between upstream reachability probes.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Refuse configurations this build cannot serve (compile already checks most of it).
-pub fn check_servable(rt: &Runtime) -> anyhow::Result<()> {
+pub fn check_servable(rt: &Config) -> anyhow::Result<()> {
     if rt.oauth.enabled && rt.oauth.authorization_servers.is_empty() && rt.oauth.jwks_uri.is_none()
     {
         bail!("oauth.enabled needs `authorization_servers` or `jwks_uri`");
@@ -33,93 +39,164 @@ pub fn check_servable(rt: &Runtime) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The listener's application (no listener): the front door ([`Front`]) before Pingora's
-/// `HttpProxy` running the [`Gateway`]. Used by `serve` and by in-process tests.
-pub fn proxy_app(
-    conf: &Arc<ServerConf>,
-    snapshot: Arc<Snapshot>,
-    health: Arc<Health>,
-    authn: Option<Arc<Authn>>,
-) -> Front {
-    let gateway = Gateway::new(snapshot.clone(), health, authn.clone());
-    let mut app = pingora_proxy::http_proxy(conf, gateway);
-    let mut opts = HttpServerOptions::default();
-    opts.h2c = true; // HTTP/2 with prior knowledge on cleartext listeners.
-    app.server_options = Some(opts);
-    Front::new(app, snapshot, authn)
+/// A background service shared between the server and its caller.
+#[derive(Clone)]
+pub struct Background(Arc<dyn BackgroundService + Send + Sync>);
+
+#[async_trait]
+impl BackgroundService for Background {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.start(shutdown).await;
+    }
 }
 
-/// Build the whole server for `config` (already loaded from `path`).
-pub fn build(path: &Path, config: Runtime) -> anyhow::Result<Server> {
+/// The assembled gateway, not yet serving.
+pub struct Parts {
+    /// The listener's application.
+    pub front: Arc<Front>,
+    /// The live snapshot and its reloads.
+    pub store: Arc<Store>,
+    /// Token verification and upstream health (what decisions use beyond the snapshot).
+    pub gateway: Arc<Gateway>,
+    /// Background services, by name.
+    pub services: Vec<(&'static str, Background)>,
+    /// Where the config says to listen.
+    pub listen: SocketAddr,
+}
+
+/// Tunables of [`assemble`] that are not in the config file.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Quiet time after the last file event before the config is reloaded.
+    pub watch_debounce: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            watch_debounce: DEFAULT_DEBOUNCE,
+        }
+    }
+}
+
+/// Assemble the gateway for `config` (already loaded from `path`); `conf` is Pingora's server
+/// configuration (threads, grace period), which the proxy reads.
+pub fn assemble(
+    path: &Path,
+    config: Config,
+    conf: &Arc<ServerConf>,
+    options: Options,
+) -> anyhow::Result<Parts> {
     check_servable(&config)?;
+    let listen = config.server.listen;
+    let grace = config.server.grace_period;
+    let authn = Authn::from_config(&config).context("cannot set up token verification")?;
+    let store = Store::new(path, config);
+    let health = Arc::new(Health::default());
+    let gateway = Arc::new(Gateway {
+        authn: authn.clone(),
+        health: health.clone(),
+    });
+    let mut proxy =
+        pingora_proxy::http_proxy(conf, PingoraPath::new(store.clone(), gateway.clone()));
+    let mut opts = HttpServerOptions::default();
+    opts.h2c = true; // HTTP/2 with prior knowledge on cleartext listeners.
+    proxy.server_options = Some(opts);
+    let front = Arc::new(Front::new(proxy, store.clone(), gateway.clone()));
+
+    let mut services: Vec<(&'static str, Background)> = vec![
+        (
+            "upstream processes",
+            Background(Arc::new(crate::upstream::registry::Shutdown {
+                registry: store.registry().clone(),
+                grace,
+            })),
+        ),
+        (
+            "config watcher",
+            Background(Arc::new(Watcher::new(
+                store.clone(),
+                options.watch_debounce,
+            ))),
+        ),
+        (
+            "upstream health",
+            Background(Arc::new(Prober {
+                health,
+                store: store.clone(),
+                interval: PROBE_INTERVAL,
+            })),
+        ),
+    ];
+    if let Some(authn) = authn {
+        services.push((
+            "signing keys",
+            Background(Arc::new(JwksRefresher {
+                jwks: authn.jwks.clone(),
+                interval: authn.refresh,
+                retry: Duration::from_secs(5),
+            })),
+        ));
+    }
+    Ok(Parts {
+        front,
+        store,
+        gateway,
+        services,
+        listen,
+    })
+}
+
+/// Build the whole Pingora server for `config` (already loaded from `path`).
+pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
     for w in &config.warnings {
         tracing::warn!("{}", w.render_as_warning());
     }
-    let listen = config.server.listen;
-    let config_grace = config.server.grace_period;
     if !config.oauth.enabled {
-        tracing::warn!(%listen, "authentication is disabled (oauth.enabled: false); serving on a loopback listener only");
+        tracing::warn!(listen = %config.server.listen, "authentication is disabled (oauth.enabled: false); serving on a loopback listener only");
     }
-    let authn = Authn::from_config(&config).context("cannot set up token verification")?;
-    let mut conf = ServerConf {
+    let conf = ServerConf {
         threads: config.server.threads.max(1),
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.grace_period.as_secs().max(1)),
-        pid_file: format!("/tmp/portcullis-{}.pid", listen.port()),
-        upgrade_sock: format!("/tmp/portcullis-{}-upgrade.sock", listen.port()),
+        pid_file: format!("/tmp/portcullis-{}.pid", config.server.listen.port()),
+        upgrade_sock: format!(
+            "/tmp/portcullis-{}-upgrade.sock",
+            config.server.listen.port()
+        ),
+        // One current-thread runtime per thread: fewer cross-thread wakeups on the hot path.
+        work_stealing: false,
         ..ServerConf::default()
     };
-    // One current-thread runtime per thread: fewer cross-thread wakeups on the hot path.
-    conf.work_stealing = false;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-
-    let snapshot = Snapshot::new(path, config);
-    let health = Arc::new(Health::default());
-    let app = proxy_app(
-        &server.configuration,
-        snapshot.clone(),
-        health.clone(),
-        authn.clone(),
-    );
-    let mut proxy = Service::new("portcullis proxy".to_string(), app);
-    proxy.add_tcp(&listen.to_string());
-
-    let stopper = background_service(
-        "upstream processes",
-        crate::upstream::registry::Shutdown {
-            registry: snapshot.registry().clone(),
-            grace: config_grace,
-        },
-    );
-    server.add_service(stopper);
-    let watcher = background_service(
-        "config watcher",
-        Watcher::new(snapshot.clone(), DEFAULT_DEBOUNCE),
-    );
-    let prober = background_service(
-        "upstream health",
-        Prober {
-            health,
-            snapshot,
-            interval: PROBE_INTERVAL,
-        },
-    );
-    if let Some(authn) = authn {
-        server.add_service(background_service(
-            "signing keys",
-            JwksRefresher {
-                jwks: authn.jwks.clone(),
-                interval: Duration::from_secs(300),
-                retry: Duration::from_secs(5),
-            },
-        ));
+    let parts = assemble(path, config, &server.configuration, Options::default())?;
+    let mut listener = Service::new("portcullis proxy".to_string(), FrontApp(parts.front));
+    listener.add_tcp(&parts.listen.to_string());
+    server.add_service(listener);
+    for (name, svc) in parts.services {
+        server.add_service(background_service(name, svc));
     }
-    server.add_service(proxy);
-    server.add_service(watcher);
-    server.add_service(prober);
-    tracing::info!(%listen, "portcullis listening");
+    tracing::info!(listen = %parts.listen, "portcullis listening");
     Ok(server)
+}
+
+/// The front door as a Pingora listening app (Pingora owns the listener, TLS, shutdown).
+struct FrontApp(Arc<Front>);
+
+#[async_trait]
+impl pingora_core::apps::ServerApp for FrontApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: pingora_core::protocols::Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<pingora_core::protocols::Stream> {
+        self.0.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        pingora_core::apps::ServerApp::cleanup(&*self.0).await;
+    }
 }
 
 /// Load `path` and run the gateway until it is told to stop.
@@ -131,12 +208,55 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
     server.run_forever()
 }
 
-/// Serve `app` on an already bound listener until `shutdown` turns true. This is how the
-/// gateway is embedded without Pingora's listener (in-process tests bind port 0 this way).
+/// The gateway running on the current tokio runtime: its background services started, its
+/// listener served, until [`Embedded::stop`] or drop.
+pub struct Embedded {
+    /// The assembled gateway.
+    pub parts: Parts,
+    /// Where it serves.
+    pub addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Embedded {
+    /// Assemble the gateway for the config file at `path` (as [`build`] does), start its
+    /// background services, and serve on `listener`.
+    pub async fn start(
+        path: &Path,
+        listener: tokio::net::TcpListener,
+        options: Options,
+    ) -> anyhow::Result<Self> {
+        let config = crate::config::load_file(path).map_err(|d| anyhow::anyhow!("{d}"))?;
+        let conf = Arc::new(ServerConf::default());
+        let parts = assemble(path, config, &conf, options)?;
+        let (stop, watch) = tokio::sync::watch::channel(false);
+        for (_, svc) in &parts.services {
+            let svc = svc.clone();
+            let watch = watch.clone();
+            tokio::spawn(async move { svc.start(watch).await });
+        }
+        let addr = listener.local_addr()?;
+        tokio::spawn(serve_listener(parts.front.clone(), listener, watch));
+        Ok(Embedded { parts, addr, stop })
+    }
+
+    /// Stop serving and stop the background services.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Serve `app` on an already bound listener until `shutdown` turns true.
 pub async fn serve_listener(
     app: Arc<Front>,
     listener: tokio::net::TcpListener,
-    shutdown: pingora_core::server::ShutdownWatch,
+    shutdown: ShutdownWatch,
 ) {
     use pingora_core::apps::ServerApp;
     use pingora_core::protocols::l4::stream::Stream;

@@ -133,14 +133,14 @@ fn explain(args: &ExplainArgs) -> ExitCode {
 /// The `explain` report for `claims` against the policy of `rt`: claim keys, scopes, then one
 /// line per tool in `tools` (or per configured pattern when `tools` is empty).
 pub fn explain_text(
-    rt: &crate::config::Runtime,
+    rt: &crate::config::Config,
     claims: &serde_json::Value,
     tools: &[String],
 ) -> String {
     use crate::policy::{Kind, Policy};
     use std::fmt::Write as _;
 
-    let policy = Policy::from_runtime(rt);
+    let policy = Policy::from_config(rt);
     let map = policy.scope_map();
     let keys = map.claim_keys(claims);
     let scopes = map.scopes(&keys);

@@ -35,8 +35,9 @@ struct Shard {
 /// Entries are only as valid as the [`Verifier`] that produced them: use one cache per verifier
 /// (a config reload that changes issuers or audiences needs a fresh cache).
 ///
-/// The cache does not know about key rotation: call [`TokenCache::clear`] when keys are removed if
-/// tokens signed by them must stop working before they expire.
+/// Key rotation: an entry remembers the [`KeySet::epoch`] it was verified under, and
+/// [`Verifier::verify_cached`] verifies again any token from an older epoch, so a token signed by
+/// a key the provider retired stops working at the refresh that drops the key.
 pub struct TokenCache {
     shards: Vec<Shard>,
     per_shard: usize,
@@ -173,7 +174,12 @@ impl Verifier {
         cache: &TokenCache,
     ) -> Result<Arc<Verified>, JwtError> {
         let now = unix_now();
-        if let Some(hit) = cache.get_at(token, now) {
+        // A token verified before a refresh retired a key is verified again: the key that
+        // signed it may be the one retired.
+        if let Some(hit) = cache
+            .get_at(token, now)
+            .filter(|hit| hit.epoch == keys.epoch())
+        {
             return Ok(hit);
         }
         let verified = Arc::new(self.verify_at(token, keys, now)?);

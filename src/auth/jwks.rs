@@ -142,6 +142,8 @@ pub struct Jwks {
     last_unknown_kid: AtomicU64,
     unknown_kid_interval: Duration,
     loaded: std::sync::atomic::AtomicBool,
+    /// Turns true with `loaded`, for callers that wait for the first key set.
+    loaded_watch: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -175,6 +177,7 @@ impl Jwks {
             last_unknown_kid: AtomicU64::new(0),
             unknown_kid_interval: DEFAULT_UNKNOWN_KID_INTERVAL,
             loaded: std::sync::atomic::AtomicBool::new(false),
+            loaded_watch: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -197,6 +200,12 @@ impl Jwks {
     /// True once at least one source has loaded a key set.
     pub fn ready(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Resolves once at least one source has loaded a key set.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.loaded_watch.subscribe();
+        let _ = rx.wait_for(|loaded| *loaded).await;
     }
 
     /// Fetches every source once. A source that fails keeps its last good set (and the error is
@@ -229,11 +238,19 @@ impl Jwks {
                 }
             }
         }
-        let merged = KeySet::merged(slots.iter().flatten().map(|s| s.as_ref()));
+        let merged = KeySet::merged(slots.iter().flatten().map(|s| s.as_ref()))
+            .succeeding(&self.current.load());
         let any = slots.iter().any(Option::is_some);
+        if merged.epoch() != self.current.load().epoch() {
+            tracing::info!(
+                keys = merged.len(),
+                "a signing key was retired; tokens it signed are no longer accepted"
+            );
+        }
         self.current.store(Arc::new(merged));
         if any {
             self.loaded.store(true, Ordering::Release);
+            self.loaded_watch.send_replace(true);
         }
         errors
     }
@@ -337,14 +354,20 @@ impl Jwks {
         {
             return Err(err("document too large".into()));
         }
-        let body = resp
-            .bytes()
+        // Read chunk by chunk under the cap: a chunked answer declares no length.
+        let mut resp = resp;
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| err(e.without_url().to_string()))?;
-        if body.len() > MAX_DOCUMENT_BYTES {
-            return Err(err("document too large".into()));
+            .map_err(|e| err(e.without_url().to_string()))?
+        {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(err("document too large".into()));
+            }
+            body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok(body.freeze())
     }
 }
 

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::principal::Principal;
 use crate::config::Auth;
 
 /// Claims read in addition to `auth.claims`: Okta's `scp` and `groups`.
@@ -86,11 +87,11 @@ pub struct ScopeMap {
 /// Source of [`ScopeMap::id`]s.
 static NEXT_MAP_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// The scopes a verified token holds under one [`ScopeMap`], remembered with the token in the
-/// verified-token cache: a repeated token costs neither a signature check nor the claim
-/// mapping. A reload compiles a new map (a new id), so the scopes are recomputed once under it.
+/// The principal a verified token stands for under one [`ScopeMap`], remembered with the token
+/// in the verified-token cache: a repeated token costs neither a signature check nor the claim
+/// mapping. A reload compiles a new map (a new id), so it is recomputed once under it.
 #[derive(Default)]
-pub struct ScopesMemo(arc_swap::ArcSwapOption<(u64, Arc<BTreeSet<String>>)>);
+pub struct ScopesMemo(arc_swap::ArcSwapOption<(u64, Arc<Principal>)>);
 
 impl Clone for ScopesMemo {
     fn clone(&self) -> Self {
@@ -169,15 +170,17 @@ impl ScopeMap {
         self.scopes(self.claim_keys(claims))
     }
 
-    /// [`Self::scopes_for`] of a verified token, remembered in `memo` (lock-free) for the next
-    /// request that carries the same token under this map.
-    pub fn scopes_memo(&self, claims: &Value, memo: &ScopesMemo) -> Arc<BTreeSet<String>> {
+    /// The [`Principal`] of a verified token (its scopes from [`Self::scopes_for`]),
+    /// remembered in `memo` (lock-free) for the next request that carries the same token under
+    /// this map.
+    pub fn principal(&self, claims: &Value, memo: &ScopesMemo) -> Arc<Principal> {
         if let Some(hit) = memo.0.load().as_ref().filter(|m| m.0 == self.id) {
             return Arc::clone(&hit.1);
         }
-        let scopes = Arc::new(self.scopes_for(claims));
-        memo.0.store(Some(Arc::new((self.id, Arc::clone(&scopes)))));
-        scopes
+        let principal = Arc::new(Principal::from_claims(claims, self.scopes_for(claims)));
+        memo.0
+            .store(Some(Arc::new((self.id, Arc::clone(&principal)))));
+        principal
     }
 }
 
@@ -275,12 +278,15 @@ mod tests {
         let claims = json!({"groups": ["Dev"]});
         let memo = ScopesMemo::default();
         for _ in 0..2 {
-            assert!(before.scopes_memo(&claims, &memo).contains("scope:old"));
+            assert!(before
+                .principal(&claims, &memo)
+                .scopes
+                .contains("scope:old"));
         }
         // A reload compiled a new map: the remembered scopes are not reused under it.
-        assert!(after.scopes_memo(&claims, &memo).contains("scope:new"));
-        assert!(!after.scopes_memo(&claims, &memo).contains("scope:old"));
+        assert!(after.principal(&claims, &memo).scopes.contains("scope:new"));
+        assert!(!after.principal(&claims, &memo).scopes.contains("scope:old"));
         let clone = before.clone();
-        assert!(clone.scopes_memo(&claims, &memo).contains("scope:old"));
+        assert!(clone.principal(&claims, &memo).scopes.contains("scope:old"));
     }
 }

@@ -32,7 +32,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// Renders the diagnostic with `warning` instead of `error` as its label (for findings that do
-    /// not stop a load, see [`crate::config::Runtime::warnings`]).
+    /// not stop a load, see [`crate::config::Config::warnings`]).
     pub fn render_as_warning(&self) -> String {
         let mut out = String::new();
         self.render_into(&mut out, "warning");

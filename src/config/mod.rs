@@ -1,18 +1,20 @@
-//! Configuration: `gateway.yaml` -> [`Runtime`], the immutable snapshot the gateway runs on.
+//! Configuration: `gateway.yaml` -> [`Config`], the immutable snapshot the gateway runs on.
 //!
 //! The pipeline, one file per step:
 //!
-//! | file            | step                                                                   |
-//! |-----------------|------------------------------------------------------------------------|
-//! | `yaml.rs`       | YAML events (`saphyr-parser`) -> positioned tree; anchors, merge keys, duplicate keys rejected |
-//! | `env.rs`        | `${VAR}` / `${VAR:-default}` / `$$` substituted in scalar values        |
-//! | `de.rs`         | a serde `Deserializer` over the tree that locates every error          |
-//! | `raw.rs`        | the serde mirror of the file (all optional, unknown keys denied)      |
-//! | `compile.rs`    | raw -> runtime: requiredness and semantics, all errors at once (`server`, `oauth`, `proxy`) |
-//! | `servers.rs`    | one `proxy.servers[]` entry -> `Upstream`                              |
-//! | `policy.rs`     | `auth` (mappings, permission patterns) and `rate_limits`               |
-//! | `runtime.rs`    | the typed snapshot (no serde, secrets redacted in `Debug`)            |
-//! | `diagnostic.rs` | `file:line:col`, field path, hint, rendering, "did you mean"          |
+//! | file                   | step                                                            |
+//! |------------------------|-----------------------------------------------------------------|
+//! | `source/yaml.rs`       | YAML events (`saphyr-parser`) -> positioned tree; anchors, merge keys, duplicate keys rejected |
+//! | `source/env.rs`        | `${VAR}` / `${VAR:-default}` / `$$` substituted in scalar values |
+//! | `source/de.rs`         | a serde `Deserializer` over the tree that locates every error   |
+//! | `raw.rs`               | the serde mirror of the file (all optional, unknown keys denied) |
+//! | `compile/mod.rs`       | raw -> [`Config`]: requiredness and semantics, all errors at once (`server`, `oauth`, `proxy`) |
+//! | `compile/ctx.rs`       | positions, collected errors and warnings, shared checks         |
+//! | `compile/servers.rs`   | one `proxy.servers[]` entry -> `Upstream`                       |
+//! | `compile/auth.rs`      | `auth` (mappings, permission patterns) and `rate_limits`        |
+//! | `compiled.rs`          | the typed result (no serde, secrets redacted in `Debug`)       |
+//! | `glob.rs`              | `*` globs, shared with the policy                               |
+//! | `diagnostic.rs`        | `file:line:col`, field path, hint, rendering, "did you mean"   |
 //!
 //! Every error in a file is reported at once: when deserialization fails, the error is recorded
 //! with its position, the offending node is removed from the tree and deserialization is retried;
@@ -21,7 +23,7 @@
 //! Semantics worth knowing: an `oauth` section without `enabled` means enabled (no section means
 //! disabled, allowed only on a loopback listener). A permission naming a server that is not
 //! configured is an error when it looks like a typo of a configured name, otherwise a warning
-//! ([`Runtime::warnings`]): the seed's own example has `admin:*` without an `admin` server.
+//! ([`Config::warnings`]): the seed's own example has `admin:*` without an `admin` server.
 //! Lists keep their indices in error paths even when an entry was removed after an error.
 //!
 //! Why not `serde_yaml`: it stops at the first error and cannot give the position of later ones
@@ -32,25 +34,24 @@
 //! values only, so positions stay exact and a secret can never change the YAML structure.
 
 mod compile;
-mod de;
+mod compiled;
 mod diagnostic;
-mod env;
-mod policy;
+mod glob;
 mod raw;
-mod runtime;
-mod servers;
-mod yaml;
+mod source;
 
 use std::path::Path;
 
-pub use diagnostic::{Diagnostic, Diagnostics};
-pub use runtime::{
-    redacted_url, Auth, HttpTarget, OAuth, OnDenied, Permission, Provider, Proxy, RateLimit,
-    RateLimitKey, Runtime, ScopeMode, Server, SourceInfo, StdioCommand, Transport, Upstream,
+pub use compiled::{
+    redacted_url, Auth, Config, HttpTarget, OAuth, OnDenied, Permission, Provider, Proxy,
+    RateLimit, RateLimitKey, ScopeMode, Server, SourceInfo, StdioCommand, Transport, Upstream,
 };
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use glob::Glob;
 
-use de::{DeError, ErrKind};
 use diagnostic::{did_you_mean, expected_hint, FieldPath};
+use source::de::{self, DeError, ErrKind};
+use source::{env, yaml};
 use yaml::Kind;
 
 /// Maximum number of deserialize-and-retry rounds (one error is found per round).
@@ -61,7 +62,7 @@ const SECTIONS: &[&str] = &["server", "oauth", "auth", "proxy", "rate_limits"];
 
 /// Loads and compiles the config file at `path`, substituting variables from the process
 /// environment. A file that cannot be read yields one diagnostic at line 0.
-pub fn load_file(path: &Path) -> Result<Runtime, Diagnostics> {
+pub fn load_file(path: &Path) -> Result<Config, Diagnostics> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => load_str(&text, &file, &|name| std::env::var(name).ok()),
@@ -82,7 +83,7 @@ pub fn load_str(
     text: &str,
     file_name: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Runtime, Diagnostics> {
+) -> Result<Config, Diagnostics> {
     let source = compile::source_info(file_name, text);
     let mk = |pos: yaml::Pos, path: &FieldPath, message: String, hint: Option<String>| Diagnostic {
         file: file_name.to_owned(),

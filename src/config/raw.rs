@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::de::HINT_SEP;
+use super::source::de::HINT_SEP;
 
 /// The whole file.
 #[derive(Default, Deserialize)]
@@ -48,6 +48,9 @@ pub(crate) struct RawServer {
     pub(crate) threads: Option<u64>,
     /// Time given to in-flight requests at shutdown; startup-only. Default 30s.
     pub(crate) grace_period: Option<RawDuration>,
+    /// Serve plain HTTP/1.1 requests on the front door (default `true`); `false` sends every
+    /// request through Pingora's proxy (an escape hatch when a divergence is suspected).
+    pub(crate) fast_path: Option<bool>,
 }
 
 /// `oauth`.
@@ -66,6 +69,8 @@ pub(crate) struct RawOAuth {
     pub(crate) jwks_uri: Option<String>,
     /// Clock skew allowed on `exp`/`nbf`. Default 60s.
     pub(crate) leeway: Option<RawDuration>,
+    /// How often the signing keys are fetched again. Default 5m.
+    pub(crate) jwks_refresh: Option<RawDuration>,
 }
 
 /// `oauth.provider`.

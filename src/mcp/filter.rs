@@ -209,7 +209,7 @@ mod tests {
     fn policy() -> (Policy, BTreeSet<String>) {
         let yaml = "server:\n  listen: \"127.0.0.1:8080\"\noauth:\n  enabled: false\nauth:\n  permissions:\n    \"s:ok*\": [scope:u]\n    \"s:file:///pub/*\": [scope:u]\nproxy:\n  servers:\n    - name: s\n      type: streamable-http\n      connection:\n        url: \"http://127.0.0.1:1/mcp\"\n";
         let rt = crate::config::load_str(yaml, "t.yaml", &|_| None).expect("config");
-        (Policy::from_runtime(&rt), ["scope:u".to_string()].into())
+        (Policy::from_config(&rt), ["scope:u".to_string()].into())
     }
 
     #[test]

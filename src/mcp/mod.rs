@@ -1,9 +1,12 @@
-//! MCP over Streamable HTTP, the parts the gateway must understand before it forwards a byte:
-//! capped body reading ([`body`]) and JSON-RPC classification ([`jsonrpc`]).
+//! MCP over Streamable HTTP, the parts the gateway must understand before it forwards a byte
+//! and while it relays the answer: JSON-RPC classification ([`jsonrpc`]), SSE framing
+//! ([`sse`]), per-caller list filtering ([`filter`]), how a call ended ([`outcome`]), and the
+//! answers the gateway composes itself ([`reply`]).
 
-pub mod body;
 pub mod filter;
 pub mod jsonrpc;
+pub mod outcome;
+pub mod reply;
 pub mod sse;
 
 /// Header carrying the session id (legacy protocol revisions).

@@ -14,20 +14,56 @@
 //!   (the config loader refuses those anyway).
 //! - No pattern matches: `auth.options.default_scope`; `null` denies, a scope allows exactly the
 //!   callers holding it.
+//! - Which JSON-RPC methods the policy decides, and where their target is named, is one table:
+//!   [`covered`]. A message of a covered method is decided whatever its shape; one that names
+//!   nothing decidable is refused before it gets here (`mcp::jsonrpc`).
+//! - Forwarding anything upstream takes a [`Permit`], and only this module makes them
+//!   ([`Policy::permit`], [`Policy::permit_session`]): "reached the upstream without a decision"
+//!   cannot be written.
 //!
 //! | file         | owns                                       |
 //! |--------------|--------------------------------------------|
-//! | `mod.rs`     | [`Policy`], [`Permit`], [`Denied`]         |
-//! | `matcher.rs` | [`matcher::Glob`], [`matcher::Pattern`], specificity |
+//! | `mod.rs`     | [`Policy`], [`Permit`], [`Denied`], [`covered`] |
+//! | `pattern.rs` | [`pattern::Pattern`], specificity          |
 
-pub mod matcher;
+pub mod pattern;
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
-use crate::auth::ScopeMap;
-use crate::config::{Auth, Runtime, ScopeMode};
-use matcher::Pattern;
+use crate::auth::{Principal, ScopeMap};
+use crate::config::{Auth, Config, ScopeMode};
+use pattern::Pattern;
+
+/// Where a covered method names what it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A string member of `params` (`name`, `uri`) naming a use of this kind.
+    Param(Kind, &'static str),
+    /// `completion/complete`: `params.ref` names a prompt (`{type: "ref/prompt", name}`) or a
+    /// resource template (`{type: "ref/resource", uri}`).
+    CompletionRef,
+}
+
+/// The methods the policy decides on, and where each names its target. Every message of these
+/// methods is authorized; any other method is not about a tool, prompt or resource.
+pub const COVERED: [(&str, Target); 6] = [
+    ("tools/call", Target::Param(Kind::Tool, "name")),
+    ("prompts/get", Target::Param(Kind::Prompt, "name")),
+    ("resources/read", Target::Param(Kind::Resource, "uri")),
+    ("resources/subscribe", Target::Param(Kind::Resource, "uri")),
+    (
+        "resources/unsubscribe",
+        Target::Param(Kind::Resource, "uri"),
+    ),
+    ("completion/complete", Target::CompletionRef),
+];
+
+/// The target of a covered method (see [`COVERED`]).
+pub fn covered(method: &str) -> Option<Target> {
+    COVERED.iter().find(|(m, _)| *m == method).map(|(_, t)| *t)
+}
 
 /// What is being used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,11 +127,41 @@ impl fmt::Display for DecidedBy<'_> {
 
 /// An allowed use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Permit<'a> {
+pub struct Allowed<'a> {
     /// What was used.
     pub kind: Kind,
     /// What allowed it.
     pub by: DecidedBy<'a>,
+}
+
+/// Leave to forward one request to one upstream: the only way to the upstream interface.
+/// Made by [`Policy::permit`] (a request whose every tool, prompt and resource the caller may
+/// use) and [`Policy::permit_session`] (session traffic that addresses none: `initialize`,
+/// lists, notifications, answers, the GET stream, DELETE). Its fields are private, so no other
+/// module can make one.
+#[derive(Debug, Clone)]
+pub struct Permit<'a> {
+    server: &'a str,
+    principal: Arc<Principal>,
+    /// The rule that allowed the single use a request addresses, if it addresses one.
+    by: Option<DecidedBy<'a>>,
+}
+
+impl<'a> Permit<'a> {
+    /// The upstream server this permit is for.
+    pub fn server(&self) -> &'a str {
+        self.server
+    }
+
+    /// Who it was granted to.
+    pub fn principal(&self) -> &Arc<Principal> {
+        &self.principal
+    }
+
+    /// The rule that allowed the request's use, if it addresses one (audit).
+    pub fn decided_by(&self) -> Option<DecidedBy<'a>> {
+        self.by
+    }
 }
 
 /// A refused use.
@@ -179,7 +245,7 @@ impl Policy {
     }
 
     /// [`Policy::new`] for a loaded config.
-    pub fn from_runtime(rt: &Runtime) -> Self {
+    pub fn from_config(rt: &Config) -> Self {
         Policy::new(&rt.auth, &rt.proxy.separator)
     }
 
@@ -231,7 +297,7 @@ impl Policy {
         kind: Kind,
         server: &str,
         name: &str,
-    ) -> Result<Permit<'_>, Denied<'_>> {
+    ) -> Result<Allowed<'_>, Denied<'_>> {
         let (by, needed, mode) = match self.find(server, name) {
             Some(rule) => (DecidedBy::Rule(&rule.source), &*rule.scopes, self.mode),
             None if !self.default.is_empty() => {
@@ -246,7 +312,7 @@ impl Policy {
                 ScopeMode::All => needed.iter().all(has),
             };
         if allowed {
-            Ok(Permit { kind, by })
+            Ok(Allowed { kind, by })
         } else {
             Err(Denied {
                 kind,
@@ -261,6 +327,42 @@ impl Policy {
     /// `scopes`: the same decision as [`Policy::authorize`], for list filtering.
     pub fn visible(&self, scopes: &BTreeSet<String>, kind: Kind, server: &str, name: &str) -> bool {
         self.authorize(scopes, kind, server, name).is_ok()
+    }
+
+    /// A permit for `principal` to send upstream to `server` a request that uses each of `uses`
+    /// (kind, name), or the first use it may not make (its index in `uses`) and why. Without
+    /// authentication (an anonymous principal) the policy is not applied.
+    pub fn permit<'a, 'n>(
+        &'a self,
+        principal: &Arc<Principal>,
+        server: &'a str,
+        uses: impl IntoIterator<Item = (Kind, &'n str)>,
+    ) -> Result<Permit<'a>, (usize, Denied<'a>)> {
+        let mut by = None;
+        if !principal.anonymous {
+            for (i, (kind, name)) in uses.into_iter().enumerate() {
+                match self.authorize(&principal.scopes, kind, server, name) {
+                    Ok(a) => by = Some(a.by),
+                    Err(denied) => return Err((i, denied)),
+                }
+            }
+        }
+        Ok(Permit {
+            server,
+            principal: Arc::clone(principal),
+            by,
+        })
+    }
+
+    /// A permit for traffic of a session with `server` that uses no tool, prompt or resource
+    /// (every authenticated caller may initialize, list, notify, answer, stream and end its
+    /// session; lists are filtered per caller on the way back).
+    pub fn permit_session<'a>(&'a self, principal: &Arc<Principal>, server: &'a str) -> Permit<'a> {
+        Permit {
+            server,
+            principal: Arc::clone(principal),
+            by: None,
+        }
     }
 
     /// The compiled patterns, most specific first: (source text, scopes).

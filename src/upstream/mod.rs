@@ -1,12 +1,313 @@
-//! Upstream connections: reachability ([`health`]), the lean HTTP/1.1 client ([`h1`]), and the
-//! upstreams reached through one shared MCP session ([`mux`]) over a child's stdio ([`stdio`])
-//! or the legacy HTTP+SSE transport ([`legacy_sse`]), supervised and reconciled on reload
-//! ([`registry`]).
+//! The upstream interface: one [`Upstream`] per configured server, whatever its transport, with
+//! three operations, each of which needs a [`Permit`]:
+//!
+//! ```text
+//!  Upstream = Http (Streamable HTTP)  |  Shared (one session multiplexed: stdio, legacy SSE,
+//!                                        or the SSE fallback of a Streamable HTTP server)
+//!    call(permit, request)   POST: -> the answer: HTTP bytes as they come, or the call's
+//!                                     messages (progress, server requests, the answer)
+//!    events(permit, request) GET:  -> the server-initiated stream
+//!    delete(permit, request) DELETE
+//! ```
+//!
+//! An [`Answer`] can be relayed as it comes (the per-server endpoint passes bytes through) or
+//! read as JSON-RPC messages ([`Answer::next_message`]), which is what an endpoint that merges
+//! several upstreams composes.
+//!
+//! | module       | owns                                                            |
+//! |--------------|-----------------------------------------------------------------|
+//! | [`http`]     | Streamable HTTP: the lean HTTP/1.1 client, TLS, the head encoder |
+//! | [`shared`]   | one shared session: the multiplexer, stdio and legacy SSE links, the gateway's Streamable HTTP face for it |
+//! | [`routes`]   | every upstream of a snapshot, by name                           |
+//! | [`registry`] | the running shared sessions, reconciled with each config load   |
 
-pub mod h1;
-pub mod health;
-pub mod legacy_sse;
-pub mod link;
-pub mod mux;
+pub mod http;
 pub mod registry;
-pub mod stdio;
+pub mod routes;
+pub mod shared;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora_http::ResponseHeader;
+use serde_json::Value;
+
+use crate::config::Upstream as UpstreamConfig;
+use crate::mcp::jsonrpc::Envelope;
+use crate::mcp::reply::Reply;
+use crate::policy::Permit;
+use crate::request::RequestView;
+use http::h1::{Exchange, H1Error};
+use http::{Failure, HttpUpstream};
+use shared::mux::Mux;
+use shared::session::{Events, Messages};
+
+/// How long the first `initialize` of a Streamable HTTP upstream that refused it waits for its
+/// legacy SSE fallback to connect.
+const FALLBACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What an upstream operation needs from the request.
+pub struct Request<'a> {
+    /// The request head (its fields are forwarded by HTTP upstreams, minus hop-by-hop ones).
+    pub view: &'a RequestView<'a>,
+    /// The body of a POST (empty otherwise).
+    pub body: Bytes,
+    /// The classified body of a POST.
+    pub envelope: Option<&'a Envelope>,
+    /// The gateway's W3C `traceparent` for this request.
+    pub traceparent: &'a str,
+}
+
+/// One configured upstream server.
+pub struct Upstream {
+    /// Its config entry.
+    pub config: Arc<UpstreamConfig>,
+    /// Its Streamable HTTP side, if it has one.
+    pub http: Option<HttpUpstream>,
+    /// Its shared session (stdio, legacy SSE, or a Streamable HTTP server's SSE fallback).
+    pub shared: Option<Arc<Mux>>,
+}
+
+/// What an upstream answered.
+pub enum Answer<'u> {
+    /// A Streamable HTTP answer, relayed as it arrives.
+    Http(HttpAnswer<'u>),
+    /// One call through a shared session: its messages as they come, then its answer.
+    Messages(Messages),
+    /// A shared session's notification stream (GET).
+    Events(Events),
+    /// A complete answer made on the upstream's side (a shared session's `initialize`, `202`
+    /// for a notification, `404` for a session it does not know, ...).
+    Local(Reply),
+}
+
+/// A Streamable HTTP answer: its head, then its body as it arrives.
+pub struct HttpAnswer<'u> {
+    /// The response head, as the upstream sent it.
+    pub head: ResponseHeader,
+    /// The body.
+    pub body: HttpBody<'u>,
+}
+
+/// The body of a Streamable HTTP answer, read as it arrives.
+pub struct HttpBody<'u> {
+    exchange: Exchange,
+    upstream: &'u HttpUpstream,
+}
+
+impl HttpBody<'_> {
+    /// The next piece of the body as it arrives; `None` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, H1Error> {
+        self.exchange.next_chunk().await
+    }
+
+    /// True when body bytes are already here (the head can go out with them in one write).
+    pub fn has_buffered(&self) -> bool {
+        self.exchange.has_buffered()
+    }
+
+    /// The answer was relayed to its end: its connection goes back to the pool.
+    pub fn finish(self) {
+        self.upstream.release(self.exchange);
+    }
+
+    /// The upstream server's name.
+    pub fn server(&self) -> &str {
+        &self.upstream.config.name
+    }
+}
+
+impl<'u> Answer<'u> {
+    /// Read the answer as JSON-RPC messages (progress, a server-to-client request, the answer
+    /// itself), whatever the transport. For endpoints that merge several answers.
+    pub fn into_messages(self) -> MessageReader<'u> {
+        MessageReader {
+            answer: self,
+            framer: crate::mcp::sse::Framer::default(),
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+/// Most bytes of one JSON answer read as a message.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// An [`Answer`] read message by message (see [`Answer::into_messages`]).
+pub struct MessageReader<'u> {
+    answer: Answer<'u>,
+    framer: crate::mcp::sse::Framer,
+    pending: std::collections::VecDeque<Bytes>,
+}
+
+impl MessageReader<'_> {
+    /// The next message; `Ok(None)` at the end of the answer.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, String> {
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return Ok(Some(m));
+            }
+            match &mut self.answer {
+                Answer::Local(reply) => {
+                    let body = std::mem::take(&mut reply.body);
+                    return Ok((!body.is_empty()).then_some(body));
+                }
+                Answer::Messages(m) => return m.next_message().await,
+                Answer::Events(e) => return Ok(e.next().await),
+                Answer::Http(h) if crate::mcp::sse::is_event_stream(&h.head) => {
+                    let Some(chunk) = h.body.next_chunk().await.map_err(|e| e.to_string())? else {
+                        return Ok(None);
+                    };
+                    for ev in self.framer.push(&chunk).map_err(|e| e.to_string())? {
+                        if let Some(data) = crate::mcp::sse::event_data(&ev) {
+                            self.pending.push_back(Bytes::from(data));
+                        }
+                    }
+                }
+                Answer::Http(h) => {
+                    // A JSON body is one message.
+                    let mut all = bytes::BytesMut::new();
+                    while let Some(c) = h.body.next_chunk().await.map_err(|e| e.to_string())? {
+                        if all.len() + c.len() > MAX_MESSAGE {
+                            return Err("answer too large".into());
+                        }
+                        all.extend_from_slice(&c);
+                    }
+                    return Ok((!all.is_empty()).then(|| all.freeze()));
+                }
+            }
+        }
+    }
+}
+
+impl Upstream {
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn check(&self, permit: &Permit<'_>) -> Result<(), Failure> {
+        if permit.server() == self.config.name {
+            Ok(())
+        } else {
+            Err(Failure::unavailable(
+                "unavailable",
+                format!(
+                    "a permit for `{}` was used for another upstream",
+                    permit.server()
+                ),
+            ))
+        }
+    }
+
+    /// The shared session serving this upstream now: a stdio or legacy SSE server's, or an
+    /// engaged SSE fallback's.
+    fn shared_now(&self) -> Option<&Arc<Mux>> {
+        self.shared
+            .as_ref()
+            .filter(|m| self.http.is_none() || m.engaged())
+    }
+
+    /// POST: one JSON-RPC body, checked and permitted.
+    pub async fn call(&self, permit: &Permit<'_>, req: Request<'_>) -> Result<Answer<'_>, Failure> {
+        self.check(permit)?;
+        if let Some(mux) = self.shared_now() {
+            return Ok(shared::session::post(&self.config, mux, &req).await);
+        }
+        let Some(http) = &self.http else {
+            return Err(not_running(&self.config));
+        };
+        let mut head = Vec::with_capacity(512);
+        http::head::encode(
+            req.view,
+            http,
+            Some(req.body.len()),
+            req.traceparent,
+            &mut head,
+        );
+        let (exchange, resp) = http.exchange(&head, &req.body, false).await?;
+        // A Streamable HTTP server that refuses `initialize` may speak legacy SSE at the same
+        // URL (`connection.fallback_sse`): engage it, and answer from it from now on.
+        let initialize = req
+            .envelope
+            .and_then(Envelope::single_request)
+            .is_some_and(|m| m == "initialize");
+        if let (Some(mux), true, 400 | 404 | 405) = (&self.shared, initialize, resp.status.as_u16())
+        {
+            drop(exchange);
+            if mux.ready(FALLBACK_WAIT).await.is_ok() {
+                tracing::info!(
+                    server = %self.config.name,
+                    status = resp.status.as_u16(),
+                    "Streamable HTTP refused `initialize`; falling back to legacy SSE"
+                );
+                mux.engage();
+            }
+            return Ok(shared::session::post(&self.config, mux, &req).await);
+        }
+        Ok(Answer::Http(HttpAnswer {
+            head: resp,
+            body: HttpBody {
+                exchange,
+                upstream: http,
+            },
+        }))
+    }
+
+    /// GET: the session's server-initiated stream.
+    pub async fn events(
+        &self,
+        permit: &Permit<'_>,
+        req: Request<'_>,
+    ) -> Result<Answer<'_>, Failure> {
+        self.check(permit)?;
+        if let Some(mux) = self.shared_now() {
+            return Ok(shared::session::get(&self.config, mux, req.view).await);
+        }
+        self.passthrough(req, true).await
+    }
+
+    /// DELETE: end the session.
+    pub async fn delete(
+        &self,
+        permit: &Permit<'_>,
+        req: Request<'_>,
+    ) -> Result<Answer<'_>, Failure> {
+        self.check(permit)?;
+        if let Some(mux) = self.shared_now() {
+            return Ok(shared::session::delete(mux, req.view));
+        }
+        self.passthrough(req, false).await
+    }
+
+    /// A body-less request to the Streamable HTTP side, answered as it comes.
+    async fn passthrough(&self, req: Request<'_>, stream: bool) -> Result<Answer<'_>, Failure> {
+        let Some(http) = &self.http else {
+            return Err(not_running(&self.config));
+        };
+        let mut head = Vec::with_capacity(512);
+        http::head::encode(req.view, http, None, req.traceparent, &mut head);
+        let (exchange, resp) = http.exchange(&head, b"", stream).await?;
+        Ok(Answer::Http(HttpAnswer {
+            head: resp,
+            body: HttpBody {
+                exchange,
+                upstream: http,
+            },
+        }))
+    }
+}
+
+fn not_running(up: &UpstreamConfig) -> Failure {
+    Failure::unavailable(
+        "unavailable",
+        format!(
+            "the gateway could not start its {} runtime",
+            up.transport.kind()
+        ),
+    )
+}
+
+/// The id to answer an error with.
+pub fn error_id(envelope: Option<&Envelope>) -> Value {
+    envelope.map(Envelope::error_id).unwrap_or(Value::Null)
+}

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::mux::{Mux, Spec};
-use crate::config::{Runtime, Transport};
+use super::shared::mux::{Mux, Spec};
+use crate::config::{Config, Transport};
 
 /// Every multiplexed upstream of a gateway.
 pub struct Registry {
@@ -38,7 +38,7 @@ impl Registry {
 
     /// The muxes `rt` needs, started or reused, and the ones it no longer needs. The caller
     /// retires the latter with [`Registry::retire`] once the new config is live.
-    pub fn reconcile(&self, rt: &Runtime) -> (HashMap<String, Arc<Mux>>, Vec<Arc<Mux>>) {
+    pub fn reconcile(&self, rt: &Config) -> (HashMap<String, Arc<Mux>>, Vec<Arc<Mux>>) {
         let mut wanted = HashMap::new();
         let Ok(mut running) = self.running.lock() else {
             return (wanted, Vec::new());

@@ -13,7 +13,7 @@ fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn config(upstream: std::net::SocketAddr) -> String {
+pub(crate) fn config(upstream: std::net::SocketAddr) -> String {
     format!(
         r#"server:
   listen: "127.0.0.1:8080"
@@ -42,7 +42,7 @@ proxy:
     )
 }
 
-fn token(groups: &[&str], exp_offset: i64) -> String {
+pub(crate) fn token(groups: &[&str], exp_offset: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -83,7 +83,7 @@ async fn no_token_is_401_with_resource_metadata() {
         "Bearer resource_metadata=\"http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp/up\""
     );
     assert_eq!(up.posts(), 0);
-    // Answered by the hot path (a refused token is checked once, not again by Pingora's).
+    // Answered by the front door (one decision; a refused token is checked once).
     assert_eq!(gw.served(), (1, 0));
 }
 
@@ -115,7 +115,7 @@ async fn an_allowed_call_reaches_the_upstream_without_the_token() {
     assert!(v.get("result").is_some(), "{v}");
     assert_eq!(up.posts(), 1);
     assert!(up.last_headers().get("authorization").is_none());
-    assert_eq!(gw.served(), (1, 0), "an allowed call takes the hot path");
+    assert_eq!(gw.served(), (1, 0), "the front door served it");
 }
 
 #[tokio::test]
@@ -129,17 +129,11 @@ async fn a_denied_call_is_an_unknown_tool_and_never_reaches_the_upstream() {
     assert_eq!(v["error"]["code"], -32602);
     assert_eq!(v["error"]["message"], "Unknown tool: delete_everything");
     assert_eq!(up.posts(), 0);
-    assert_eq!(
-        gw.served(),
-        (0, 1),
-        "the denial is answered by the Pingora path"
-    );
     // The admin group may call it.
     let resp = call(&gw, Some(&token(&["Admin"], 600)), "delete_everything").await;
     let v: Value = resp.json().await.unwrap();
     assert!(v.get("result").is_some(), "{v}");
     assert_eq!(up.posts(), 1);
-    assert_eq!(gw.served(), (1, 1));
 }
 
 #[tokio::test]
@@ -212,11 +206,6 @@ async fn tools_list_is_filtered_per_caller_in_json() {
     let admin: Value =
         serde_json::from_str(&list(&gw, &token(&["Admin"], 600), "tools").await).unwrap();
     assert_eq!(admin["result"]["tools"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        gw.served(),
-        (0, 2),
-        "list answers are filtered on the Pingora path"
-    );
 }
 
 #[tokio::test]

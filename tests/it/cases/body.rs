@@ -152,7 +152,7 @@ async fn raw_exchange(gw: &Gateway, head: String, body: Vec<u8>) -> String {
 async fn max_plus_one_declared_is_413_without_reading() {
     let (up, gw) = setup().await;
     let head = format!(
-        "POST /mcp/up HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /mcp/up HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         MAX + 1
     );
     // No body is sent at all: the answer must come from the declared length alone.
@@ -166,7 +166,7 @@ async fn max_plus_one_declared_is_413_without_reading() {
 #[tokio::test]
 async fn max_plus_one_chunked_is_413() {
     let (up, gw) = setup().await;
-    let head = "POST /mcp/up HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_string();
+    let head = "POST /mcp/up HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_string();
     let body = body_of_size(MAX + 1);
     let mut framed = Vec::new();
     for c in body.chunks(64 * KIB) {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use portcullis::config::{self, load_file, load_str, Runtime, Transport};
+use portcullis::config::{self, load_file, load_str, Config, Transport};
 
 /// The environment every fixture is loaded with.
 fn fixture_env(name: &str) -> Option<String> {
@@ -40,7 +40,7 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn load_fixture(path: &Path) -> Result<Runtime, config::Diagnostics> {
+fn load_fixture(path: &Path) -> Result<Config, config::Diagnostics> {
     let text = std::fs::read_to_string(path).unwrap();
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     load_str(&text, &name, &fixture_env)

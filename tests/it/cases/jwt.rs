@@ -594,7 +594,8 @@ fn token_cache_keeps_every_concurrent_insert() {
                     let v = Verified {
                         claims: json!({ "t": t, "i": i }),
                         exp,
-                        scopes: Default::default(),
+                        principal: Default::default(),
+                        epoch: 0,
                     };
                     cache.insert(&format!("token-{t}-{i}"), Arc::new(v));
                 }

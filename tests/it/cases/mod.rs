@@ -7,5 +7,6 @@ mod front;
 mod jwt;
 mod policy;
 mod reload;
+mod security;
 mod stdio;
 mod streaming;

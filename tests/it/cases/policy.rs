@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use portcullis::config::{load_str, Runtime};
+use portcullis::config::{load_str, Config};
 use portcullis::policy::{Kind, Policy};
 
 /// Builds a config around an `auth` section, with servers `n8n`, `admin`, `github`, `files`.
-fn config(auth: &str) -> Runtime {
+fn config(auth: &str) -> Config {
     let yaml = format!(
         r#"server:
   listen: "127.0.0.1:8080"
@@ -640,7 +640,7 @@ const OTHER_KINDS: &[Case] = &[
 
 fn run(case: &Case) -> Result<String, String> {
     let rt = config(case.auth);
-    let policy = Policy::from_runtime(&rt);
+    let policy = Policy::from_config(&rt);
     let claims: serde_json::Value = serde_json::from_str(case.claims).unwrap();
     let scopes = policy.scope_map().scopes_for(&claims);
     let got = policy.authorize(&scopes, case.kind, case.server, case.name);
@@ -687,7 +687,7 @@ fn policy_table() {
 #[test]
 fn denied_carries_the_needed_scopes() {
     let rt = config(ALL);
-    let policy = Policy::from_runtime(&rt);
+    let policy = Policy::from_config(&rt);
     let scopes: BTreeSet<String> = ["s:a".to_string()].into();
     let d = policy
         .authorize(&scopes, Kind::Tool, "n8n", "x")
@@ -700,14 +700,14 @@ fn denied_carries_the_needed_scopes() {
     );
 
     let rt = config(DEFAULT);
-    let policy = Policy::from_runtime(&rt);
+    let policy = Policy::from_config(&rt);
     let d = policy
         .authorize(&BTreeSet::new(), Kind::Prompt, "n8n", "x")
         .unwrap_err();
     assert_eq!(d.needed, ["s:basic"]);
 
     let rt = config(SEED);
-    let policy = Policy::from_runtime(&rt);
+    let policy = Policy::from_config(&rt);
     let d = policy
         .authorize(&BTreeSet::new(), Kind::Resource, "github", "x")
         .unwrap_err();
@@ -721,7 +721,7 @@ fn denied_carries_the_needed_scopes() {
 #[test]
 fn split_qualified_accepts_both_spellings() {
     let rt = config(SEED);
-    let policy = Policy::from_runtime(&rt);
+    let policy = Policy::from_config(&rt);
     assert_eq!(policy.split_qualified("n8n__send"), Some(("n8n", "send")));
     assert_eq!(policy.split_qualified("n8n:send"), Some(("n8n", "send")));
     assert_eq!(policy.split_qualified("n8n__a__b"), Some(("n8n", "a__b")));
@@ -731,7 +731,7 @@ fn split_qualified_accepts_both_spellings() {
 
 #[test]
 fn live_snapshot_carries_the_policy() {
-    let live = portcullis::reload::Live::new(config(OKTA));
+    let live = portcullis::state::Snapshot::new(config(OKTA));
     let scopes: BTreeSet<String> = ["scope:user".to_string()].into();
     assert!(live.policy.visible(&scopes, Kind::Tool, "n8n", "anything"));
 }

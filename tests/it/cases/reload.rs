@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis::reload::watcher::Watcher;
-use portcullis::reload::{Outcome, Snapshot};
+use portcullis::state::{Outcome, Store};
 use serde_json::Value;
 
 use crate::common::{body_of_size, config_for, post, sha256, Gateway, Upstream};
@@ -27,13 +26,13 @@ async fn post_ok(gw: &Gateway) -> bool {
 async fn a_bad_file_keeps_the_old_config_running() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&config_for(up.addr, "", "")).await;
-    let before = gw.snapshot.load().config.source.hash.clone();
+    let before = gw.store.load().config.source.hash.clone();
     std::fs::write(&gw.config_path, BROKEN).unwrap();
-    match gw.snapshot.reload() {
-        Outcome::Rejected(text) => assert!(text.contains("max_body_bytes"), "{text}"),
+    match gw.store.reload() {
+        Outcome::Rejected(e) => assert!(e.to_string().contains("max_body_bytes"), "{e}"),
         other => panic!("expected a rejection, got {other:?}"),
     }
-    assert_eq!(gw.snapshot.load().config.source.hash, before);
+    assert_eq!(gw.store.load().config.source.hash, before);
     assert!(post_ok(&gw).await);
     assert_eq!(up.posts(), 1);
 }
@@ -44,8 +43,16 @@ async fn a_startup_only_change_is_rejected_naming_the_field() {
     let gw = Gateway::start(&config_for(up.addr, "", "")).await;
     let changed = config_for(up.addr, "", "").replace("127.0.0.1:8080", "127.0.0.1:9999");
     std::fs::write(&gw.config_path, changed).unwrap();
-    match gw.snapshot.reload() {
-        Outcome::Rejected(text) => assert!(text.contains("server.listen"), "{text}"),
+    match gw.store.reload() {
+        Outcome::Rejected(e) => {
+            assert!(e.to_string().contains("server.listen"), "{e}");
+            assert_eq!(
+                e,
+                portcullis::state::ReloadError::StartupOnlyChanged {
+                    changed_fields: vec!["server.listen"]
+                }
+            );
+        }
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
@@ -54,7 +61,7 @@ async fn a_startup_only_change_is_rejected_naming_the_field() {
 async fn an_unchanged_file_is_a_no_op() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&config_for(up.addr, "", "")).await;
-    assert_eq!(gw.snapshot.reload(), Outcome::Unchanged);
+    assert_eq!(gw.store.reload(), Outcome::Unchanged);
 }
 
 #[tokio::test]
@@ -67,8 +74,7 @@ async fn requests_in_flight_finish_on_their_snapshot() {
         .send()
         .await
         .unwrap();
-    std::fs::write(&gw.config_path, config_for(b.addr, "", "")).unwrap();
-    assert!(matches!(gw.snapshot.reload(), Outcome::Applied(_)));
+    gw.apply(&config_for(b.addr, "", "")).await;
     assert!(post_ok(&gw).await, "a new request after the reload failed");
     assert_eq!(b.posts(), 1, "new requests go to the new upstream");
     let text = in_flight.text().await.unwrap();
@@ -82,9 +88,9 @@ async fn requests_in_flight_finish_on_their_snapshot() {
 
 /// Wait until a reload attempt after generation `after` has happened and `done` holds.
 async fn wait_reload(
-    snap: &Snapshot,
+    snap: &Store,
     rx: &mut tokio::sync::watch::Receiver<u64>,
-    done: impl Fn(&Snapshot) -> bool,
+    done: impl Fn(&Store) -> bool,
 ) {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -96,19 +102,6 @@ async fn wait_reload(
     })
     .await
     .expect("the watcher did not reload in time");
-}
-
-fn spawn_watcher(snapshot: Arc<Snapshot>) -> tokio::sync::oneshot::Sender<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let watcher = Watcher::new(snapshot, Duration::from_millis(10));
-    tokio::spawn(async move {
-        watcher
-            .run(async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    tx
 }
 
 /// Kubernetes ConfigMap layout: `gateway.yaml -> ..data/gateway.yaml`, `..data -> ..vN`.
@@ -135,17 +128,13 @@ async fn the_watcher_sees_rename_on_save() {
     let a = Upstream::start().await;
     let b = Upstream::start().await;
     let gw = Gateway::start(&config_for(a.addr, "", "")).await;
-    let _stop = spawn_watcher(gw.snapshot.clone());
-    let mut rx = gw.snapshot.subscribe();
+    let mut rx = gw.store.subscribe();
     let new = config_for(b.addr, "", "");
     let want = sha256(new.as_bytes());
     let tmp = gw.dir.path().join(".gateway.yaml.swp");
     std::fs::write(&tmp, &new).unwrap();
     std::fs::rename(&tmp, &gw.config_path).unwrap();
-    wait_reload(&gw.snapshot, &mut rx, |s| {
-        s.load().config.source.hash == want
-    })
-    .await;
+    wait_reload(&gw.store, &mut rx, |s| s.load().config.source.hash == want).await;
     assert!(post_ok(&gw).await);
     assert_eq!(b.posts(), 1);
 }
@@ -155,8 +144,7 @@ async fn other_files_in_the_directory_do_not_trigger_reloads() {
     let a = Upstream::start().await;
     let b = Upstream::start().await;
     let gw = Gateway::start(&config_for(a.addr, "", "")).await;
-    let _stop = spawn_watcher(gw.snapshot.clone());
-    let mut rx = gw.snapshot.subscribe();
+    let mut rx = gw.store.subscribe();
     // A log file next to the config, written repeatedly: no reload attempt at all.
     let log = gw.dir.path().join("gateway.log");
     for i in 0..20 {
@@ -166,10 +154,7 @@ async fn other_files_in_the_directory_do_not_trigger_reloads() {
     let new = config_for(b.addr, "", "");
     let want = sha256(new.as_bytes());
     std::fs::write(&gw.config_path, &new).unwrap();
-    wait_reload(&gw.snapshot, &mut rx, |s| {
-        s.load().config.source.hash == want
-    })
-    .await;
+    wait_reload(&gw.store, &mut rx, |s| s.load().config.source.hash == want).await;
     // The config write itself may surface as one or two attempts (the second `Unchanged`);
     // twenty log writes reacting would show as many more.
     let attempts = *rx.borrow();
@@ -185,7 +170,6 @@ async fn two_hundred_reloads_under_load_lose_no_request() {
     let b = Upstream::start().await;
     let configs = [config_for(a.addr, "", ""), config_for(b.addr, "", "")];
     let gw = Arc::new(k8s_gateway(&configs[0]).await);
-    let _stop = spawn_watcher(gw.snapshot.clone());
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
@@ -206,27 +190,24 @@ async fn two_hundred_reloads_under_load_lose_no_request() {
 
     // Cycle: swap to B, swap to a broken file (rejected), swap back to A. Every valid swap
     // differs from the live config, so each one must be applied.
-    let mut rx = gw.snapshot.subscribe();
+    let mut rx = gw.store.subscribe();
     for i in 0..200 {
         let version = i + 1;
         let g0 = *rx.borrow_and_update();
         if i % 3 == 1 {
-            let before = gw.snapshot.load().config.source.hash.clone();
+            let before = gw.store.load().config.source.hash.clone();
             k8s_swap(gw.dir.path(), version, BROKEN);
-            wait_reload(&gw.snapshot, &mut rx, |s| {
+            wait_reload(&gw.store, &mut rx, |s| {
                 *s.subscribe().borrow() > g0
                     && matches!(s.last_outcome(), Some(Outcome::Rejected(_)))
             })
             .await;
-            assert_eq!(gw.snapshot.load().config.source.hash, before);
+            assert_eq!(gw.store.load().config.source.hash, before);
         } else {
             let content = &configs[if i % 3 == 0 { 1 } else { 0 }];
             let want = sha256(content.as_bytes());
             k8s_swap(gw.dir.path(), version, content);
-            wait_reload(&gw.snapshot, &mut rx, |s| {
-                s.load().config.source.hash == want
-            })
-            .await;
+            wait_reload(&gw.store, &mut rx, |s| s.load().config.source.hash == want).await;
         }
     }
     stop.store(true, Ordering::Relaxed);

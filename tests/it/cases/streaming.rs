@@ -186,7 +186,7 @@ async fn sse_answers_are_chunked_and_keep_the_connection() {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
     for round in 0..2 {
         let req = format!(
-            "POST /mcp/up HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nx-test-reply: sse:2:5\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST /mcp/up HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nx-test-reply: sse:2:5\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
         conn.write_all(req.as_bytes()).await.unwrap();

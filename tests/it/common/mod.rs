@@ -8,24 +8,24 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use pingora_core::server::configuration::ServerConf;
-use portcullis::reload::Snapshot;
-use portcullis::upstream::health::Health;
-use tokio::sync::watch;
+use portcullis::app::{Embedded, Options};
+use portcullis::state::probe::Health;
+use portcullis::state::Store;
 
 pub use upstream::Upstream;
 
-/// A gateway serving on 127.0.0.1:0 from a config file in a temp dir.
+/// A gateway serving on 127.0.0.1:0 from a config file in a temp dir, assembled by the same
+/// builder as production (`app::assemble`: watcher, prober, key refresher, registry included).
 pub struct Gateway {
     pub addr: SocketAddr,
-    pub snapshot: Arc<Snapshot>,
+    pub store: Arc<Store>,
     pub health: Arc<Health>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
-    /// The listener's application: tells which path served each request.
-    pub front: Arc<portcullis::front::Front>,
-    stop: watch::Sender<bool>,
+    /// The running gateway (its front door tells which path served each request).
+    pub embedded: Embedded,
 }
 
 impl Gateway {
@@ -43,55 +43,56 @@ impl Gateway {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let rt = match portcullis::config::load_file(&config_path) {
-            Ok(rt) => rt,
-            Err(d) => panic!("test config does not load:\n{d}"),
-        };
-        let snapshot = Snapshot::new(&config_path, rt);
-        let health = Arc::new(Health::default());
-        let conf = Arc::new(ServerConf::default());
-        let authn = portcullis::proxy::authn::Authn::from_config(&snapshot.load().config).unwrap();
-        if let Some(a) = &authn {
-            // Load the signing keys before serving (tests use file-based key sets).
-            a.jwks.refresh().await;
-        }
-        let app = Arc::new(portcullis::app::proxy_app(
-            &conf,
-            snapshot.clone(),
-            health.clone(),
-            authn,
-        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, rx) = watch::channel(false);
-        tokio::spawn(portcullis::app::serve_listener(app.clone(), listener, rx));
+        // Reloads follow file changes quickly in tests (production debounces 250 ms).
+        let options = Options {
+            watch_debounce: Duration::from_millis(10),
+        };
+        let embedded = match Embedded::start(&config_path, listener, options).await {
+            Ok(e) => e,
+            Err(e) => panic!("test gateway does not start:\n{e:#}"),
+        };
+        if let Some(authn) = &embedded.parts.gateway.authn {
+            // The key refresher loads the signing keys at start; wait for it (bounded).
+            tokio::time::timeout(Duration::from_secs(10), authn.jwks.wait_ready())
+                .await
+                .expect("signing keys load");
+        }
         Gateway {
-            addr,
-            snapshot,
-            health,
+            addr: embedded.addr,
+            store: embedded.parts.store.clone(),
+            health: embedded.parts.gateway.health.clone(),
             dir,
             config_path,
-            front: app,
-            stop,
+            embedded,
         }
     }
 
-    /// Requests served so far (hot path, Pingora's proxy).
+    /// Requests served so far (front door, Pingora's proxy).
     pub fn served(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        let s = self.front.served();
+        let s = self.embedded.parts.front.served();
         (s.hot.load(Relaxed), s.pingora.load(Relaxed))
+    }
+
+    /// Write `content` as the config file and wait (bounded) until the gateway's watcher has
+    /// applied it.
+    pub async fn apply(&self, content: &str) {
+        let mut rx = self.store.subscribe();
+        std::fs::write(&self.config_path, content).unwrap();
+        let want = sha256(content.as_bytes());
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while self.store.load().config.source.hash != want {
+                rx.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the watcher did not apply the new config in time");
     }
 
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
     }
 }
 

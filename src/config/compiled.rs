@@ -1,0 +1,472 @@
+//! The compiled, immutable config snapshot the gateway runs on. Built only by `compile`; no
+//! serde. Every value is validated and typed (URLs parsed, durations, header names and values,
+//! a name index for upstreams). Secrets never appear in `Debug` output.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::diagnostic::Diagnostic;
+
+/// A loaded config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from.
+    pub source: SourceInfo,
+    /// Listener and request limits.
+    pub server: Server,
+    /// Token validation.
+    pub oauth: OAuth,
+    /// Claims to scopes and per-tool requirements.
+    pub auth: Auth,
+    /// Upstream servers.
+    pub proxy: Proxy,
+    /// Per-replica rate limits.
+    pub rate_limits: Vec<RateLimit>,
+    /// Findings that did not stop the load (e.g. a permission naming a server that is not
+    /// configured); `check` and reload print them with [`Diagnostic::render_as_warning`].
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The origin of a loaded config.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    /// The file name as given to the loader.
+    pub file: String,
+    /// SHA-256 (hex) of the file text before variable substitution.
+    pub hash: String,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+}
+
+/// `server`.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Public base URL (`server.url`); resource URLs derive from it.
+    pub public_url: Option<url::Url>,
+    /// Listener address. Startup-only.
+    pub listen: SocketAddr,
+    /// Request body cap in bytes.
+    pub max_body_bytes: usize,
+    /// Allowed `Origin` values, normalized as `scheme://host[:port]`.
+    pub allowed_origins: Vec<String>,
+    /// Worker threads. Startup-only.
+    pub threads: usize,
+    /// Shutdown grace period. Startup-only.
+    pub grace_period: Duration,
+    /// Plain HTTP/1.1 requests are served by the front door; `false`: all by Pingora's proxy.
+    pub fast_path: bool,
+}
+
+/// Identity provider flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Okta custom authorization servers.
+    Okta,
+    /// Any OIDC issuer.
+    Oidc,
+}
+
+/// `oauth`.
+#[derive(Debug, Clone)]
+pub struct OAuth {
+    /// Whether requests need a valid bearer token.
+    pub enabled: bool,
+    /// Provider flavour.
+    pub provider: Provider,
+    /// Issuers, found by OIDC discovery.
+    pub authorization_servers: Vec<url::Url>,
+    /// Accepted `aud` values (empty: not checked).
+    pub audiences: Vec<String>,
+    /// JWKS URL or `file://` URL overriding discovery.
+    pub jwks_uri: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`.
+    pub leeway: Duration,
+    /// How often the signing keys are fetched again.
+    pub jwks_refresh: Duration,
+}
+
+/// How the scopes of a permission combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeMode {
+    /// One of the listed scopes suffices.
+    Any,
+    /// Every listed scope is needed.
+    All,
+}
+
+/// `auth`.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// Claims read from tokens (dotted paths allowed).
+    pub claims: Vec<String>,
+    /// `claim:value` keys to scopes, in file order.
+    pub mappings: Vec<(String, Vec<String>)>,
+    /// Permission patterns, in file order.
+    pub permissions: Vec<Permission>,
+    /// How scopes combine.
+    pub scope_mode: ScopeMode,
+    /// Scope required when no pattern matches; `None` denies.
+    pub default_scope: Option<String>,
+    /// How a denied call is answered.
+    pub on_denied: OnDenied,
+}
+
+/// `auth.options.on_denied`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDenied {
+    /// JSON-RPC -32602 "Unknown tool: NAME": hidden names stay hidden (default).
+    #[default]
+    Hide,
+    /// JSON-RPC error "Forbidden: ...": the caller learns the name exists.
+    Forbidden,
+    /// HTTP 403 with `WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`.
+    StepUp,
+}
+
+/// One `auth.permissions` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    /// Server part; may contain `*`.
+    pub server: String,
+    /// Tool, prompt or resource part; may contain `*`.
+    pub name: String,
+    /// Scopes required.
+    pub scopes: Vec<String>,
+    /// The pattern as written.
+    pub source: String,
+}
+
+/// `proxy`.
+#[derive(Clone)]
+pub struct Proxy {
+    /// Joins server and tool names on `/mcp`.
+    pub separator: String,
+    /// Key sealing legacy session ids.
+    pub session_key: Option<[u8; 32]>,
+    /// Upstreams in file order.
+    pub servers: Vec<Arc<Upstream>>,
+    pub(crate) index: HashMap<String, usize>,
+}
+
+impl Proxy {
+    /// The upstream called `name`.
+    pub fn server(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.index.get(name).and_then(|&i| self.servers.get(i))
+    }
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("separator", &self.separator)
+            .field("session_key", &self.session_key.map(|_| "***"))
+            .field("servers", &self.servers)
+            .finish()
+    }
+}
+
+/// One upstream MCP server.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Unique name.
+    pub name: String,
+    /// How to reach it.
+    pub transport: Transport,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Maximum idle time between bytes from the upstream (seed `connection.timeout`).
+    pub timeout: Duration,
+    /// Headers added to every upstream request; values are marked sensitive (their `Debug`
+    /// prints `Sensitive`).
+    pub inject_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Forward the client's `Authorization` header.
+    pub forward_authorization: bool,
+}
+
+/// Transport of an upstream.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// MCP Streamable HTTP.
+    StreamableHttp(HttpTarget),
+    /// Legacy HTTP+SSE (2024-11-05).
+    Sse(HttpTarget),
+    /// A child process.
+    Stdio(StdioCommand),
+}
+
+impl Transport {
+    /// The `type` as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transport::StreamableHttp(_) => "streamable-http",
+            Transport::Sse(_) => "sse",
+            Transport::Stdio(_) => "stdio",
+        }
+    }
+}
+
+/// An HTTP upstream address, precomputed for the proxy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    /// The URL.
+    pub url: url::Url,
+    /// `https`.
+    pub tls: bool,
+    /// Host (IPv6 in brackets).
+    pub host: String,
+    /// Port, defaulted by scheme.
+    pub port: u16,
+    /// `host:port`.
+    pub address: String,
+    /// Path and query, e.g. `/mcp`.
+    pub path_and_query: String,
+    /// `Host` header value: `host`, or `host:port` for a non-default port.
+    pub host_header: String,
+    /// Fall back to legacy SSE when Streamable HTTP is refused (`connection.fallback_sse`).
+    pub fallback_sse: bool,
+}
+
+/// A URL for display: the query (which may hold a token) is replaced by `***`.
+pub fn redacted_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if u.query().is_some() {
+        u.set_query(Some("***"));
+    }
+    if u.password().is_some() {
+        // Cannot fail for URLs with a host, which is all we hold.
+        let _ = u.set_password(Some("***"));
+    }
+    u.to_string()
+}
+
+impl fmt::Debug for HttpTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpTarget")
+            .field("url", &redacted_url(&self.url))
+            .field("tls", &self.tls)
+            .field("address", &self.address)
+            .field("host_header", &self.host_header)
+            .field("fallback_sse", &self.fallback_sse)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A child process speaking MCP over stdio. `Debug` shows neither argument nor environment
+/// values (they may carry secrets).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StdioCommand {
+    /// Program.
+    pub command: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Extra environment, in file order.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+}
+
+impl fmt::Debug for StdioCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env: Vec<String> = self.env.iter().map(|(k, _)| format!("{k}=***")).collect();
+        f.debug_struct("StdioCommand")
+            .field("command", &self.command)
+            .field("args", &format_args!("<{} args>", self.args.len()))
+            .field("env", &env)
+            .field("cwd", &self.cwd)
+            .finish()
+    }
+}
+
+/// What a rate-limit bucket is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateLimitKey {
+    /// The authenticated principal.
+    Principal,
+    /// The upstream server.
+    Server,
+    /// The principal and the tool.
+    Tool,
+}
+
+/// A token bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    /// Bucket key.
+    pub key: RateLimitKey,
+    /// Refill rate.
+    pub requests_per_second: f64,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+fn dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+impl Config {
+    /// A short human summary: listener, upstreams, auth, policy and limits (printed by
+    /// `portcullis check`). Shows no secret.
+    pub fn summary(&self) -> String {
+        let mut out = Vec::new();
+        let s = &self.server;
+        out.push(format!(
+            "listen: {} (threads {}, grace period {})",
+            s.listen,
+            s.threads,
+            dur(s.grace_period)
+        ));
+        if let Some(u) = &s.public_url {
+            out.push(format!("public url: {}", redacted_url(u)));
+        }
+        out.push(format!("max body: {} bytes", s.max_body_bytes));
+        if !s.allowed_origins.is_empty() {
+            out.push(format!("allowed origins: {}", s.allowed_origins.join(", ")));
+        }
+        let o = &self.oauth;
+        if o.enabled {
+            let mut from: Vec<String> = o
+                .authorization_servers
+                .iter()
+                .map(|u| u.to_string())
+                .collect();
+            if let Some(j) = &o.jwks_uri {
+                from.push(format!("jwks {j}"));
+            }
+            let aud = if o.audiences.is_empty() {
+                "any".to_string()
+            } else {
+                o.audiences.join(", ")
+            };
+            out.push(format!(
+                "auth: on ({}; issuers: {}; audiences: {aud}; leeway {})",
+                match o.provider {
+                    Provider::Okta => "okta",
+                    Provider::Oidc => "oidc",
+                },
+                from.join(", "),
+                dur(o.leeway)
+            ));
+        } else {
+            out.push("auth: off".into());
+        }
+        out.push(format!(
+            "upstreams: {} (separator `{}`)",
+            self.proxy.servers.len(),
+            self.proxy.separator
+        ));
+        for u in &self.proxy.servers {
+            let target = match &u.transport {
+                Transport::StreamableHttp(t) | Transport::Sse(t) => redacted_url(&t.url),
+                // Arguments may carry secrets: only their number is shown.
+                Transport::Stdio(c) => format!("{} ({} args)", c.command, c.args.len()),
+            };
+            let mut extra = vec![format!("timeout {}", dur(u.timeout))];
+            if !matches!(u.transport, Transport::Stdio(_)) {
+                extra.push(format!("connect {}", dur(u.connect_timeout)));
+            }
+            if !u.inject_headers.is_empty() {
+                let names: Vec<&str> = u.inject_headers.iter().map(|(n, _)| n.as_str()).collect();
+                extra.push(format!("headers: {}", names.join(", ")));
+            }
+            if let Transport::Stdio(c) = &u.transport {
+                if !c.env.is_empty() {
+                    let names: Vec<&str> = c.env.iter().map(|(k, _)| k.as_str()).collect();
+                    extra.push(format!("env: {}", names.join(", ")));
+                }
+            }
+            if let Transport::StreamableHttp(t) = &u.transport {
+                if t.fallback_sse {
+                    extra.push("fallback sse".into());
+                }
+            }
+            if u.forward_authorization {
+                extra.push("forwards authorization".into());
+            }
+            out.push(format!(
+                "  {} {} {} ({})",
+                u.name,
+                u.transport.kind(),
+                target,
+                extra.join(", ")
+            ));
+        }
+        let a = &self.auth;
+        out.push(format!(
+            "policy: {} permission rules, {} mappings, claims [{}], scope_mode {}, default {}",
+            a.permissions.len(),
+            a.mappings.len(),
+            a.claims.join(", "),
+            match a.scope_mode {
+                ScopeMode::Any => "any",
+                ScopeMode::All => "all",
+            },
+            match &a.default_scope {
+                Some(s) => format!("scope `{s}`"),
+                None => "deny".into(),
+            }
+        ));
+        if self.rate_limits.is_empty() {
+            out.push("rate limits: none".into());
+        }
+        for r in &self.rate_limits {
+            let key = match r.key {
+                RateLimitKey::Principal => "principal",
+                RateLimitKey::Server => "server",
+                RateLimitKey::Tool => "principal and tool",
+            };
+            out.push(format!(
+                "rate limit: per {key} {}/s burst {}",
+                r.requests_per_second, r.burst
+            ));
+        }
+        for w in &self.warnings {
+            out.push(format!(
+                "warning: {} ({}:{}:{})",
+                w.message, w.file, w.line, w.column
+            ));
+        }
+        let mut text = out.join("\n");
+        text.push('\n');
+        text
+    }
+
+    /// The startup-only fields (`server.listen`, `server.threads`, `server.grace_period`) whose
+    /// value differs in `new`; a reload that changes any of them is refused.
+    pub fn startup_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.server.listen != new.server.listen {
+            out.push("server.listen");
+        }
+        if self.server.threads != new.server.threads {
+            out.push("server.threads");
+        }
+        if self.server.grace_period != new.server.grace_period {
+            out.push("server.grace_period");
+        }
+        // The verifier and the key sources are built at start (the refresher keeps keys
+        // current); changing who may issue tokens needs a restart for now.
+        if self.oauth.enabled != new.oauth.enabled {
+            out.push("oauth.enabled");
+        }
+        if self.oauth.authorization_servers != new.oauth.authorization_servers {
+            out.push("oauth.authorization_servers");
+        }
+        if self.oauth.audiences != new.oauth.audiences {
+            out.push("oauth.audiences");
+        }
+        if self.oauth.jwks_uri != new.oauth.jwks_uri {
+            out.push("oauth.jwks_uri");
+        }
+        if self.oauth.leeway != new.oauth.leeway {
+            out.push("oauth.leeway");
+        }
+        if self.oauth.jwks_refresh != new.oauth.jwks_refresh {
+            out.push("oauth.jwks_refresh");
+        }
+        out
+    }
+}

@@ -1,0 +1,282 @@
+//! [`Gateway::decide`]: the one function that decides a request, whatever front end received it.
+//! It reads the head through a [`RequestView`], the body (only once the head was accepted)
+//! through a [`BodySource`], and returns a [`Plan`]: an answer, or a forward that carries a
+//! [`crate::policy::Permit`]. No sockets, no Pingora types.
+//!
+//! ```text
+//!  endpoint ─ admin, metadata, unknown ──────────────────────────────> answer
+//!     │ /mcp/{server}
+//!  Host, Origin (403) ─ query (400) ─ bearer token (401) ─ server (404/503)
+//!     │ POST                                   │ GET / DELETE
+//!  content type (415) ─ body (413/400)         └─ session permit ─> forward
+//!  ─ JSON-RPC (400: parse, envelope, undecidable covered method)
+//!  ─ policy (denial: "Unknown tool" / forbidden / 403 step-up) ─────────> answer
+//!  ─ permit ─> forward (list answers filtered per caller)
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::observe::Observation;
+use super::plan::{Forward, Op, Plan};
+use super::Gateway;
+use crate::auth::{bearer, Principal};
+use crate::config::OnDenied;
+use crate::endpoints::{admin, guard, oauth, Endpoint};
+use crate::mcp::filter::ListKind;
+use crate::mcp::jsonrpc::{self, Envelope};
+use crate::mcp::reply::Reply;
+use crate::request::{BodyError, BodySource, RequestView};
+use crate::state::Snapshot;
+use crate::telemetry::metrics::RouteLabel;
+use crate::upstream::Upstream;
+
+impl Gateway {
+    /// Decide `req` against the pinned snapshot `snap`, reading its body from `body` if (and
+    /// only if) the head is acceptable. Counts what it decides in `obs`.
+    pub async fn decide<'s, B: BodySource>(
+        &self,
+        snap: &'s Snapshot,
+        req: &RequestView<'_>,
+        body: &mut B,
+        obs: &mut Observation,
+    ) -> Plan<'s> {
+        let endpoint = req.path.map_or(Endpoint::NotFound, Endpoint::parse);
+        obs.route(label(&endpoint));
+        let name = match endpoint {
+            Endpoint::Server(name) => name,
+            Endpoint::Admin(which) => {
+                let keys_ready = self.authn.as_ref().is_none_or(|a| a.ready());
+                return Plan::Answer(admin::answer(
+                    &req.method,
+                    snap,
+                    &self.health,
+                    keys_ready,
+                    which,
+                ));
+            }
+            Endpoint::WellKnown(path) if self.authn.is_some() => {
+                return Plan::Answer(oauth::metadata(&snap.config, path))
+            }
+            Endpoint::WellKnown(_) => {
+                return Plan::Answer(Reply::error(404, "not_found", "authentication is disabled"))
+            }
+            Endpoint::Aggregate => {
+                return Plan::Answer(Reply::error(
+                    501,
+                    "not_implemented",
+                    "the aggregated /mcp endpoint is not available yet; use /mcp/{server}",
+                ))
+            }
+            Endpoint::NotFound => {
+                return Plan::Answer(Reply::error(404, "not_found", "no such endpoint"))
+            }
+        };
+        if let Err(refused) = guard::check(req.host, req.origin, &snap.config) {
+            return Plan::Answer(match refused {
+                guard::Refused::HostMissing => {
+                    Reply::error(400, "bad_request", "exactly one Host header is required")
+                }
+                guard::Refused::ForeignHost => Reply::error(
+                    403,
+                    "forbidden",
+                    "Host not allowed: it must name this gateway (the host of server.url, or a loopback name)",
+                ),
+                guard::Refused::Origin => Reply::error(403, "forbidden", "Origin not allowed"),
+            });
+        }
+        if req.query.is_some_and(|q| !guard::query_forwardable(q)) {
+            return Plan::Answer(Reply::error(
+                400,
+                "bad_request",
+                "the query holds characters that must be percent-encoded",
+            ));
+        }
+        let principal = match &self.authn {
+            None => Principal::anonymous(),
+            Some(authn) => {
+                let token = bearer(req.authorization.one());
+                match authn.authenticate(snap.policy.scope_map(), token).await {
+                    Ok(p) => p,
+                    Err(refusal) => {
+                        return Plan::Answer(oauth::unauthorized(&snap.config, name, refusal))
+                    }
+                }
+            }
+        };
+        let Some(upstream) = snap.upstreams.get(name) else {
+            return Plan::Answer(Reply::error(
+                404,
+                "not_found",
+                &format!("no upstream server named `{name}` is configured"),
+            ));
+        };
+        if upstream.http.is_none() && upstream.shared.is_none() {
+            // Configured, with nothing to reach it by: a stdio / legacy SSE upstream whose
+            // runtime could not start (logged at start).
+            let kind = upstream.config.transport.kind();
+            return Plan::Answer(Reply::error(
+                503,
+                "unavailable",
+                &format!("upstream `{name}` ({kind}) is not running: the gateway could not start its upstream runtime"),
+            ));
+        }
+        let server = upstream.name();
+        match req.method {
+            http::Method::POST => {
+                self.decide_post(snap, upstream, principal, req, body, obs)
+                    .await
+            }
+            http::Method::GET | http::Method::DELETE => Plan::Forward(Forward {
+                op: if req.method == http::Method::GET {
+                    Op::Events
+                } else {
+                    Op::Delete
+                },
+                upstream,
+                permit: snap.policy.permit_session(&principal, server),
+                body: Bytes::new(),
+                envelope: None,
+                list: None,
+            }),
+            _ => Plan::Answer(
+                Reply::error(405, "method_not_allowed", "use POST, GET or DELETE")
+                    .with_header("allow", "GET, POST, DELETE"),
+            ),
+        }
+    }
+
+    /// `POST /mcp/{server}`: the body is read, classified and authorized.
+    async fn decide_post<'s, B: BodySource>(
+        &self,
+        snap: &'s Snapshot,
+        upstream: &'s Upstream,
+        principal: Arc<Principal>,
+        req: &RequestView<'_>,
+        body: &mut B,
+        obs: &mut Observation,
+    ) -> Plan<'s> {
+        if !req.is_json() {
+            return Plan::Answer(Reply::rpc_error(
+                415,
+                &Value::Null,
+                -32600,
+                "Unsupported Media Type: POST bodies must be `Content-Type: application/json`",
+            ));
+        }
+        let limit = snap.config.server.max_body_bytes;
+        let body = match body.read(limit).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge { limit }) => {
+                let m = format!("Request body exceeds the {limit}-byte limit");
+                return Plan::Answer(Reply::rpc_error(413, &Value::Null, -32600, &m));
+            }
+            Err(e @ BodyError::BadLength) => {
+                return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, &e.to_string()))
+            }
+            Err(BodyError::Read(e)) => {
+                // The client is gone or stalled: nothing useful can be answered.
+                tracing::debug!(error = %e, "reading the request body failed");
+                return Plan::Answer(Reply::rpc_error(
+                    400,
+                    &Value::Null,
+                    -32600,
+                    "the request body could not be read",
+                ));
+            }
+        };
+        let envelope = match jsonrpc::classify(&body) {
+            Ok(e) => e,
+            Err(e) => {
+                return Plan::Answer(Reply::rpc_error(400, &e.id(), e.code(), &e.to_string()))
+            }
+        };
+        let server = upstream.name();
+        if let Some(tool) = envelope.single_tool_call() {
+            obs.tool_call(server, tool);
+        }
+        let list = list_kind(&envelope);
+        if envelope.batch
+            && !principal.anonymous
+            && envelope
+                .messages
+                .iter()
+                .any(|m| m.method().and_then(ListKind::for_method).is_some())
+        {
+            // List answers are filtered per caller only for single requests: such a batch is
+            // refused whole rather than half-checked.
+            let m = "Invalid Request: list methods cannot be batched on an authenticated endpoint";
+            return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, m));
+        }
+        let uses = envelope.uses().map(|(_, u)| (u.kind, u.name.as_str()));
+        let permit = match snap.policy.permit(&principal, server, uses) {
+            Ok(p) => p,
+            Err((i, denied)) => {
+                let (id, used) = envelope.uses().nth(i).unzip();
+                let (id, used) = (id.unwrap_or(&Value::Null), used);
+                let noun = denied.kind.as_str();
+                let name = used.map_or("", |u| u.name.as_str());
+                obs.denied(server, denied.kind);
+                tracing::info!(server, kind = noun, name = %name, rule = denied.by.source(), subject = %principal.subject, "policy denied the request");
+                return Plan::Answer(denial(snap, server, &envelope, id, noun, name, &denied));
+            }
+        };
+        Plan::Forward(Forward {
+            op: Op::Call,
+            upstream,
+            permit,
+            body,
+            list: list
+                .filter(|_| !principal.anonymous)
+                .map(|k| (k, &snap.policy)),
+            envelope: Some(envelope),
+        })
+    }
+}
+
+/// The list a single request asks for, if it is a list request.
+fn list_kind(envelope: &Envelope) -> Option<ListKind> {
+    envelope.single_request().and_then(ListKind::for_method)
+}
+
+/// The answer to a denied request, per `auth.options.on_denied`.
+fn denial(
+    snap: &Snapshot,
+    server: &str,
+    envelope: &Envelope,
+    id: &Value,
+    noun: &str,
+    name: &str,
+    denied: &crate::policy::Denied<'_>,
+) -> Reply {
+    if envelope.batch {
+        let m = "Invalid Request: the batch contains a request the caller may not make";
+        return Reply::rpc_error(200, &Value::Null, -32600, m);
+    }
+    match snap.config.auth.on_denied {
+        // Hidden: the answer does not reveal that the name exists.
+        OnDenied::Hide => Reply::rpc_error(200, id, -32602, &format!("Unknown {noun}: {name}")),
+        OnDenied::Forbidden => Reply::rpc_error(
+            200,
+            id,
+            -32003,
+            &format!("Forbidden: the caller may not use {noun} `{name}`"),
+        ),
+        OnDenied::StepUp => {
+            let challenge = oauth::insufficient_scope(&snap.config, server, &denied.scope_hint());
+            Reply::rpc_error(403, id, -32003, "insufficient scope")
+                .with_header("www-authenticate", challenge)
+        }
+    }
+}
+
+fn label(endpoint: &Endpoint<'_>) -> RouteLabel {
+    match endpoint {
+        Endpoint::Server(_) => RouteLabel::McpServer,
+        Endpoint::Aggregate => RouteLabel::Mcp,
+        Endpoint::Admin(_) | Endpoint::WellKnown(_) => RouteLabel::Admin,
+        Endpoint::NotFound => RouteLabel::Unknown,
+    }
+}

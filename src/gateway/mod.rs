@@ -1,0 +1,26 @@
+//! The gateway's core: one decision per request ([`Gateway::decide`] -> [`Plan`]), the same for
+//! every front end; what a request is counted as ([`observe`]); its trace identity ([`trace`]).
+//! The front ends (`crate::http`) only move bytes: they build a view of the request, ask for a
+//! plan, and write the answer or relay the upstream's.
+
+mod decide;
+pub mod observe;
+pub mod plan;
+pub mod trace;
+
+use std::sync::Arc;
+
+use crate::auth::Authn;
+use crate::state::probe::Health;
+
+pub use observe::Observation;
+pub use plan::{Forward, Op, Plan};
+pub use trace::Trace;
+
+/// The services a decision needs beyond the snapshot: token verification and upstream health.
+pub struct Gateway {
+    /// `Some` when `oauth.enabled`.
+    pub authn: Option<Arc<Authn>>,
+    /// Upstream reachability, for `/ready` and `/status`.
+    pub health: Arc<Health>,
+}

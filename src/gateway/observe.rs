@@ -1,0 +1,105 @@
+//! The one place that counts a request: its route, method, status and duration; the tool it
+//! called and how that ended; a policy denial; an open SSE stream. An [`Observation`] lives as
+//! long as the request and counts when dropped, so every path (answered, forwarded, cut short)
+//! is counted once, the same way, whichever front end served it.
+//!
+//! `portcullis_tool_calls_total{outcome}` means the same for every upstream kind:
+//! - `ok`: the upstream answered with a result that is not `isError: true`, relayed to the end;
+//! - `error`: it answered with a JSON-RPC error, or a result with `isError: true`;
+//! - `denied`: the policy refused it; the upstream never saw it;
+//! - `failed`: no answer reached the client (upstream unavailable, timed out, cut off
+//!   mid-answer, or the client went away first).
+
+use std::time::Instant;
+
+use crate::policy::Kind;
+use crate::telemetry::metrics::{method_index, metrics, RouteLabel, ToolOutcome};
+
+/// What one request did, counted when it is dropped.
+pub struct Observation {
+    started: Instant,
+    route: RouteLabel,
+    method: usize,
+    status: u16,
+    tool: Option<(Box<str>, Box<str>)>,
+    outcome: ToolOutcome,
+}
+
+impl Observation {
+    /// A request with `method` starts now.
+    pub fn start(method: &http::Method) -> Self {
+        Observation {
+            started: Instant::now(),
+            route: RouteLabel::Unknown,
+            method: method_index(method),
+            status: 0,
+            tool: None,
+            outcome: ToolOutcome::Failed,
+        }
+    }
+
+    /// Where the request went.
+    pub fn route(&mut self, route: RouteLabel) {
+        self.route = route;
+    }
+
+    /// The status sent to the client (499: it went away before an answer).
+    pub fn status(&mut self, status: u16) {
+        self.status = status;
+    }
+
+    /// The request is a `tools/call` of `tool` on `server` (counted with its outcome).
+    pub fn tool_call(&mut self, server: &str, tool: &str) {
+        self.tool = Some((server.into(), tool.into()));
+    }
+
+    /// How the tool call ended (see the module docs); `failed` unless set.
+    pub fn tool_outcome(&mut self, outcome: ToolOutcome) {
+        self.outcome = outcome;
+    }
+
+    /// The answer to the tool call was relayed to its end; `is_error` from the answer itself
+    /// (`None`: not seen, e.g. too large to read: counted `ok`).
+    pub fn answered(&mut self, is_error: Option<bool>) {
+        self.outcome = match is_error {
+            Some(true) => ToolOutcome::Error,
+            Some(false) | None => ToolOutcome::Ok,
+        };
+    }
+
+    /// The policy refused a use of `kind` on `server`.
+    pub fn denied(&mut self, server: &str, kind: Kind) {
+        metrics().denial(server, kind.as_str());
+        self.outcome = ToolOutcome::Denied;
+    }
+
+    /// An SSE answer is open until the returned guard is dropped.
+    pub fn sse_stream(&self) -> SseOpen {
+        metrics().sse_open.inc();
+        SseOpen(())
+    }
+}
+
+impl Drop for Observation {
+    fn drop(&mut self) {
+        let m = metrics();
+        m.request(
+            self.route,
+            self.method,
+            self.status,
+            self.started.elapsed().as_secs_f64(),
+        );
+        if let Some((server, tool)) = &self.tool {
+            m.tool_call(server, tool, self.outcome);
+        }
+    }
+}
+
+/// Counts one open SSE stream for as long as it lives.
+pub struct SseOpen(());
+
+impl Drop for SseOpen {
+    fn drop(&mut self) {
+        metrics().sse_open.dec();
+    }
+}

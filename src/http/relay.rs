@@ -1,0 +1,417 @@
+//! The one relay loop: a [`Forward`] plan is sent upstream and the answer goes to the client as
+//! it arrives, whichever front end received the request. SSE is never buffered (an event that
+//! needs no rewrite passes byte for byte); a list answer is filtered per caller (JSON at its
+//! end, SSE event by event); the answer to a `tools/call` is watched for its outcome; the client
+//! is watched too: when it hangs up, the upstream exchange is dropped, which cancels the request
+//! upstream.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora_http::ResponseHeader;
+
+use super::downstream::Downstream;
+use super::write;
+use crate::gateway::{Forward, Observation, Op};
+use crate::mcp::filter::ListFilter;
+use crate::mcp::outcome::Watch;
+use crate::mcp::reply::{upstream_failure_body, Reply};
+use crate::mcp::sse;
+use crate::telemetry::metrics::metrics;
+use crate::upstream::shared::session::{Events, Item, Messages};
+use crate::upstream::{Answer, HttpAnswer, Request};
+
+/// A comment is sent on an idle SSE answer this often, so intermediaries keep it open.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Most bytes of a JSON list answer held for filtering.
+const MAX_JSON_LIST: usize = 16 * 1024 * 1024;
+
+/// How a relay ended, for the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The answer was written whole: the connection may serve another request.
+    Complete,
+    /// The answer was cut short or the client went away: the connection is done.
+    Broken,
+}
+
+/// Send `fwd` upstream and relay the answer to `d`. `traceparent` is the gateway's for this
+/// request.
+pub async fn forward<D: Downstream>(
+    d: &mut D,
+    fwd: Forward<'_>,
+    view: &crate::request::RequestView<'_>,
+    traceparent: &str,
+    obs: &mut Observation,
+) -> Ended {
+    let server = fwd.upstream.name();
+    let req = Request {
+        view,
+        body: fwd.body.clone(),
+        envelope: fwd.envelope.as_ref(),
+        traceparent,
+    };
+    let answer = match fwd.op {
+        Op::Call => fwd.upstream.call(&fwd.permit, req).await,
+        Op::Events => fwd.upstream.events(&fwd.permit, req).await,
+        Op::Delete => fwd.upstream.delete(&fwd.permit, req).await,
+    };
+    let answer = match answer {
+        Ok(a) => a,
+        Err(f) => {
+            metrics().upstream_error(server, f.kind);
+            tracing::warn!(server, kind = f.kind, detail = %f.detail, "upstream request failed");
+            let reply = Reply::upstream_failure(f.status, &fwd.error_id(), server, &f.detail);
+            write::reply(d, reply, false, obs).await;
+            return Ended::Complete;
+        }
+    };
+    let list = fwd.list_filter();
+    let watch = fwd.tool().is_some();
+    match answer {
+        Answer::Local(reply) => {
+            write::reply(d, reply, false, obs).await;
+            Ended::Complete
+        }
+        Answer::Http(h) => http(d, h, list, watch, obs).await,
+        Answer::Messages(m) => messages(d, m, list, obs).await,
+        Answer::Events(e) => events(d, e, obs).await,
+    }
+}
+
+/// Hop-by-hop response fields: framing is each front end's to choose.
+const DROP_DOWNSTREAM: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "proxy-connection",
+    "trailer",
+    "upgrade",
+];
+
+/// Clean an upstream's response head for the client. Returns true for an SSE stream, which is
+/// marked never to be buffered by intermediaries.
+pub fn prepare_head(resp: &mut ResponseHeader) -> bool {
+    for h in DROP_DOWNSTREAM {
+        resp.remove_header(h);
+    }
+    let sse = sse::is_event_stream(resp);
+    if sse {
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        let _ = resp.insert_header("x-accel-buffering", "no");
+    }
+    sse
+}
+
+/// A per-caller rewrite of a list answer.
+enum Rewrite<'a> {
+    /// SSE: each complete event's data is filtered; other events pass byte for byte.
+    Sse(ListFilter<'a>, sse::Framer),
+    /// JSON: the (capped) whole answer is filtered at its end.
+    Json(ListFilter<'a>, BytesMut),
+}
+
+impl Rewrite<'_> {
+    /// Transform one upstream chunk into what the client gets now (possibly nothing yet).
+    fn chunk(&mut self, chunk: Bytes) -> Result<Option<Bytes>, String> {
+        match self {
+            Rewrite::Sse(filter, framer) => {
+                let events = framer.push(&chunk).map_err(|e| e.to_string())?;
+                if events.is_empty() {
+                    return Ok(None);
+                }
+                let mut out = Vec::with_capacity(chunk.len());
+                for ev in events {
+                    match sse::event_data(&ev).and_then(|d| filter.apply(&d)) {
+                        Some(data) => out.extend_from_slice(&sse::with_data(&ev, &data)),
+                        None => out.extend_from_slice(&ev),
+                    }
+                }
+                Ok(Some(Bytes::from(out)))
+            }
+            Rewrite::Json(_, buf) => {
+                if buf.len() + chunk.len() > MAX_JSON_LIST {
+                    return Err("list answer too large to filter".into());
+                }
+                buf.extend_from_slice(&chunk);
+                Ok(None)
+            }
+        }
+    }
+
+    /// What remains at the end of the answer.
+    fn finish(&mut self) -> Option<Bytes> {
+        match self {
+            Rewrite::Sse(_, framer) => Some(framer.rest()).filter(|b| !b.is_empty()),
+            Rewrite::Json(filter, buf) => {
+                let body = buf.split().freeze();
+                Some(filter.apply(&body).map(Bytes::from).unwrap_or(body))
+            }
+        }
+    }
+}
+
+/// What the next step of a relay is.
+enum Step {
+    Send(Bytes),
+    Skip,
+    Done,
+    Failed(String),
+    Gone,
+}
+
+/// Relay a Streamable HTTP answer.
+async fn http<D: Downstream>(
+    d: &mut D,
+    answer: HttpAnswer<'_>,
+    list: Option<ListFilter<'_>>,
+    watch: bool,
+    obs: &mut Observation,
+) -> Ended {
+    let HttpAnswer {
+        mut head,
+        body: mut h,
+    } = answer;
+    let status = head.status.as_u16();
+    let is_sse = prepare_head(&mut head);
+    let _open = is_sse.then(|| obs.sse_stream());
+    // A list answer is rewritten per caller: its length changes.
+    let mut rewrite = list.filter(|_| status == 200).map(|filter| {
+        head.remove_header(&http::header::CONTENT_LENGTH);
+        if is_sse {
+            Rewrite::Sse(filter, sse::Framer::default())
+        } else {
+            Rewrite::Json(filter, BytesMut::new())
+        }
+    });
+    let mut outcome = watch.then(|| Watch::new(is_sse));
+    let body_follows = h.has_buffered() && rewrite.is_none();
+    if d.head(head, body_follows).await.is_err() {
+        obs.status(499);
+        return Ended::Broken;
+    }
+    obs.status(status);
+    let mut watching = true;
+    loop {
+        let step = tokio::select! {
+            biased;
+            next = h.next_chunk() => match next {
+                Ok(Some(chunk)) => {
+                    if let Some(w) = &mut outcome {
+                        w.feed(&chunk);
+                    }
+                    match rewrite.as_mut().map(|rw| rw.chunk(chunk.clone())) {
+                        None => Step::Send(chunk),
+                        Some(Ok(Some(out))) => Step::Send(out),
+                        Some(Ok(None)) => Step::Skip,
+                        Some(Err(e)) => Step::Failed(e),
+                    }
+                }
+                Ok(None) => Step::Done,
+                Err(e) => Step::Failed(e.to_string()),
+            },
+            hung_up = d.hangup(), if watching => {
+                if hung_up {
+                    Step::Gone
+                } else {
+                    watching = false;
+                    Step::Skip
+                }
+            }
+        };
+        match step {
+            Step::Send(b) if b.is_empty() => {}
+            Step::Send(b) => {
+                if d.chunk(b).await.is_err() {
+                    return Ended::Broken;
+                }
+            }
+            Step::Skip => {}
+            Step::Done => break,
+            Step::Failed(e) => {
+                tracing::warn!(server = h.server(), error = %e, "upstream failed mid-answer; closing the client connection");
+                metrics().upstream_error(h.server(), "aborted");
+                d.abort().await;
+                return Ended::Broken;
+            }
+            Step::Gone => {
+                // Dropping the exchange without returning it to the pool closes the upstream
+                // connection: that is the cancellation the upstream sees.
+                tracing::debug!("client went away; cancelling the upstream request");
+                return Ended::Broken;
+            }
+        }
+    }
+    if let Some(tail) = rewrite.as_mut().and_then(Rewrite::finish) {
+        if d.chunk(tail).await.is_err() {
+            return Ended::Broken;
+        }
+    }
+    if d.end().await.is_err() {
+        return Ended::Broken;
+    }
+    h.finish();
+    if let Some(w) = outcome {
+        obs.answered(w.finish());
+    }
+    Ended::Complete
+}
+
+/// One SSE `message` event.
+fn event(json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(json.len() + 24);
+    out.extend_from_slice(b"event: message\ndata: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// The head of an SSE answer the gateway frames itself.
+fn sse_head() -> std::io::Result<ResponseHeader> {
+    let build = || -> pingora_error::Result<ResponseHeader> {
+        let mut head = ResponseHeader::build(200, Some(3))?;
+        head.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
+        head.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+        head.insert_header("x-accel-buffering", "no")?;
+        Ok(head)
+    };
+    build().map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// Send the head of an SSE answer the gateway frames itself.
+async fn start_sse<D: Downstream>(d: &mut D) -> std::io::Result<()> {
+    d.head(sse_head()?, false).await
+}
+
+/// Relay one call through a shared session: as SSE events (progress, server-to-client
+/// requests, then the answer) to a client that reads a stream, else the answer as JSON.
+async fn messages<D: Downstream>(
+    d: &mut D,
+    mut m: Messages,
+    list: Option<ListFilter<'_>>,
+    obs: &mut Observation,
+) -> Ended {
+    let finish = |bytes: Bytes| match &list {
+        Some(f) => f.apply(&bytes).map(Bytes::from).unwrap_or(bytes),
+        None => bytes,
+    };
+    if !m.streaming {
+        let item = tokio::select! {
+            item = next_answer(&mut m) => item,
+            _ = gone(d) => {
+                obs.status(499);
+                return Ended::Broken;
+            }
+        };
+        let reply = match item {
+            Item::Answer { bytes, is_error } => {
+                obs.answered(Some(is_error));
+                Reply::bytes(200, "application/json", finish(bytes))
+            }
+            Item::Failed { status, detail } => {
+                Reply::upstream_failure(status, m.id(), m.server(), &detail)
+            }
+            Item::Message(_) | Item::Quiet => {
+                Reply::upstream_failure(502, m.id(), m.server(), "no answer")
+            }
+        };
+        write::reply(d, reply, false, obs).await;
+        return Ended::Complete;
+    }
+    // Streaming: nothing is buffered; each message is one event as it arrives.
+    if start_sse(d).await.is_err() {
+        obs.status(499);
+        return Ended::Broken;
+    }
+    obs.status(200);
+    let _open = obs.sse_stream();
+    let mut watching = true;
+    loop {
+        let item = tokio::select! {
+            biased;
+            item = m.next(KEEPALIVE) => item,
+            hung_up = d.hangup(), if watching => {
+                if hung_up {
+                    return Ended::Broken;
+                }
+                watching = false;
+                continue;
+            }
+        };
+        let (chunk, last) = match item {
+            Item::Message(bytes) => (event(&bytes), false),
+            Item::Answer { bytes, is_error } => {
+                obs.answered(Some(is_error));
+                (event(&finish(bytes)), true)
+            }
+            Item::Failed { status, detail } => {
+                obs.tool_outcome(crate::telemetry::metrics::ToolOutcome::Failed);
+                let body = upstream_failure_body(status, m.id(), m.server(), &detail);
+                (event(&body), true)
+            }
+            Item::Quiet => (Bytes::from_static(b": keepalive\n\n"), false),
+        };
+        if d.chunk(chunk).await.is_err() {
+            return Ended::Broken;
+        }
+        if last {
+            return match d.end().await {
+                Ok(()) => Ended::Complete,
+                Err(_) => Ended::Broken,
+            };
+        }
+    }
+}
+
+/// The answer of a call whose client reads no stream (related messages are skipped).
+async fn next_answer(m: &mut Messages) -> Item {
+    loop {
+        match m.next(Duration::from_secs(3600)).await {
+            Item::Quiet | Item::Message(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Resolves when the client hangs up (bytes of a next request do not count).
+async fn gone<D: Downstream>(d: &mut D) {
+    if !d.hangup().await {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Relay a shared session's notification stream until it ends or the client goes away.
+async fn events<D: Downstream>(d: &mut D, mut e: Events, obs: &mut Observation) -> Ended {
+    if start_sse(d).await.is_err() {
+        obs.status(499);
+        return Ended::Broken;
+    }
+    obs.status(200);
+    let _open = obs.sse_stream();
+    let mut watching = true;
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            next = e.next() => match next {
+                Some(bytes) => event(&bytes),
+                // Replaced by a newer stream, the session closed, or the upstream was removed.
+                None => break,
+            },
+            _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
+            hung_up = d.hangup(), if watching => {
+                if hung_up {
+                    return Ended::Broken;
+                }
+                watching = false;
+                continue;
+            }
+        };
+        if d.chunk(chunk).await.is_err() {
+            return Ended::Broken;
+        }
+    }
+    match d.end().await {
+        Ok(()) => Ended::Complete,
+        Err(_) => Ended::Broken,
+    }
+}

@@ -1,0 +1,47 @@
+//! What a request pins: the compiled config with everything prepared from it (upstreams with
+//! their addresses, pools and shared sessions; the compiled policy). Immutable; a reload builds
+//! a new one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::policy::Policy;
+use crate::upstream::registry::Registry;
+use crate::upstream::routes::Upstreams;
+use crate::upstream::shared::mux::Mux;
+
+/// Everything a request needs from the config, compiled and prepared.
+pub struct Snapshot {
+    /// The compiled config.
+    pub config: Config,
+    /// Every upstream, ready to call.
+    pub upstreams: Upstreams,
+    /// The compiled permission policy and claims-to-scopes map.
+    pub policy: Policy,
+}
+
+impl Snapshot {
+    /// Prepare a compiled config for serving, without shared-session upstreams (stdio, legacy
+    /// SSE): for tools that only need the policy.
+    pub fn new(config: Config) -> Self {
+        Self::assemble(config, HashMap::new())
+    }
+
+    /// Prepare a compiled config for serving, with its stdio and legacy SSE upstreams started
+    /// or reused from `registry`. Also returns the upstreams to retire once this is live.
+    pub fn with_upstreams(config: Config, registry: &Registry) -> (Self, Vec<Arc<Mux>>) {
+        let (muxes, gone) = registry.reconcile(&config);
+        (Self::assemble(config, muxes), gone)
+    }
+
+    fn assemble(config: Config, muxes: HashMap<String, Arc<Mux>>) -> Self {
+        let upstreams = Upstreams::build(&config, muxes);
+        let policy = Policy::from_config(&config);
+        Snapshot {
+            config,
+            upstreams,
+            policy,
+        }
+    }
+}

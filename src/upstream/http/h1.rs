@@ -1,0 +1,548 @@
+//! A lean HTTP/1.1 client for exchanges with Streamable HTTP upstreams, plain or TLS.
+//!
+//! Why not pingora-core's HTTP client: measured on this machine kind, it flushes the request
+//! head and the body in two writes (two wake-ups of the upstream per request) and its pool parks
+//! a watcher task per idle connection (a spawn, a timer and a notify per request). With the body
+//! already in memory the exchange is simple: one vectored write of head and body, `httparse`
+//! for the answer, content-length / chunked / until-close framing. Plain-text connections idle
+//! in a lock-free pool of this module; TLS connections come from, and go back to, pingora-core's
+//! transport connector (rustls, its pool; [`super::tls`]).
+//!
+//! A request is written at most once. A pooled connection is checked before it is used (a
+//! closed or readable idle connection is dropped: the upstream closed it, or sent something no
+//! request asked for), and a connection is not kept longer than the upstream's own
+//! `Keep-Alive: timeout`; a failure after the request was written is final, never retried: the
+//! upstream may have acted on it (a `tools/call` would run twice).
+
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use crossbeam_queue::ArrayQueue;
+use pingora_http::ResponseHeader;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::request::parse_content_length as parse_length;
+
+/// Idle connections kept per upstream.
+const POOL_SIZE: usize = 256;
+/// An idle connection older than this is not reused (below common upstream keep-alive limits
+/// is not required: the upstream's own `Keep-Alive: timeout` is honoured, and every reused
+/// connection is checked first).
+const POOL_IDLE: Duration = Duration::from_secs(55);
+/// A connection is given back this much before the upstream's announced keep-alive timeout.
+const KEEPALIVE_MARGIN: Duration = Duration::from_secs(1);
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most headers in a response head.
+const MAX_HEADERS: usize = 64;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    /// Could not connect.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// Connecting took longer than the connect timeout.
+    #[error("connect timed out")]
+    ConnectTimeout,
+    /// The TLS handshake (or another step of pingora-core's connector) failed.
+    #[error("{0}")]
+    Tls(String),
+    /// The upstream was silent for longer than the idle timeout.
+    #[error("no data within the read timeout")]
+    ReadTimeout,
+    /// Writing took longer than the timeout.
+    #[error("write timed out")]
+    WriteTimeout,
+    /// The connection failed or closed early.
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// The upstream closed the connection before a complete answer.
+    #[error("connection closed before a complete response")]
+    Closed,
+    /// The upstream's answer is not valid HTTP/1.1.
+    #[error("malformed response: {0}")]
+    Protocol(String),
+}
+
+/// A connection to an upstream: plain TCP, or a TLS stream from pingora-core's connector.
+pub enum Conn {
+    /// `http://`.
+    Plain(TcpStream),
+    /// `https://`.
+    Tls(pingora_core::protocols::Stream),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Idle plain-text connections to one upstream address.
+pub struct Pool {
+    idle: ArrayQueue<(TcpStream, Instant)>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            idle: ArrayQueue::new(POOL_SIZE),
+        }
+    }
+}
+
+/// True when an idle connection can carry a request: nothing to read on it (a closed
+/// connection reads as end of stream, and a live idle one has nothing to say). One
+/// non-blocking `recv(MSG_PEEK)` system call: the kernel's view, not a cached readiness.
+fn idle_and_open(stream: &TcpStream) -> bool {
+    let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(stream).peek(&mut probe) {
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        Ok(0) => false, // the upstream closed it
+        Ok(_) => {
+            tracing::debug!("unexpected bytes on an idle upstream connection; dropped");
+            false
+        }
+    }
+}
+
+impl Pool {
+    /// A pooled connection that is still usable, else a new one. `true` when reused.
+    pub async fn checkout(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<(TcpStream, bool), H1Error> {
+        while let Some((stream, until)) = self.idle.pop() {
+            if Instant::now() < until && idle_and_open(&stream) {
+                return Ok((stream, true));
+            }
+        }
+        Ok((Self::connect(addr, connect_timeout).await?, false))
+    }
+
+    /// A new connection (`TCP_NODELAY`, TCP keep-alive probes after a minute idle).
+    pub async fn connect(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<TcpStream, H1Error> {
+        let stream =
+            pingora_timeout::fast_timeout::fast_timeout(connect_timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| H1Error::ConnectTimeout)?
+                .map_err(H1Error::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10));
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        Ok(stream)
+    }
+
+    /// Return a connection whose exchange completed cleanly, usable for `keep` more at most.
+    pub fn checkin(&self, stream: TcpStream, keep: Duration) {
+        let _ = self
+            .idle
+            .push((stream, Instant::now() + keep.min(POOL_IDLE)));
+    }
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (1xx, 204, 304).
+    Empty,
+    /// `Content-Length`: bytes still to come.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked(ChunkState),
+    /// Until the upstream closes (not reusable).
+    Close,
+    /// The body is complete.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk: data bytes left.
+    Data(u64),
+    /// After chunk data: expecting CRLF.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+}
+
+/// One exchange on one connection: the request written, the response read incrementally.
+pub struct Exchange {
+    stream: Conn,
+    buf: BytesMut,
+    framing: Framing,
+    keep_alive: bool,
+    /// The upstream's `Keep-Alive: timeout`, less a margin: how long the connection may idle.
+    keep_for: Duration,
+    /// Longest silence between two reads (`None`: wait as long as it takes, for the GET
+    /// notification stream; the client hanging up ends it).
+    timeout: Option<Duration>,
+    /// Set by the chunked decoder when it needs more bytes.
+    needs_more: bool,
+}
+
+impl Exchange {
+    /// Send `head` + `body` in one vectored write and read the response head (1xx skipped).
+    /// Once the write started, any failure is final (see the module docs).
+    pub async fn start(
+        mut stream: Conn,
+        head: &[u8],
+        body: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<(Exchange, ResponseHeader), H1Error> {
+        let write = write_all_vectored(&mut stream, head, body);
+        match timeout {
+            Some(t) => pingora_timeout::fast_timeout::fast_timeout(t, write)
+                .await
+                .map_err(|_| H1Error::WriteTimeout)?,
+            None => write.await,
+        }
+        .map_err(H1Error::Io)?;
+        let mut ex = Exchange {
+            stream,
+            buf: BytesMut::with_capacity(8 * 1024),
+            framing: Framing::Done,
+            keep_alive: true,
+            keep_for: POOL_IDLE,
+            timeout,
+            needs_more: false,
+        };
+        loop {
+            if let Some(resp) = ex.parse_head()? {
+                return Ok((ex, resp));
+            }
+            if ex.buf.len() >= MAX_HEAD {
+                return Err(H1Error::Protocol("response head too large".into()));
+            }
+            if ex.fill().await? == 0 {
+                return Err(H1Error::Closed);
+            }
+        }
+    }
+
+    /// Read more bytes into the buffer, within the idle timeout. 0 means EOF.
+    async fn fill(&mut self) -> Result<usize, H1Error> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        let read = self.stream.read_buf(&mut self.buf);
+        match self.timeout {
+            Some(t) => pingora_timeout::fast_timeout::fast_timeout(t, read)
+                .await
+                .map_err(|_| H1Error::ReadTimeout)?,
+            None => read.await,
+        }
+        .map_err(H1Error::Io)
+    }
+
+    /// Parse a complete response head from the buffer; `None` if more bytes are needed.
+    fn parse_head(&mut self) -> Result<Option<ResponseHeader>, H1Error> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut headers);
+            let len = match parsed.parse(&self.buf) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(e) => return Err(H1Error::Protocol(e.to_string())),
+            };
+            let code = parsed.code.unwrap_or(0);
+            if code == 101 {
+                // Nothing the gateway sends asks to switch protocols (`Upgrade` is hop-by-hop).
+                return Err(H1Error::Protocol(
+                    "unexpected 101 Switching Protocols".into(),
+                ));
+            }
+            if (100..200).contains(&code) {
+                self.buf.advance(len);
+                continue; // interim answer: the final one follows
+            }
+            let mut resp = ResponseHeader::build(code, Some(parsed.headers.len()))
+                .map_err(|e| H1Error::Protocol(e.to_string()))?;
+            let mut length = None;
+            let mut chunked = false;
+            for h in parsed.headers.iter() {
+                let name = h.name;
+                if name.eq_ignore_ascii_case("content-length") {
+                    match (parse_length(h.value), length) {
+                        (Some(v), None) => length = Some(v),
+                        (Some(v), Some(prev)) if v == prev => {}
+                        _ => return Err(H1Error::Protocol("bad Content-Length".into())),
+                    }
+                    continue; // written back once, canonical, below
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = h
+                        .value
+                        .rsplit(|b| *b == b',')
+                        .next()
+                        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                    if !chunked {
+                        return Err(H1Error::Protocol("unsupported transfer coding".into()));
+                    }
+                } else if name.eq_ignore_ascii_case("connection")
+                    && h.value
+                        .split(|b| *b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                {
+                    self.keep_alive = false;
+                } else if name.eq_ignore_ascii_case("keep-alive") {
+                    if let Some(secs) = keep_alive_timeout(h.value) {
+                        self.keep_for = Duration::from_secs(secs).saturating_sub(KEEPALIVE_MARGIN);
+                        self.keep_alive &= !self.keep_for.is_zero();
+                    }
+                }
+                resp.append_header(name.to_owned(), h.value)
+                    .map_err(|e| H1Error::Protocol(e.to_string()))?;
+            }
+            if parsed.version == Some(0) {
+                self.keep_alive = false;
+            }
+            self.buf.advance(len);
+            self.framing = if code == 204 || code == 304 {
+                Framing::Empty
+            } else if chunked {
+                // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3).
+                resp.remove_header("content-length");
+                Framing::Chunked(ChunkState::Size)
+            } else if let Some(n) = length {
+                resp.insert_header(http::header::CONTENT_LENGTH, n)
+                    .map_err(|e| H1Error::Protocol(e.to_string()))?;
+                Framing::Length(n)
+            } else {
+                self.keep_alive = false;
+                Framing::Close
+            };
+            if matches!(self.framing, Framing::Empty | Framing::Length(0)) {
+                self.framing = Framing::Done;
+            }
+            return Ok(Some(resp));
+        }
+    }
+
+    /// The next piece of the response body as it arrives; `None` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, H1Error> {
+        loop {
+            match self.framing {
+                Framing::Done | Framing::Empty => return Ok(None),
+                Framing::Length(left) => {
+                    if self.buf.is_empty() && self.fill().await? == 0 {
+                        return Err(H1Error::Closed);
+                    }
+                    let take = (self.buf.len() as u64).min(left) as usize;
+                    let rest = left - take as u64;
+                    self.framing = if rest == 0 {
+                        Framing::Done
+                    } else {
+                        Framing::Length(rest)
+                    };
+                    return Ok(Some(self.buf.split_to(take).freeze()));
+                }
+                Framing::Close => {
+                    if self.buf.is_empty() && self.fill().await? == 0 {
+                        self.framing = Framing::Done;
+                        return Ok(None);
+                    }
+                    return Ok(Some(self.buf.split().freeze()));
+                }
+                Framing::Chunked(state) => {
+                    if let Some(out) = self.step_chunked(state)? {
+                        return Ok(Some(out));
+                    }
+                    if matches!(self.framing, Framing::Done) {
+                        return Ok(None);
+                    }
+                    if self.needs_more && self.fill().await? == 0 {
+                        return Err(H1Error::Closed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when body bytes are already buffered: the next [`Self::next_chunk`] returns them
+    /// without waiting for the upstream (length- or close-delimited bodies; a chunked body's
+    /// buffered bytes may be an incomplete chunk).
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty() && matches!(self.framing, Framing::Length(_) | Framing::Close)
+    }
+
+    /// True when the exchange finished cleanly and the connection can serve another request.
+    pub fn reusable(&self) -> bool {
+        self.keep_alive && matches!(self.framing, Framing::Done) && self.buf.is_empty()
+    }
+
+    /// Give the connection back, and how long it may idle (only call when
+    /// [`Self::reusable`]).
+    pub fn into_conn(self) -> (Conn, Duration) {
+        (self.stream, self.keep_for)
+    }
+}
+
+/// The `timeout=N` parameter of a `Keep-Alive` response header, in seconds.
+fn keep_alive_timeout(value: &[u8]) -> Option<u64> {
+    value.split(|b| *b == b',').find_map(|param| {
+        let (k, v) = std::str::from_utf8(param).ok()?.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("timeout")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Chunked decoding, one state step at a time over the buffered bytes.
+impl Exchange {
+    fn step_chunked(&mut self, state: ChunkState) -> Result<Option<Bytes>, H1Error> {
+        self.needs_more = false;
+        match state {
+            ChunkState::Size => {
+                let Some(line_end) = find_crlf(&self.buf) else {
+                    if self.buf.len() > 1024 {
+                        return Err(H1Error::Protocol("chunk size line too long".into()));
+                    }
+                    self.needs_more = true;
+                    return Ok(None);
+                };
+                let line = &self.buf[..line_end];
+                let hex = line
+                    .split(|b| *b == b';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                let size = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                    .ok_or_else(|| H1Error::Protocol("bad chunk size".into()))?;
+                self.buf.advance(line_end + 2);
+                self.framing = Framing::Chunked(if size == 0 {
+                    ChunkState::Trailers
+                } else {
+                    ChunkState::Data(size)
+                });
+                Ok(None)
+            }
+            ChunkState::Data(left) => {
+                if self.buf.is_empty() {
+                    self.needs_more = true;
+                    return Ok(None);
+                }
+                let take = (self.buf.len() as u64).min(left) as usize;
+                let rest = left - take as u64;
+                self.framing = Framing::Chunked(if rest == 0 {
+                    ChunkState::DataEnd
+                } else {
+                    ChunkState::Data(rest)
+                });
+                Ok(Some(self.buf.split_to(take).freeze()))
+            }
+            ChunkState::DataEnd => {
+                if self.buf.len() < 2 {
+                    self.needs_more = true;
+                    return Ok(None);
+                }
+                if &self.buf[..2] != b"\r\n" {
+                    return Err(H1Error::Protocol("missing CRLF after chunk".into()));
+                }
+                self.buf.advance(2);
+                self.framing = Framing::Chunked(ChunkState::Size);
+                Ok(None)
+            }
+            ChunkState::Trailers => {
+                let Some(line_end) = find_crlf(&self.buf) else {
+                    self.needs_more = true;
+                    return Ok(None);
+                };
+                self.buf.advance(line_end + 2);
+                if line_end == 0 {
+                    self.framing = Framing::Done;
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+async fn write_all_vectored(stream: &mut Conn, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+    let mut slices = [IoSlice::new(head), IoSlice::new(body)];
+    let mut bufs: &mut [IoSlice<'_>] = &mut slices;
+    while !bufs.is_empty() {
+        let n = stream.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
