@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 
-pub use super::keys::{Key, KeySet, KeySetError, KeyType};
 use super::keys::allowed_alg;
+pub use super::keys::{Key, KeySet, KeySetError, KeyType};
 
 /// At most this many keys are tried for a token that names no `kid`.
 pub const MAX_KIDLESS_CANDIDATES: usize = 8;

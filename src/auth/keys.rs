@@ -256,4 +256,3 @@ pub(super) fn allowed_alg(alg: &str) -> Option<Algorithm> {
         _ => None,
     }
 }
-

@@ -249,7 +249,7 @@ async fn stdio_child_killed_mid_call_then_removed_by_reload() {
     }
     let rest = String::from_utf8_lossy(&rest);
     assert!(
-        rest.contains("\"id\":42") && rest.contains("-32603") && rest.contains("`stdio`"),
+        rest.contains("\"id\":42") && rest.contains("-32000") && rest.contains("`stdio`"),
         "{rest}"
     );
     // It comes back, with a new process, and the next call works.

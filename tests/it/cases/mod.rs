@@ -5,6 +5,7 @@ mod config;
 mod errors;
 mod front;
 mod jwt;
+mod matrix;
 mod policy;
 mod reload;
 mod security;
