@@ -256,3 +256,41 @@ pub(super) fn allowed_alg(alg: &str) -> Option<Algorithm> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn set(kids: &[&str]) -> KeySet {
+        let jwks = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/jwt/jwks.json"
+        ))
+        .unwrap();
+        let mut doc: Value = serde_json::from_slice(&jwks).unwrap();
+        if let Some(keys) = doc["keys"].as_array_mut() {
+            keys.retain(|k| kids.contains(&k["kid"].as_str().unwrap_or_default()));
+        }
+        KeySet::from_jwks_json(doc.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_refresh_that_drops_a_key_starts_a_new_epoch() {
+        let both = set(&["rsa-1", "ec-1"]);
+        assert_eq!(both.epoch(), 0);
+        // Same keys, or one added: same epoch (cached tokens stay valid).
+        let same = set(&["rsa-1", "ec-1"]).succeeding(&both);
+        assert_eq!(same.epoch(), 0);
+        let one = set(&["rsa-1"]);
+        let added = set(&["rsa-1", "ec-1"]).succeeding(&one);
+        assert_eq!(added.epoch(), 0);
+        // A key retired: the next epoch.
+        let retired = set(&["ec-1"]).succeeding(&both);
+        assert_eq!(retired.epoch(), 1);
+        assert_eq!(set(&["ec-1"]).succeeding(&retired).epoch(), 1);
+        // The same kid bound to another issuer is another key.
+        let bound = set(&["ec-1"]).bound_to_issuer("https://a.example");
+        assert_eq!(set(&["ec-1"]).succeeding(&bound).epoch(), 1);
+    }
+}

@@ -132,6 +132,7 @@ oauth:
   provider: okta
   authorization_servers: ["{issuer}"]
   audiences: ["http://127.0.0.1:{port}/mcp/{server}"]
+  jwks_refresh: 1s          # tests see a retired key dropped within a second
 auth:
   claims: [groups]
   mappings:
@@ -572,6 +573,32 @@ async fn key_rotation_at_the_provider_is_picked_up_without_a_restart() {
     assert_eq!(kid_of(&third), "rsa-2");
     let mut user = Client::new(&stack, third);
     user.initialize().await;
+    assert!(!user.tool_names().await.contains(&ADMIN_ONLY.to_owned()));
+
+    // A token signed with the retired key stops working once the gateway's key set refresh
+    // (`oauth.jwks_refresh`, 1 s here) drops the key, although it has not expired and was
+    // verified (and cached) before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let response = old
+            .post(&json!({"jsonrpc": "2.0", "id": 99, "method": "tools/list"}))
+            .await;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            break response;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a token of the retired key is still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let challenge = refused.headers()["www-authenticate"]
+        .to_str()
+        .expect("ASCII challenge")
+        .to_owned();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    // The new key's tokens are unaffected.
     assert!(!user.tool_names().await.contains(&ADMIN_ONLY.to_owned()));
     stack.assert_running();
 }

@@ -506,7 +506,10 @@ async fn raw_status(gw: &Gateway, raw: &[u8]) -> u16 {
         }
     }
     let line = String::from_utf8_lossy(&out);
-    line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    line.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Queries a proxy must not pass on as sent (characters RFC 3986 does not allow, bytes that
