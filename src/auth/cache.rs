@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -14,12 +14,11 @@ const CACHE_SHARDS: usize = 64;
 
 type Entries = HashMap<[u8; 32], Arc<Verified>>;
 
-/// One shard: readers load the map without a lock; writers (a newly verified token, after a
-/// signature check) take turns and publish a new map.
+/// One shard: readers load the map without a lock; a writer (a newly verified token, after a
+/// signature check) publishes a changed copy (read-copy-update; a racing writer retries).
 #[derive(Default)]
 struct Shard {
     entries: ArcSwap<Entries>,
-    writer: Mutex<()>,
 }
 
 /// A bounded cache of verified tokens, keyed by the SHA-256 of the token (the token itself is
@@ -27,8 +26,9 @@ struct Shard {
 ///
 /// Sharded 64 ways by hash. A lookup (every authenticated request) takes no lock: it loads the
 /// shard's current map from an `ArcSwap`. An insert (only after a signature check, which costs
-/// far more) copies the shard's map (a few hundred entries), changes it and publishes it, writers
-/// of one shard taking turns on a mutex. When a shard is full, an insert first drops its expired
+/// far more) copies the shard's map (a few hundred entries), changes it and publishes it with a
+/// compare-and-swap (read-copy-update: a writer that raced another retries on the newer map).
+/// When a shard is full, an insert first drops its expired
 /// entries, then an arbitrary entry if still full; expired entries are otherwise ignored by
 /// lookups and dropped by the next insert into their shard.
 ///
@@ -115,26 +115,23 @@ impl TokenCache {
         let Some(shard) = self.shard(&key) else {
             return;
         };
-        let Ok(_turn) = shard.writer.lock() else {
-            return;
-        };
-        let mut next: Entries = (**shard.entries.load()).clone();
-        next.retain(|_, v| v.exp > now);
-        if next.len() >= self.per_shard && !next.contains_key(&key) {
-            if let Some(victim) = next.keys().next().copied() {
-                next.remove(&victim);
+        shard.entries.rcu(|current| {
+            let mut next: Entries = Entries::clone(current);
+            next.retain(|_, v| v.exp > now);
+            if next.len() >= self.per_shard && !next.contains_key(&key) {
+                if let Some(victim) = next.keys().next().copied() {
+                    next.remove(&victim);
+                }
             }
-        }
-        next.insert(key, verified);
-        shard.entries.store(Arc::new(next));
+            next.insert(key, Arc::clone(&verified));
+            next
+        });
     }
 
     /// Drops every entry.
     pub fn clear(&self) {
         for shard in &self.shards {
-            if let Ok(_turn) = shard.writer.lock() {
-                shard.entries.store(Arc::default());
-            }
+            shard.entries.store(Arc::default());
         }
     }
 

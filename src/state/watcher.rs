@@ -22,7 +22,7 @@ pub struct Watcher {
     store: Arc<Store>,
     debounce: Duration,
     /// The file-system watch, set up in `new` so no change is missed before `run` starts.
-    events: std::sync::Mutex<Option<(Option<RecommendedWatcher>, mpsc::Receiver<()>)>>,
+    events: tokio::sync::Mutex<Option<(Option<RecommendedWatcher>, mpsc::Receiver<()>)>>,
 }
 
 impl Watcher {
@@ -39,13 +39,13 @@ impl Watcher {
         Watcher {
             store,
             debounce,
-            events: std::sync::Mutex::new(Some((fs, rx))),
+            events: tokio::sync::Mutex::new(Some((fs, rx))),
         }
     }
 
     /// Run until `shutdown` resolves. Usable without a Pingora server (tests). Runs once.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
-        let taken = self.events.lock().ok().and_then(|mut e| e.take());
+        let taken = self.events.lock().await.take();
         let Some((_fs, mut rx)) = taken else {
             tracing::error!("the config watcher was started twice");
             return;

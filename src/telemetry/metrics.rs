@@ -4,7 +4,7 @@
 //! route × method × status, so recording a request is an atomic add, never a map lookup or lock.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 
@@ -108,7 +108,6 @@ pub struct Metrics {
     tool_calls: IntCounterVec,
     /// Resolved counters by server and tool label, indexed by [`ToolOutcome`].
     tool_labels: ArcSwap<ToolCounters>,
-    tool_labels_lock: Mutex<()>,
     jwt: Vec<(&'static str, IntCounter)>,
     denials: IntCounterVec,
     /// HTTP/1.1 requests served by the front door's hot path.
@@ -336,7 +335,6 @@ impl Metrics {
             upstream_restarts,
             tool_calls,
             tool_labels: ArcSwap::default(),
-            tool_labels_lock: Mutex::new(()),
             jwt: JWT_RESULTS
                 .iter()
                 .map(|r| (*r, jwt.with_label_values(&[r])))
@@ -389,8 +387,8 @@ impl Metrics {
 
     /// Count one `tools/call`. Tool names come from callers, so the label set is bounded: the
     /// first [`MAX_TOOL_LABELS`] distinct names get their own label, later ones `(other)`.
-    /// A known name costs one lock-free map lookup (its counters are resolved once); only a
-    /// new name takes a lock, once.
+    /// A known name costs one lock-free map lookup (its counters are resolved once); a new
+    /// name publishes a changed copy of the map (read-copy-update), once.
     pub fn tool_call(&self, server: &str, tool: &str, outcome: ToolOutcome) {
         const OTHER: &str = "(other)";
         let tool = if tool.len() > 64 { OTHER } else { tool };
@@ -399,30 +397,35 @@ impl Metrics {
             c[outcome as usize].inc();
             return;
         }
-        let Ok(_guard) = self.tool_labels_lock.lock() else {
-            return;
-        };
-        let mut map = HashMap::clone(&self.tool_labels.load());
-        let labels: usize = map.values().map(HashMap::len).sum();
         // `(other)` always gets its counters (one set per server), even past the cap.
-        let tool = if labels >= MAX_TOOL_LABELS {
-            OTHER
-        } else {
-            tool
-        };
-        let counters = map
-            .entry(server.to_string())
-            .or_default()
-            .entry(tool.to_string())
-            .or_insert_with(|| {
-                Arc::new(ToolOutcome::ALL.map(|o| {
-                    self.tool_calls
-                        .with_label_values(&[server, tool, o.as_str()])
-                }))
-            })
-            .clone();
-        self.tool_labels.store(Arc::new(map));
-        counters[outcome as usize].inc();
+        let mut label = tool;
+        self.tool_labels.rcu(|current| {
+            let mut map = HashMap::clone(current);
+            let labels: usize = map.values().map(HashMap::len).sum();
+            label = if labels >= MAX_TOOL_LABELS {
+                OTHER
+            } else {
+                tool
+            };
+            map.entry(server.to_string())
+                .or_default()
+                .entry(label.to_string())
+                .or_insert_with(|| {
+                    Arc::new(ToolOutcome::ALL.map(|o| {
+                        self.tool_calls
+                            .with_label_values(&[server, label, o.as_str()])
+                    }))
+                });
+            map
+        });
+        if let Some(c) = self
+            .tool_labels
+            .load()
+            .get(server)
+            .and_then(|tools| tools.get(label))
+        {
+            c[outcome as usize].inc();
+        }
     }
 
     /// Count an upstream failure of `server`.

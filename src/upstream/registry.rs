@@ -5,6 +5,10 @@
 //!
 //! They run on a small runtime of their own, so they outlive any request and any of
 //! Pingora's per-thread runtimes. This runs at load time only, never per request.
+#![expect(
+    clippy::disallowed_types,
+    reason = "the registry's lock is taken at config load and shutdown only, never per request"
+)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -8,6 +8,8 @@
 //! skip. Every process listens on a free loopback port, readiness is polled with a deadline and
 //! every child is killed when its guard drops.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+// Test clients and servers, not the request path: whole-body reads and test locks are fine.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod conformance;
 mod harness;

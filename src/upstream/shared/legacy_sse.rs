@@ -15,7 +15,9 @@
 //! is synthesized into the link's `rx`.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -82,7 +84,7 @@ pub async fn connect(
     let (to_upstream, outgoing) = mpsc::channel::<Bytes>(LINK_BUFFER);
     let (inbox, from_upstream) = mpsc::channel::<Bytes>(LINK_BUFFER);
     let (ended_tx, ended_rx) = oneshot::channel();
-    let ended_tx = Arc::new(Mutex::new(Some(ended_tx)));
+    let ended_tx = Arc::new(ArcSwapOption::from_pointee(ended_tx));
 
     let server: Arc<str> = Arc::from(server);
     let mut post_headers = injected;
@@ -254,7 +256,7 @@ async fn read_loop(
     mut events: Events,
     early: Vec<Bytes>,
     inbox: mpsc::Sender<Bytes>,
-    ended: Arc<Mutex<Option<oneshot::Sender<String>>>>,
+    ended: Arc<ArcSwapOption<oneshot::Sender<String>>>,
 ) {
     let reason = async {
         const CLOSED: &str = "the link was closed by the gateway";
@@ -288,7 +290,7 @@ async fn read_loop(
     .await;
     tracing::debug!(server = %server, reason = %reason, "legacy SSE stream ended");
     drop(inbox);
-    let sender = ended.lock().ok().and_then(|mut e| e.take());
+    let sender = ended.swap(None).and_then(Arc::into_inner);
     if let Some(sender) = sender {
         let _ = sender.send(reason);
     }
@@ -439,7 +441,7 @@ fn describe(e: reqwest::Error) -> String {
 /// Stops a legacy SSE link: aborts its stream and `POST` tasks.
 struct TaskStopper {
     tasks: Vec<JoinHandle<()>>,
-    ended: Arc<Mutex<Option<oneshot::Sender<String>>>>,
+    ended: Arc<ArcSwapOption<oneshot::Sender<String>>>,
 }
 
 #[async_trait]
@@ -451,7 +453,7 @@ impl Stop for TaskStopper {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
-        let sender = self.ended.lock().ok().and_then(|mut e| e.take());
+        let sender = self.ended.swap(None).and_then(Arc::into_inner);
         if let Some(sender) = sender {
             let _ = sender.send("stopped by the gateway".to_string());
         }

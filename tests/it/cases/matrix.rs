@@ -338,7 +338,7 @@ async fn errors_and_bodies_are_answered_alike_on_every_path() {
 
 #[tokio::test]
 async fn authentication_and_policy_are_alike_on_every_path() {
-    let lanes = lanes(|up| authn_config(up)).await;
+    let lanes = lanes(authn_config).await;
     // Leaked: every case closure owns a copy of these `&'static str`s.
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     let user = leak(token(&["User"], 600));

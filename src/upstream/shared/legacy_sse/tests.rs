@@ -1,4 +1,5 @@
 //! Tests of [`super`] against a tiny legacy SSE server on port 0.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)] // a test server, not the request path
 use std::convert::Infallible;
 
 use axum::body::Body;
@@ -8,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
+
+use std::sync::Mutex;
 
 use super::*;
 
