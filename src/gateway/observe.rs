@@ -8,10 +8,11 @@
 //! - `error`: it answered with a JSON-RPC error, or a result with `isError: true`;
 //! - `denied`: the policy refused it; the upstream never saw it;
 //! - `failed`: no answer reached the client (upstream unavailable, timed out, cut off
-//!   mid-answer, or the client went away first).
+//!   mid-answer, answered without a JSON-RPC response, or the client went away first).
 
 use std::time::Instant;
 
+use crate::mcp::outcome::Seen;
 use crate::policy::Kind;
 use crate::telemetry::metrics::{method_index, metrics, RouteLabel, ToolOutcome};
 
@@ -58,12 +59,14 @@ impl Observation {
         self.outcome = outcome;
     }
 
-    /// The answer to the tool call was relayed to its end; `is_error` from the answer itself
-    /// (`None`: not seen, e.g. too large to read: counted `ok`).
-    pub fn answered(&mut self, is_error: Option<bool>) {
-        self.outcome = match is_error {
-            Some(true) => ToolOutcome::Error,
-            Some(false) | None => ToolOutcome::Ok,
+    /// The answer to the tool call was relayed to its end; what it said (`Unread`: a 2xx
+    /// answer too large to read is counted `ok`; no JSON-RPC answer in it, `failed`).
+    pub fn answered(&mut self, seen: Seen, status: u16) {
+        self.outcome = match seen {
+            Seen::Answer { is_error: true } => ToolOutcome::Error,
+            Seen::Answer { is_error: false } => ToolOutcome::Ok,
+            Seen::Unread if (200..300).contains(&status) => ToolOutcome::Ok,
+            Seen::Unread | Seen::NoAnswer => ToolOutcome::Failed,
         };
     }
 

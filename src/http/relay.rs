@@ -14,7 +14,7 @@ use super::downstream::Downstream;
 use super::write;
 use crate::gateway::{Forward, Observation, Op};
 use crate::mcp::filter::ListFilter;
-use crate::mcp::outcome::Watch;
+use crate::mcp::outcome::{Seen, Watch};
 use crate::mcp::reply::{upstream_failure_body, Reply};
 use crate::mcp::sse;
 use crate::telemetry::metrics::metrics;
@@ -252,7 +252,7 @@ async fn http<D: Downstream>(
     }
     h.finish();
     if let Some(w) = outcome {
-        obs.answered(w.finish());
+        obs.answered(w.finish(), status);
     }
     Ended::Complete
 }
@@ -305,7 +305,7 @@ async fn messages<D: Downstream>(
         };
         let reply = match item {
             Item::Answer { bytes, is_error } => {
-                obs.answered(Some(is_error));
+                obs.answered(Seen::Answer { is_error }, 200);
                 Reply::bytes(200, "application/json", finish(bytes))
             }
             Item::Failed { status, detail } => {
@@ -338,21 +338,22 @@ async fn messages<D: Downstream>(
                 continue;
             }
         };
-        let (chunk, last) = match item {
-            Item::Message(bytes) => (event(&bytes), false),
+        let (chunk, last, answered) = match item {
+            Item::Message(bytes) => (event(&bytes), false, None),
             Item::Answer { bytes, is_error } => {
-                obs.answered(Some(is_error));
-                (event(&finish(bytes)), true)
+                (event(&finish(bytes)), true, Some(Seen::Answer { is_error }))
             }
             Item::Failed { status, detail } => {
-                obs.tool_outcome(crate::telemetry::metrics::ToolOutcome::Failed);
                 let body = upstream_failure_body(status, m.id(), m.server(), &detail);
-                (event(&body), true)
+                (event(&body), true, None)
             }
-            Item::Quiet => (Bytes::from_static(b": keepalive\n\n"), false),
+            Item::Quiet => (Bytes::from_static(b": keepalive\n\n"), false, None),
         };
         if d.chunk(chunk).await.is_err() {
             return Ended::Broken;
+        }
+        if let Some(seen) = answered {
+            obs.answered(seen, 200);
         }
         if last {
             return match d.end().await {

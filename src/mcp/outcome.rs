@@ -106,6 +106,20 @@ impl<'de> de::Deserialize<'de> for ResultFlag {
     }
 }
 
+/// What an HTTP answer said of the call it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// A JSON-RPC response: `is_error` for an error or a result with `isError: true`.
+    Answer {
+        /// Whether it reports an error.
+        is_error: bool,
+    },
+    /// No JSON-RPC response in it (an empty or non-JSON-RPC body).
+    NoAnswer,
+    /// Not read: too large (over 16 MiB) or not well framed.
+    Unread,
+}
+
 /// Follows one HTTP answer to find the response to the request it answers.
 pub struct Watch {
     kind: WatchKind,
@@ -160,12 +174,12 @@ impl Watch {
         }
     }
 
-    /// The answer ended: `Some(is_error)` when its response was seen.
-    pub fn finish(self) -> Option<bool> {
-        if self.seen.is_some() {
-            return self.seen;
+    /// The answer ended: what it said of the call.
+    pub fn finish(self) -> Seen {
+        if let Some(is_error) = self.seen {
+            return Seen::Answer { is_error };
         }
-        match self.kind {
+        let found = match self.kind {
             WatchKind::Json(chunks, len) => match chunks.as_slice() {
                 [one] => answer_is_error(one),
                 _ => {
@@ -178,7 +192,11 @@ impl Watch {
                 let rest = framer.rest();
                 super::sse::event_data(&rest).and_then(|d| answer_is_error(&d))
             }
-            WatchKind::Blind => None,
+            WatchKind::Blind => return Seen::Unread,
+        };
+        match found {
+            Some(is_error) => Seen::Answer { is_error },
+            None => Seen::NoAnswer,
         }
     }
 }
@@ -223,17 +241,17 @@ mod tests {
             let mut w = Watch::new(false);
             json.chunks(step)
                 .for_each(|c| w.feed(&Bytes::copy_from_slice(c)));
-            assert_eq!(w.finish(), Some(true), "step {step}");
+            assert_eq!(w.finish(), Seen::Answer { is_error: true }, "step {step}");
         }
         let sse = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
         for step in [1, 5, sse.len()] {
             let mut w = Watch::new(true);
             sse.chunks(step)
                 .for_each(|c| w.feed(&Bytes::copy_from_slice(c)));
-            assert_eq!(w.finish(), Some(false), "step {step}");
+            assert_eq!(w.finish(), Seen::Answer { is_error: false }, "step {step}");
         }
         let mut w = Watch::new(true);
         w.feed(&Bytes::from_static(b": keepalive\n\n"));
-        assert_eq!(w.finish(), None);
+        assert_eq!(w.finish(), Seen::NoAnswer);
     }
 }

@@ -5,7 +5,9 @@
 //! - `sse:N:MS`: an SSE stream of N `notifications/progress` events, MS ms apart, then the result;
 //! - `forever`: SSE events every 20 ms until the client goes away (then `cancelled` counts it);
 //! - `silent:MS`: waits MS ms, then the JSON result;
-//! - `status:CODE`: an empty answer with that status.
+//! - `status:CODE`: an empty answer with that status;
+//! - `tool-error` / `rpc-error`: a JSON result with `isError: true` / a JSON-RPC error;
+//! - `sse-tool-error`: a progress event, then a result with `isError: true`, as SSE.
 //!
 //! `GET /mcp` opens an SSE stream (3 events 30 ms apart); `DELETE /mcp` answers 200.
 //! Every answer carries `mcp-session-id: upstream-session` and echoes some request headers.
@@ -194,6 +196,21 @@ async fn on_post(
                 .body(Body::from_stream(stream::iter(pieces)))
                 .unwrap()
         }
+        ["tool-error"] => base(StatusCode::OK, "application/json", &headers)
+            .body(Body::from(
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"no"}],"isError":true}}"#,
+            ))
+            .unwrap(),
+        ["rpc-error"] => base(StatusCode::OK, "application/json", &headers)
+            .body(Body::from(
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"Unknown tool"}}"#,
+            ))
+            .unwrap(),
+        ["sse-tool-error"] => base(StatusCode::OK, "text/event-stream", &headers)
+            .body(Body::from(
+                "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":\"t\",\"progress\":1}}\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[],\"isError\":true}}\n\n",
+            ))
+            .unwrap(),
         ["status", code] => base(
             StatusCode::from_u16(code.parse().unwrap()).unwrap(),
             "application/json",
