@@ -126,8 +126,8 @@ proxy:
                 let text = r.text().await.unwrap();
                 let data = text
                     .lines()
-                    .filter_map(|l| l.strip_prefix("data: "))
-                    .last()
+                    .rev()
+                    .find_map(|l| l.strip_prefix("data: "))
                     .unwrap()
                     .to_string();
                 serde_json::from_str(&data).unwrap()
