@@ -12,7 +12,7 @@ GATEWAY_THREADS=${BENCH_GATEWAY_THREADS:-1}
 SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
 CLIENT_CPUS=${BENCH_CLIENT_CPUS:-1}
 COMMAND="$0${*:+ $*}"
-ENV_USED=$(env | grep -E '^(BENCH_|PORTCULLIS_BIN=|RUST_LOG=)' | sort | tr '\n' ' ' || true)
+ENV_USED=$(env | grep -E '^(BENCH_|PORTCULLIS_BIN=|PORTCULLIS_BIN_B=|RUST_LOG=)' | sort | tr '\n' ' ' || true)
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }

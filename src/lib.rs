@@ -20,6 +20,7 @@
 //! | [`policy`]    | compiled permission patterns; permits                                  |
 //! | [`auth`]      | bearer token -> principal (claims -> scopes)                           |
 //! | [`request`]   | the transport-neutral view of a request head, and its body source       |
+//! | [`response`]  | a response head as it is passed on (no header map per request)        |
 //! | [`config`]    | raw (file mirror) -> compile (all errors at once) -> compiled config   |
 //! | [`telemetry`] | tracing setup and the Prometheus registry                              |
 #![forbid(unsafe_code)]
@@ -34,6 +35,7 @@ pub mod http;
 pub mod mcp;
 pub mod policy;
 pub mod request;
+pub mod response;
 pub mod state;
 pub mod telemetry;
 pub mod upstream;

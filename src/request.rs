@@ -58,29 +58,28 @@ pub enum Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// Each field as (name, value); names of a `Map` are lowercase, `Wire` names as sent.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+    /// Each field as (name, value); names of a `Map` are lowercase, `Wire` names as sent (both
+    /// are tokens: ASCII).
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
         let (wire, map) = match *self {
             Fields::Wire { buf, fields } => (Some((buf, fields)), None),
             Fields::Map(m) => (None, Some(m)),
         };
         let wire = wire.into_iter().flat_map(|(buf, fields)| {
-            fields.iter().map(move |(n, v)| {
-                // Names were checked as tokens by the parser: ASCII.
-                let name = std::str::from_utf8(&buf[n.clone()]).unwrap_or_default();
-                (name, &buf[v.clone()])
-            })
+            fields
+                .iter()
+                .map(move |(n, v)| (&buf[n.clone()], &buf[v.clone()]))
         });
         let map = map
             .into_iter()
-            .flat_map(|m| m.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+            .flat_map(|m| m.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())));
         wire.chain(map)
     }
 
     /// Every value of header `name` (case-insensitive).
     pub fn all(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
     }
 }
@@ -88,7 +87,9 @@ impl<'a> Fields<'a> {
 impl std::fmt::Debug for Fields<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Values may hold credentials: names only.
-        f.debug_list().entries(self.iter().map(|(n, _)| n)).finish()
+        f.debug_list()
+            .entries(self.iter().map(|(n, _)| String::from_utf8_lossy(n)))
+            .finish()
     }
 }
 
@@ -146,7 +147,11 @@ impl<'a> RequestView<'a> {
     ) -> Self {
         let mut picked = [Single::Absent; PICKED.len()];
         for (name, value) in fields.iter() {
-            if let Some(i) = PICKED.iter().position(|p| p.eq_ignore_ascii_case(name)) {
+            // Lengths first: most fields are not picked, and most lengths rule a name out.
+            if let Some(i) = PICKED
+                .iter()
+                .position(|p| p.len() == name.len() && p.as_bytes().eq_ignore_ascii_case(name))
+            {
                 picked[i].push(value);
             }
         }

@@ -31,9 +31,9 @@ pub fn check(host: Single<'_>, origin: Single<'_>, rt: &Config) -> Result<(), Re
     }
 }
 
-/// The host name of a `Host` value (port and IPv6 brackets removed), lowercased; `None` when it
-/// is not a plausible host.
-fn host_name(value: &[u8]) -> Option<String> {
+/// The host name of a `Host` value (port and IPv6 brackets removed); `None` when it is not a
+/// plausible host.
+fn host_name(value: &[u8]) -> Option<&str> {
     let v = std::str::from_utf8(value).ok()?.trim();
     let name = if let Some(rest) = v.strip_prefix('[') {
         let (inside, after) = rest.split_once(']')?;
@@ -48,7 +48,7 @@ fn host_name(value: &[u8]) -> Option<String> {
             None => v,
         }
     };
-    (!name.is_empty() && !name.contains(['/', '@', ' '])).then(|| name.to_ascii_lowercase())
+    (!name.is_empty() && !name.contains(['/', '@', ' '])).then_some(name)
 }
 
 fn is_port(p: &str) -> bool {
@@ -57,28 +57,25 @@ fn is_port(p: &str) -> bool {
 
 /// A loopback name: `localhost`, `127.0.0.0/8`, `::1`.
 fn is_loopback_name(name: &str) -> bool {
-    name == "localhost"
+    name.eq_ignore_ascii_case("localhost")
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `Host` names this gateway: the host of `server.url`, a loopback name, or the listener's own
-/// address when it is a specific one.
+/// address when it is a specific one. No allocation: this runs on every MCP request.
 pub fn host_allowed(value: &[u8], rt: &Config) -> bool {
     let Some(name) = host_name(value) else {
         return false;
     };
-    if is_loopback_name(&name) {
-        return true;
-    }
     let public = rt
         .server
         .public_url
         .as_ref()
         .and_then(|u| u.host_str())
         .map(|h| h.trim_start_matches('[').trim_end_matches(']'));
-    if public.is_some_and(|p| p.eq_ignore_ascii_case(&name)) {
+    if public.is_some_and(|p| p.eq_ignore_ascii_case(name)) || is_loopback_name(name) {
         return true;
     }
     let listen = rt.server.listen.ip();

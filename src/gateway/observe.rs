@@ -22,7 +22,8 @@ pub struct Observation {
     route: RouteLabel,
     method: usize,
     status: u16,
-    tool: Option<(Box<str>, Box<str>)>,
+    /// The counters of the tool a `tools/call` used (resolved once, no label strings kept).
+    tool: Option<std::sync::Arc<[prometheus::IntCounter; 4]>>,
     outcome: ToolOutcome,
 }
 
@@ -51,7 +52,7 @@ impl Observation {
 
     /// The request is a `tools/call` of `tool` on `server` (counted with its outcome).
     pub fn tool_call(&mut self, server: &str, tool: &str) {
-        self.tool = Some((server.into(), tool.into()));
+        self.tool = Some(metrics().tool_counters(server, tool));
     }
 
     /// How the tool call ended (see the module docs); `failed` unless set.
@@ -92,8 +93,8 @@ impl Drop for Observation {
             self.status,
             self.started.elapsed().as_secs_f64(),
         );
-        if let Some((server, tool)) = &self.tool {
-            m.tool_call(server, tool, self.outcome);
+        if let Some(counters) = &self.tool {
+            counters[self.outcome as usize].inc();
         }
     }
 }

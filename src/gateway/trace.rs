@@ -4,7 +4,6 @@
 //! `request_id` (the span made by [`Trace::span`]); no token or secret is ever a field of it.
 
 use std::cell::Cell;
-use std::fmt::Write as _;
 
 /// The trace context of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,8 +11,8 @@ pub struct Trace {
     trace_id: [u8; 16],
     span_id: [u8; 8],
     flags: u8,
-    /// `00-<trace>-<span>-<flags>`: what goes upstream.
-    header: String,
+    /// `00-<trace>-<span>-<flags>`: what goes upstream (ASCII).
+    header: [u8; 55],
 }
 
 impl Trace {
@@ -23,12 +22,11 @@ impl Trace {
             .and_then(parse)
             .unwrap_or_else(|| (random_trace_id(), 0x01));
         let span_id = random_span_id();
-        let mut header = String::with_capacity(55);
-        header.push_str("00-");
-        hex(&mut header, &trace_id);
-        header.push('-');
-        hex(&mut header, &span_id);
-        let _ = write!(header, "-{flags:02x}");
+        let mut header = [b'-'; 55];
+        header[..2].copy_from_slice(b"00");
+        hex(&mut header[3..35], &trace_id);
+        hex(&mut header[36..52], &span_id);
+        hex(&mut header[53..55], &[flags]);
         Trace {
             trace_id,
             span_id,
@@ -39,12 +37,13 @@ impl Trace {
 
     /// The `traceparent` to send upstream (the gateway's span as the parent).
     pub fn traceparent(&self) -> &str {
-        &self.header
+        // Hex digits and dashes only: always ASCII.
+        std::str::from_utf8(&self.header).unwrap_or_default()
     }
 
     /// The trace id, hex: the request id of log lines.
     pub fn request_id(&self) -> &str {
-        &self.header[3..35]
+        std::str::from_utf8(&self.header[3..35]).unwrap_or_default()
     }
 
     /// The request's span: every log line inside it carries `request_id`.
@@ -88,11 +87,12 @@ fn parse(value: &[u8]) -> Option<([u8; 16], u8)> {
     Some((id, u8::from_str_radix(flags, 16).ok()?))
 }
 
-fn hex(out: &mut String, bytes: &[u8]) {
+/// `bytes` in lowercase hex into `out` (twice as long).
+fn hex(out: &mut [u8], bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
 }
 

@@ -4,17 +4,17 @@
 
 use std::future::Future;
 
+use crate::response::Head;
 use bytes::Bytes;
-use pingora_http::ResponseHeader;
 
 /// One client's side of one request.
 pub trait Downstream: Send {
     /// Send the response head. `body_follows`: body bytes are at hand and follow at once (the
     /// head may wait to go out with them in one write); otherwise it goes out now. Without a
-    /// `Content-Length` the body is framed by the front end (chunked on HTTP/1.1).
+    /// length the body is framed by the front end (chunked on HTTP/1.1).
     fn head(
         &mut self,
-        head: ResponseHeader,
+        head: Head,
         body_follows: bool,
     ) -> impl Future<Output = std::io::Result<()>> + Send;
 

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use pingora_http::ResponseHeader;
 
 use super::downstream::Downstream;
 use super::write;
@@ -17,6 +16,7 @@ use crate::mcp::filter::ListFilter;
 use crate::mcp::outcome::{Seen, Watch};
 use crate::mcp::reply::{upstream_failure_body, Reply};
 use crate::mcp::sse;
+use crate::response::Head;
 use crate::telemetry::metrics::metrics;
 use crate::upstream::shared::session::{Events, Item, Messages};
 use crate::upstream::{Answer, HttpAnswer, Request};
@@ -79,26 +79,14 @@ pub async fn forward<D: Downstream>(
     }
 }
 
-/// Hop-by-hop response fields: framing is each front end's to choose.
-const DROP_DOWNSTREAM: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "proxy-connection",
-    "trailer",
-    "upgrade",
-];
-
-/// Clean an upstream's response head for the client. Returns true for an SSE stream, which is
-/// marked never to be buffered by intermediaries.
-pub fn prepare_head(resp: &mut ResponseHeader) -> bool {
-    for h in DROP_DOWNSTREAM {
-        resp.remove_header(h);
-    }
-    let sse = sse::is_event_stream(resp);
+/// Ready an upstream's answer head for the client (its hop-by-hop fields were left out when
+/// it was read). Returns true for an SSE stream, which goes out without a length and is marked
+/// never to be buffered by intermediaries.
+pub fn prepare_head(head: &mut Head) -> bool {
+    let sse = head.is_event_stream();
     if sse {
-        resp.remove_header(&http::header::CONTENT_LENGTH);
-        let _ = resp.insert_header("x-accel-buffering", "no");
+        head.set_length(None);
+        head.push("x-accel-buffering", "no");
     }
     sse
 }
@@ -172,12 +160,12 @@ async fn http<D: Downstream>(
         mut head,
         body: mut h,
     } = answer;
-    let status = head.status.as_u16();
+    let status = head.status();
     let is_sse = prepare_head(&mut head);
     let _open = is_sse.then(|| obs.sse_stream());
     // A list answer is rewritten per caller: its length changes.
     let mut rewrite = list.filter(|_| status == 200).map(|filter| {
-        head.remove_header(&http::header::CONTENT_LENGTH);
+        head.set_length(None);
         if is_sse {
             Rewrite::Sse(filter, sse::Framer::default())
         } else {
@@ -266,21 +254,13 @@ fn event(json: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// The head of an SSE answer the gateway frames itself.
-fn sse_head() -> std::io::Result<ResponseHeader> {
-    let build = || -> pingora_error::Result<ResponseHeader> {
-        let mut head = ResponseHeader::build(200, Some(3))?;
-        head.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
-        head.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
-        head.insert_header("x-accel-buffering", "no")?;
-        Ok(head)
-    };
-    build().map_err(|e| std::io::Error::other(e.to_string()))
-}
-
 /// Send the head of an SSE answer the gateway frames itself.
 async fn start_sse<D: Downstream>(d: &mut D) -> std::io::Result<()> {
-    d.head(sse_head()?, false).await
+    let mut head = Head::new(200);
+    head.push("content-type", "text/event-stream");
+    head.push("cache-control", "no-cache");
+    head.push("x-accel-buffering", "no");
+    d.head(head, false).await
 }
 
 /// Relay one call through a shared session: as SSE events (progress, server-to-client

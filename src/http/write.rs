@@ -3,11 +3,10 @@
 //! `Content-Length`, `Cache-Control: no-store`, `Date` from the front end, the reply's own
 //! fields, `Connection: close` when the request's body was left unread).
 
-use pingora_http::ResponseHeader;
-
 use super::downstream::Downstream;
 use crate::gateway::Observation;
 use crate::mcp::reply::Reply;
+use crate::response::Head;
 
 /// Write `reply`. `body_unread`: the request's body was not read (the connection closes after,
 /// lingering first so the client sees the answer). Records the status sent (499 when the client
@@ -22,22 +21,15 @@ pub async fn reply<D: Downstream>(
         d.close_after();
     }
     let status = reply.status;
-    let sent = match head_of(&reply) {
-        Ok(head) => {
-            let empty = reply.body.is_empty();
-            match d.head(head, !empty).await {
-                Ok(()) if empty => d.end().await,
-                Ok(()) => match d.chunk(reply.body).await {
-                    Ok(()) => d.end().await,
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, status, "cannot build an answer head");
-            Err(std::io::Error::other(e))
-        }
+    let (head, body) = head_of(reply);
+    let empty = body.is_empty();
+    let sent = match d.head(head, !empty).await {
+        Ok(()) if empty => d.end().await,
+        Ok(()) => match d.chunk(body).await {
+            Ok(()) => d.end().await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
     };
     obs.status(if sent.is_ok() { status } else { 499 });
     if body_unread && sent.is_ok() {
@@ -45,18 +37,18 @@ pub async fn reply<D: Downstream>(
     }
 }
 
-/// The response head of `reply`.
-fn head_of(reply: &Reply) -> pingora_error::Result<ResponseHeader> {
-    let mut head = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
+/// The response head and the body of `reply`.
+fn head_of(reply: Reply) -> (Head, bytes::Bytes) {
+    let mut head = Head::new(reply.status);
     if let Some(ct) = reply.content_type {
-        head.insert_header(http::header::CONTENT_TYPE, ct)?;
+        head.push("content-type", ct);
     }
-    head.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
     if reply.no_store {
-        head.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        head.push("cache-control", "no-store");
     }
-    for (name, value) in &reply.headers {
-        head.append_header(*name, value.as_str())?;
+    for (name, value) in reply.headers {
+        head.push(name, value);
     }
-    Ok(head)
+    head.set_length(Some(reply.body.len() as u64));
+    (head, reply.body)
 }

@@ -16,7 +16,21 @@ const MAX_JSON: usize = 16 * 1024 * 1024;
 /// For a JSON-RPC response: `Some(true)` when it reports an error (an `error` member, or a
 /// `result` with `isError: true`), `Some(false)` for a result. `None` for anything else (a
 /// request, a notification, not JSON).
+///
+/// A message whose text holds `"result"` and neither `"error"` nor `"isError"` nor `"method"`
+/// nor an escape is a plain result without a parse (the common answer); anything else is
+/// parsed.
 pub fn answer_is_error(message: &[u8]) -> Option<bool> {
+    let has = |needle: &[u8]| memchr::memmem::find(message, needle).is_some();
+    if has(b"\"result\"")
+        && !has(b"rror\"")
+        && !has(b"\"method\"")
+        && memchr::memchr(b'\\', message).is_none()
+        && message.first() == Some(&b'{')
+        && message.last() == Some(&b'}')
+    {
+        return Some(false);
+    }
     let mut de = serde_json::Deserializer::from_slice(message);
     de.deserialize_map(TopVisitor).ok().flatten()
 }
@@ -232,6 +246,15 @@ mod tests {
             None
         );
         assert_eq!(answer_is_error(b"not json"), None);
+        // Escaped keys are read as what they mean.
+        assert_eq!(
+            answer_is_error(br#"{"jsonrpc":"2.0","id":1,"result":{"is\u0045rror":true}}"#),
+            Some(true)
+        );
+        assert_eq!(
+            answer_is_error(br#"{"jsonrpc":"2.0","id":1,"result":{"text":"the \"result\""}}"#),
+            Some(false)
+        );
     }
 
     #[test]

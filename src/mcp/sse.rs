@@ -87,18 +87,6 @@ impl Framer {
     }
 }
 
-/// True when a response head announces an SSE stream (`Content-Type: text/event-stream`).
-pub fn is_event_stream(head: &pingora_http::ResponseHeader) -> bool {
-    head.headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| {
-            v.as_bytes()
-                .trim_ascii_start()
-                .get(..17)
-                .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"))
-        })
-}
-
 /// The `data` of an event (lines joined with `\n`), if it has any; `None` for comments,
 /// `retry:`-only or otherwise data-less events.
 pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {

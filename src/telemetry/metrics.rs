@@ -385,17 +385,26 @@ impl Metrics {
         self.denials.with_label_values(&[server, kind]).inc();
     }
 
-    /// Count one `tools/call`. Tool names come from callers, so the label set is bounded: the
-    /// first [`MAX_TOOL_LABELS`] distinct names get their own label, later ones `(other)`.
-    /// A known name costs one lock-free map lookup (its counters are resolved once); a new
-    /// name publishes a changed copy of the map (read-copy-update), once.
+    /// Count one `tools/call` (see [`Metrics::tool_counters`]).
     pub fn tool_call(&self, server: &str, tool: &str, outcome: ToolOutcome) {
+        self.tool_counters(server, tool)[outcome as usize].inc();
+    }
+
+    /// The `portcullis_tool_calls_total` counters of `tool` on `server`, one per
+    /// [`ToolOutcome`] (indexed by `outcome as usize`). Tool names come from callers, so the
+    /// label set is bounded: the first [`MAX_TOOL_LABELS`] distinct names get their own label,
+    /// later ones `(other)`. A known name costs one lock-free map lookup (its counters are
+    /// resolved once); a new name publishes a changed copy of the map (read-copy-update), once.
+    pub fn tool_counters(&self, server: &str, tool: &str) -> Arc<[IntCounter; 4]> {
         const OTHER: &str = "(other)";
         let tool = if tool.len() > 64 { OTHER } else { tool };
-        let known = self.tool_labels.load();
-        if let Some(c) = known.get(server).and_then(|tools| tools.get(tool)) {
-            c[outcome as usize].inc();
-            return;
+        if let Some(c) = self
+            .tool_labels
+            .load()
+            .get(server)
+            .and_then(|tools| tools.get(tool))
+        {
+            return Arc::clone(c);
         }
         // `(other)` always gets its counters (one set per server), even past the cap.
         let mut label = tool;
@@ -418,14 +427,18 @@ impl Metrics {
                 });
             map
         });
-        if let Some(c) = self
+        let resolved = self
             .tool_labels
             .load()
             .get(server)
             .and_then(|tools| tools.get(label))
-        {
-            c[outcome as usize].inc();
-        }
+            .cloned();
+        resolved.unwrap_or_else(|| {
+            Arc::new(ToolOutcome::ALL.map(|o| {
+                self.tool_calls
+                    .with_label_values(&[server, label, o.as_str()])
+            }))
+        })
     }
 
     /// Count an upstream failure of `server`.

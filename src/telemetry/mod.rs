@@ -14,12 +14,33 @@ pub enum LogFormat {
     Json,
 }
 
-/// Install the global tracing subscriber. `RUST_LOG` filters (default `info`). Safe to call twice.
+/// Install the global tracing subscriber. `RUST_LOG` filters (`EnvFilter` directives); without
+/// it, INFO and above, with a static level filter (an `EnvFilter` keeps per-span state that
+/// every request's span would pay for on each poll). Safe to call twice.
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Pretty => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal: a log file or collector gets plain text.
+    let builder = fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match (EnvFilter::try_from_default_env(), format) {
+        (Ok(filter), LogFormat::Pretty) => builder
+            .with_env_filter(filter)
+            .with_target(false)
+            .try_init(),
+        (Ok(filter), LogFormat::Json) => builder
+            .with_env_filter(filter)
+            .json()
+            .flatten_event(true)
+            .try_init(),
+        (Err(_), LogFormat::Pretty) => builder
+            .with_max_level(tracing::Level::INFO)
+            .with_target(false)
+            .try_init(),
+        (Err(_), LogFormat::Json) => builder
+            .with_max_level(tracing::Level::INFO)
+            .json()
+            .flatten_event(true)
+            .try_init(),
     };
 }

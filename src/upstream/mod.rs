@@ -29,7 +29,6 @@ pub mod shared;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pingora_http::ResponseHeader;
 use serde_json::Value;
 
 use crate::config::Upstream as UpstreamConfig;
@@ -83,8 +82,8 @@ pub enum Answer<'u> {
 
 /// A Streamable HTTP answer: its head, then its body as it arrives.
 pub struct HttpAnswer<'u> {
-    /// The response head, as the upstream sent it.
-    pub head: ResponseHeader,
+    /// The response head, as the upstream sent it (hop-by-hop fields left out).
+    pub head: crate::response::Head,
     /// The body.
     pub body: HttpBody<'u>,
 }
@@ -153,7 +152,7 @@ impl MessageReader<'_> {
                 }
                 Answer::Messages(m) => return m.next_message().await,
                 Answer::Events(e) => return Ok(e.next().await),
-                Answer::Http(h) if crate::mcp::sse::is_event_stream(&h.head) => {
+                Answer::Http(h) if h.head.is_event_stream() => {
                     let Some(chunk) = h.body.next_chunk().await.map_err(|e| e.to_string())? else {
                         return Ok(None);
                     };
@@ -224,6 +223,12 @@ impl Upstream {
             req.traceparent,
             &mut head,
         );
+        if let Some(session) = req.view.session_id.one() {
+            // The session's GET stream, if the gateway took one before this POST, is open
+            // upstream first: the server may send this call's requests on it.
+            let limit = http.config.connect_timeout.min(http::GET_FIRST_WAIT);
+            http.opening.after(session, limit).await;
+        }
         let (exchange, resp) = http.exchange(&head, &req.body, false).await?;
         // A Streamable HTTP server that refuses `initialize` may speak legacy SSE at the same
         // URL (`connection.fallback_sse`): engage it, and answer from it from now on.
@@ -231,13 +236,12 @@ impl Upstream {
             .envelope
             .and_then(Envelope::single_request)
             .is_some_and(|m| m == "initialize");
-        if let (Some(mux), true, 400 | 404 | 405) = (&self.shared, initialize, resp.status.as_u16())
-        {
+        if let (Some(mux), true, 400 | 404 | 405) = (&self.shared, initialize, resp.status()) {
             drop(exchange);
             if mux.ready(FALLBACK_WAIT).await.is_ok() {
                 tracing::info!(
                     server = %self.config.name,
-                    status = resp.status.as_u16(),
+                    status = resp.status(),
                     "Streamable HTTP refused `initialize`; falling back to legacy SSE"
                 );
                 mux.engage();
@@ -284,6 +288,10 @@ impl Upstream {
         let Some(http) = &self.http else {
             return Err(not_running(&self.config));
         };
+        // A session's GET stream holds its next POSTs until it is open upstream.
+        let _opening = stream
+            .then(|| req.view.session_id.one().map(|s| http.opening.enter(s)))
+            .flatten();
         let mut head = Vec::with_capacity(512);
         http::head::encode(req.view, http, None, req.traceparent, &mut head);
         let (exchange, resp) = http.exchange(&head, b"", stream).await?;

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pingora_core::protocols::Stream;
-use pingora_http::ResponseHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::head::{chunk_size_line, response_head, Framing};
 use crate::http::downstream::Downstream;
 use crate::request::{BodyError, BodySource};
+use crate::response::Head;
 
 /// Answers up to this size are written with one system call.
 const GATHER: usize = 16 * 1024;
@@ -151,7 +151,7 @@ impl<'c> Response<'c> {
 }
 
 impl Downstream for Response<'_> {
-    async fn head(&mut self, head: ResponseHeader, body_follows: bool) -> std::io::Result<()> {
+    async fn head(&mut self, head: Head, body_follows: bool) -> std::io::Result<()> {
         let mut out = Vec::with_capacity(256);
         self.framing = response_head(&head, self.close, &mut out);
         if body_follows {

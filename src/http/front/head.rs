@@ -11,9 +11,9 @@
 use std::ops::Range;
 
 use pingora_core::protocols::http::date::get_cached_date;
-use pingora_http::ResponseHeader;
 
 use crate::request::{parse_content_length, Fields, RequestView};
+use crate::response::Head as ResponseHead;
 
 /// Most header fields the front door parses; a request with more goes to Pingora.
 const MAX_HEADERS: usize = 64;
@@ -156,29 +156,36 @@ pub enum Framing {
     Empty,
 }
 
-/// Encode the response head: the status line, `resp`'s fields, and the framing this side
-/// chooses (`close` adds `Connection: close`).
-pub fn response_head(resp: &ResponseHeader, close: bool, out: &mut Vec<u8>) -> Framing {
-    let status = resp.status;
+/// Encode the response head: the status line, `head`'s fields, `Date` (unless it has one), and
+/// the framing this side chooses (its length, else chunked; `close` adds `Connection: close`).
+pub fn response_head(head: &ResponseHead, close: bool, out: &mut Vec<u8>) -> Framing {
+    let status = head.status();
+    let code = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(code.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(code.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in resp.headers.iter() {
-        out.extend_from_slice(name.as_str().as_bytes());
+    let mut dated = false;
+    for (name, value) in head.fields() {
+        dated |= name.eq_ignore_ascii_case(b"date");
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if !resp.headers.contains_key(http::header::DATE) {
+    if !dated {
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(get_cached_date().as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let framing = if status.as_u16() == 204 || status.as_u16() == 304 {
+    let framing = if status == 204 || status == 304 {
         Framing::Empty
-    } else if resp.headers.contains_key(http::header::CONTENT_LENGTH) {
+    } else if let Some(n) = head.length() {
+        let mut digits = [0u8; 20];
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(decimal(n, &mut digits));
+        out.extend_from_slice(b"\r\n");
         Framing::Length
     } else {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -189,6 +196,19 @@ pub fn response_head(resp: &ResponseHeader, close: bool, out: &mut Vec<u8>) -> F
     }
     out.extend_from_slice(b"\r\n");
     framing
+}
+
+/// `n` in decimal, written into `out` (no allocation).
+fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[i..];
+        }
+    }
 }
 
 /// The size line of one chunk, written into `out` (no allocation).
@@ -235,7 +255,12 @@ mod tests {
         let names: Vec<_> = v.fields.iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
-            ["Host", "Content-Type", "Content-Length", "Authorization"]
+            [
+                &b"Host"[..],
+                b"Content-Type",
+                b"Content-Length",
+                b"Authorization"
+            ]
         );
     }
 
@@ -288,9 +313,8 @@ mod tests {
 
     #[test]
     fn response_heads_choose_their_framing() {
-        let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.insert_header("content-type", "text/event-stream")
-            .unwrap();
+        let mut resp = ResponseHead::new(200);
+        resp.push("content-type", "text/event-stream");
         let mut out = Vec::new();
         assert!(response_head(&resp, false, &mut out) == Framing::Chunked);
         let text = String::from_utf8(out).unwrap();
@@ -301,14 +325,14 @@ mod tests {
             "{text}"
         );
 
-        resp.insert_header("content-length", "5").unwrap();
+        resp.set_length(Some(5));
         let mut out = Vec::new();
         assert!(response_head(&resp, true, &mut out) == Framing::Length);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("content-length: 5\r\n"), "{text}");
         assert!(text.ends_with("connection: close\r\n\r\n"), "{text}");
 
-        let resp = ResponseHeader::build(204, None).unwrap();
+        let resp = ResponseHead::new(204);
         assert!(response_head(&resp, false, &mut Vec::new()) == Framing::Empty);
         let mut line = [0u8; 18];
         assert_eq!(chunk_size_line(255, &mut line), b"ff\r\n");
@@ -318,5 +342,9 @@ mod tests {
             chunk_size_line(usize::MAX, &mut line),
             b"ffffffffffffffff\r\n"
         );
+        let mut d = [0u8; 20];
+        assert_eq!(decimal(0, &mut d), b"0");
+        assert_eq!(decimal(1234567, &mut d), b"1234567");
+        assert_eq!(decimal(u64::MAX, &mut d), b"18446744073709551615");
     }
 }

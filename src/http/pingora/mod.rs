@@ -32,6 +32,7 @@ use super::downstream::Downstream;
 use super::{relay, write};
 use crate::gateway::{Gateway, Observation, Plan, Trace};
 use crate::request::RequestView;
+use crate::response::Head;
 use crate::state::{Snapshot, Store};
 use body::SessionBody;
 
@@ -130,26 +131,37 @@ struct SessionDownstream<'s> {
 }
 
 impl Downstream for SessionDownstream<'_> {
-    async fn head(&mut self, mut head: ResponseHeader, _body_follows: bool) -> std::io::Result<()> {
-        let status = head.status.as_u16();
-        // Without a length an HTTP/1.1 answer goes out chunked, so the connection stays
-        // reusable; Pingora would otherwise delimit it by closing. (HTTP/2 frames bodies.)
-        if !self.session.is_http2()
-            && !(100..200).contains(&status)
-            && status != 204
-            && status != 304
-            && !head.headers.contains_key(http::header::CONTENT_LENGTH)
-        {
-            let _ = head.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    async fn head(&mut self, head: Head, _body_follows: bool) -> std::io::Result<()> {
+        let status = head.status();
+        let mut resp = ResponseHeader::build(status, Some(6)).map_err(io_error)?;
+        for (name, value) in head.fields() {
+            let name = http::HeaderName::from_bytes(name).map_err(std::io::Error::other)?;
+            let value = http::HeaderValue::from_bytes(value).map_err(std::io::Error::other)?;
+            resp.append_header(name, value).map_err(io_error)?;
+        }
+        let bodyless = (100..200).contains(&status) || status == 204 || status == 304;
+        match head.length() {
+            Some(n) if !bodyless => {
+                resp.insert_header(http::header::CONTENT_LENGTH, n)
+                    .map_err(io_error)?;
+            }
+            // Without a length an HTTP/1.1 answer goes out chunked, so the connection stays
+            // reusable; Pingora would otherwise delimit it by closing. (HTTP/2 frames bodies.)
+            None if !bodyless && !self.session.is_http2() => {
+                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")
+                    .map_err(io_error)?;
+            }
+            _ => {}
         }
         if self.close {
             self.session.set_keepalive(None);
             if !self.session.is_http2() {
-                let _ = head.insert_header(http::header::CONNECTION, "close");
+                resp.insert_header(http::header::CONNECTION, "close")
+                    .map_err(io_error)?;
             }
         }
         self.session
-            .write_response_header(Box::new(head), false)
+            .write_response_header(Box::new(resp), false)
             .await
             .map_err(io_error)
     }

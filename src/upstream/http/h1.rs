@@ -10,12 +10,11 @@
 //!
 //! A request is written at most once. A pooled connection is checked before it is used (a
 //! closed or readable idle connection is dropped: the upstream closed it, or sent something no
-//! request asked for), and a connection is not kept longer than the upstream's own
+//! request asked for; the check costs a system call only when the reactor saw it readable), and a connection is not kept longer than the upstream's own
 //! `Keep-Alive: timeout`; a failure after the request was written is final, never retried: the
 //! upstream may have acted on it (a `tools/call` would run twice).
 
 use std::io::IoSlice;
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use crossbeam_queue::ArrayQueue;
-use pingora_http::ResponseHeader;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::request::parse_content_length as parse_length;
+use crate::response::Head;
 
 /// Idle connections kept per upstream.
 const POOL_SIZE: usize = 256;
@@ -151,16 +150,28 @@ impl Default for Pool {
 }
 
 /// True when an idle connection can carry a request: nothing to read on it (a closed
-/// connection reads as end of stream, and a live idle one has nothing to say). One
-/// non-blocking `recv(MSG_PEEK)` system call: the kernel's view, not a cached readiness.
+/// connection reads as end of stream, and a live idle one has nothing to say). The reactor's
+/// readiness answers without a system call in the common case (the last read of the previous
+/// answer left the socket drained, so it is not readable unless the upstream closed it or sent
+/// something since); only a readable one is read, once, to tell which.
 fn idle_and_open(stream: &TcpStream) -> bool {
-    let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-    match socket2::SockRef::from(stream).peek(&mut probe) {
-        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-        Ok(0) => false, // the upstream closed it
-        Ok(_) => {
-            tracing::debug!("unexpected bytes on an idle upstream connection; dropped");
-            false
+    use futures_util::FutureExt;
+    let ready =
+        tokio::task::unconstrained(stream.ready(tokio::io::Interest::READABLE)).now_or_never();
+    match ready {
+        None => true,
+        Some(Err(_)) => false,
+        Some(Ok(_)) => {
+            let mut probe = [0u8; 1];
+            match stream.try_read(&mut probe) {
+                // Readiness was stale: nothing there after all (now cleared).
+                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                Ok(0) => false, // the upstream closed it
+                Ok(_) => {
+                    tracing::debug!("unexpected bytes on an idle upstream connection; dropped");
+                    false
+                }
+            }
         }
     }
 }
@@ -256,7 +267,7 @@ impl Exchange {
         head: &[u8],
         body: &[u8],
         timeout: Option<Duration>,
-    ) -> Result<(Exchange, ResponseHeader), H1Error> {
+    ) -> Result<(Exchange, Head), H1Error> {
         let write = write_all_vectored(&mut stream, head, body);
         match timeout {
             Some(t) => pingora_timeout::fast_timeout::fast_timeout(t, write)
@@ -302,8 +313,10 @@ impl Exchange {
         .map_err(H1Error::Io)
     }
 
-    /// Parse a complete response head from the buffer; `None` if more bytes are needed.
-    fn parse_head(&mut self) -> Result<Option<ResponseHeader>, H1Error> {
+    /// Parse a complete response head from the buffer; `None` if more bytes are needed. The
+    /// head keeps the upstream's bytes and the ranges of its fields; hop-by-hop fields are read
+    /// for framing and left out.
+    fn parse_head(&mut self) -> Result<Option<Head>, H1Error> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut headers);
@@ -323,20 +336,23 @@ impl Exchange {
                 self.buf.advance(len);
                 continue; // interim answer: the final one follows
             }
-            let mut resp = ResponseHeader::build(code, Some(parsed.headers.len()))
-                .map_err(|e| H1Error::Protocol(e.to_string()))?;
+            let base = self.buf.as_ptr() as usize;
+            let range = |s: &[u8]| {
+                let start = s.as_ptr() as usize - base;
+                start..start + s.len()
+            };
+            let mut fields = Vec::with_capacity(parsed.headers.len());
             let mut length = None;
             let mut chunked = false;
             for h in parsed.headers.iter() {
-                let name = h.name;
-                if name.eq_ignore_ascii_case("content-length") {
+                let name = h.name.as_bytes();
+                if name.eq_ignore_ascii_case(b"content-length") {
                     match (parse_length(h.value), length) {
                         (Some(v), None) => length = Some(v),
                         (Some(v), Some(prev)) if v == prev => {}
                         _ => return Err(H1Error::Protocol("bad Content-Length".into())),
                     }
-                    continue; // written back once, canonical, below
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                     chunked = h
                         .value
                         .rsplit(|b| *b == b',')
@@ -345,43 +361,45 @@ impl Exchange {
                     if !chunked {
                         return Err(H1Error::Protocol("unsupported transfer coding".into()));
                     }
-                } else if name.eq_ignore_ascii_case("connection")
+                } else if name.eq_ignore_ascii_case(b"connection")
                     && h.value
                         .split(|b| *b == b',')
                         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
                 {
                     self.keep_alive = false;
-                } else if name.eq_ignore_ascii_case("keep-alive") {
+                } else if name.eq_ignore_ascii_case(b"keep-alive") {
                     if let Some(secs) = keep_alive_timeout(h.value) {
                         self.keep_for = Duration::from_secs(secs).saturating_sub(KEEPALIVE_MARGIN);
                         self.keep_alive &= !self.keep_for.is_zero();
                     }
                 }
-                resp.append_header(name.to_owned(), h.value)
-                    .map_err(|e| H1Error::Protocol(e.to_string()))?;
+                if !crate::response::hop_by_hop(name) {
+                    fields.push((range(name), range(h.value)));
+                }
             }
             if parsed.version == Some(0) {
                 self.keep_alive = false;
             }
-            self.buf.advance(len);
+            let raw = self.buf.split_to(len).freeze();
             self.framing = if code == 204 || code == 304 {
                 Framing::Empty
             } else if chunked {
                 // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3).
-                resp.remove_header("content-length");
                 Framing::Chunked(ChunkState::Size)
             } else if let Some(n) = length {
-                resp.insert_header(http::header::CONTENT_LENGTH, n)
-                    .map_err(|e| H1Error::Protocol(e.to_string()))?;
                 Framing::Length(n)
             } else {
                 self.keep_alive = false;
                 Framing::Close
             };
+            let length = match self.framing {
+                Framing::Length(n) => Some(n),
+                _ => None,
+            };
             if matches!(self.framing, Framing::Empty | Framing::Length(0)) {
                 self.framing = Framing::Done;
             }
-            return Ok(Some(resp));
+            return Ok(Some(Head::from_upstream(code, raw, fields, length)));
         }
     }
 

@@ -27,11 +27,13 @@ const DROPPED: [&str; 13] = [
 
 /// True for a request field that is not forwarded as sent: see [`DROPPED`], and the fields the
 /// request's `Connection` value names.
-fn dropped(name: &str, connection: Option<&[u8]>) -> bool {
-    DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name))
+fn dropped(name: &[u8], connection: Option<&[u8]>) -> bool {
+    DROPPED
+        .iter()
+        .any(|d| d.as_bytes().eq_ignore_ascii_case(name))
         || connection.is_some_and(|list| {
             list.split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
         })
 }
 
@@ -60,15 +62,15 @@ pub fn encode(
     let connection = view.connection.one();
     for (name, value) in view.fields.iter() {
         if dropped(name, connection)
-            || (name.eq_ignore_ascii_case("authorization") && !cfg.forward_authorization)
+            || (name.eq_ignore_ascii_case(b"authorization") && !cfg.forward_authorization)
             || cfg
                 .inject_headers
                 .iter()
-                .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+                .any(|(n, _)| n.as_str().as_bytes().eq_ignore_ascii_case(name))
         {
             continue;
         }
-        push(out, name.as_bytes(), value);
+        push(out, name, value);
     }
     for (name, value) in &cfg.inject_headers {
         push(out, name.as_str().as_bytes(), value.as_bytes());

@@ -7,6 +7,7 @@
 
 pub mod h1;
 pub mod head;
+pub mod order;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -16,12 +17,14 @@ use bytes::Bytes;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
-use pingora_http::ResponseHeader;
 use prometheus::Histogram;
 
 use crate::config::{HttpTarget, Upstream as UpstreamConfig};
 use crate::telemetry::metrics::metrics;
 use h1::{Conn, Exchange, H1Error, Pool};
+
+/// Longest a POST waits for its session's GET stream to open upstream (see [`order`]).
+pub const GET_FIRST_WAIT: Duration = Duration::from_secs(5);
 
 /// How long an idle TLS connection stays in pingora-core's pool.
 const TLS_POOL_IDLE: Duration = Duration::from_secs(55);
@@ -92,6 +95,8 @@ pub struct HttpUpstream {
     /// Time-to-response-head histogram (`portcullis_upstream_request_duration_seconds`).
     pub latency: Histogram,
     pool: Pool,
+    /// Sessions whose GET stream is being opened (their POSTs wait for it: [`order`]).
+    pub opening: order::Opening,
 }
 
 impl HttpUpstream {
@@ -115,6 +120,7 @@ impl HttpUpstream {
             addr,
             tls,
             pool: Pool::default(),
+            opening: order::Opening::default(),
         }
     }
 
@@ -136,7 +142,7 @@ impl HttpUpstream {
         head: &[u8],
         body: &[u8],
         stream: bool,
-    ) -> Result<(Exchange, ResponseHeader), Failure> {
+    ) -> Result<(Exchange, crate::response::Head), Failure> {
         let addr = *self
             .addr
             .as_ref()
