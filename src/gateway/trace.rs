@@ -48,7 +48,7 @@ impl Trace {
 
     /// The request's span: every log line inside it carries `request_id`.
     pub fn span(&self) -> tracing::Span {
-        tracing::error_span!("request", request_id = %self.request_id())
+        tracing::error_span!("request", request_id = self.request_id())
     }
 }
 

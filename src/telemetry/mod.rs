@@ -1,6 +1,7 @@
 //! Telemetry: structured logs to stderr ([`init_logging`]) and the Prometheus registry
 //! ([`metrics`]).
 
+pub mod fields;
 pub mod metrics;
 
 use tracing_subscriber::{fmt, EnvFilter};
@@ -26,6 +27,7 @@ pub fn init_logging(format: LogFormat) {
     let _ = match (EnvFilter::try_from_default_env(), format) {
         (Ok(filter), LogFormat::Pretty) => builder
             .with_env_filter(filter)
+            .fmt_fields(fields::Plain)
             .with_target(false)
             .try_init(),
         (Ok(filter), LogFormat::Json) => builder
@@ -35,6 +37,7 @@ pub fn init_logging(format: LogFormat) {
             .try_init(),
         (Err(_), LogFormat::Pretty) => builder
             .with_max_level(tracing::Level::INFO)
+            .fmt_fields(fields::Plain)
             .with_target(false)
             .try_init(),
         (Err(_), LogFormat::Json) => builder

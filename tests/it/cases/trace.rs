@@ -81,6 +81,7 @@ async fn log_lines_of_a_request_carry_its_id_and_no_secret() {
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter("portcullis=debug")
+        .fmt_fields(portcullis::telemetry::fields::Plain)
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
