@@ -216,7 +216,7 @@ impl Jwks {
         for (i, source) in self.sources.iter().enumerate() {
             match self.fetch(source).await {
                 Ok(set) => {
-                    tracing::debug!(
+                    crate::in_request!(debug,
                         source = %source.describe(),
                         keys = set.len(),
                         skipped = set.skipped(),
@@ -228,7 +228,7 @@ impl Jwks {
                 }
                 Err(e) => {
                     let kept = slots.get(i).and_then(|s| s.as_ref()).map_or(0, |s| s.len());
-                    tracing::warn!(
+                    crate::in_request!(warn,
                         source = %source.describe(),
                         error = %e,
                         kept_keys = kept,
@@ -242,7 +242,8 @@ impl Jwks {
             .succeeding(&self.current.load());
         let any = slots.iter().any(Option::is_some);
         if merged.epoch() != self.current.load().epoch() {
-            tracing::info!(
+            crate::in_request!(
+                info,
                 keys = merged.len(),
                 "a signing key was retired; tokens it signed are no longer accepted"
             );

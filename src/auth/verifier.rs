@@ -85,7 +85,7 @@ impl Authn {
             Err(e) => {
                 let reason = e.reason();
                 metrics().jwt(reason);
-                tracing::debug!(reason, "bearer token rejected");
+                crate::in_request!(debug, reason, "bearer token rejected");
                 Err(Refusal::Invalid(reason))
             }
         }

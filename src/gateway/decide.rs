@@ -178,7 +178,7 @@ impl Gateway {
             }
             Err(BodyError::Read(e)) => {
                 // The client is gone or stalled: nothing useful can be answered.
-                tracing::debug!(error = %e, "reading the request body failed");
+                crate::in_request!(debug, error = %e, "reading the request body failed");
                 return Plan::Answer(Reply::rpc_error(
                     400,
                     &Value::Null,
@@ -219,7 +219,7 @@ impl Gateway {
                 let noun = denied.kind.as_str();
                 let name = used.map_or("", |u| u.name.as_str());
                 obs.denied(server, denied.kind);
-                tracing::info!(server, kind = noun, name = %name, rule = denied.by.source(), subject = %principal.subject, "policy denied the request");
+                crate::in_request!(info, server, kind = noun, name = %name, rule = denied.by.source(), subject = %principal.subject, "policy denied the request");
                 return Plan::Answer(denial(snap, server, &envelope, id, noun, name, &denied));
             }
         };

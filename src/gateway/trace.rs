@@ -1,9 +1,12 @@
 //! The request's identity in traces and logs: a W3C trace context (`traceparent`) taken from the
 //! client when it sends a valid one, else created; the gateway's own span id is what the
 //! upstream sees as its parent. Every log line of the request carries the trace id as
-//! `request_id` (the span made by [`Trace::span`]); no token or secret is ever a field of it.
+//! `request_id` (the request runs in [`crate::telemetry::request::scope`] with [`Trace::id`]);
+//! no token or secret is ever a field of it.
 
 use std::cell::Cell;
+
+use crate::telemetry::request::RequestId;
 
 /// The trace context of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +49,9 @@ impl Trace {
         std::str::from_utf8(&self.header[3..35]).unwrap_or_default()
     }
 
-    /// The request's span: every log line inside it carries `request_id`.
-    pub fn span(&self) -> tracing::Span {
-        tracing::error_span!("request", request_id = self.request_id())
+    /// The request's id for its log lines (the trace id).
+    pub fn id(&self) -> RequestId {
+        RequestId::new(&self.header[3..35]).unwrap_or(RequestId::ZERO)
     }
 }
 

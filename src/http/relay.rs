@@ -60,7 +60,7 @@ pub async fn forward<D: Downstream>(
         Ok(a) => a,
         Err(f) => {
             metrics().upstream_error(server, f.kind);
-            tracing::warn!(server, kind = f.kind, detail = %f.detail, "upstream request failed");
+            crate::in_request!(warn, server, kind = f.kind, detail = %f.detail, "upstream request failed");
             let reply = Reply::upstream_failure(f.status, &fwd.error_id(), server, &f.detail);
             write::reply(d, reply, false, obs).await;
             return Ended::Complete;
@@ -217,7 +217,7 @@ async fn http<D: Downstream>(
             Step::Skip => {}
             Step::Done => break,
             Step::Failed(e) => {
-                tracing::warn!(server = h.server(), error = %e, "upstream failed mid-answer; closing the client connection");
+                crate::in_request!(warn, server = h.server(), error = %e, "upstream failed mid-answer; closing the client connection");
                 metrics().upstream_error(h.server(), "aborted");
                 d.abort().await;
                 return Ended::Broken;
@@ -225,7 +225,7 @@ async fn http<D: Downstream>(
             Step::Gone => {
                 // Dropping the exchange without returning it to the pool closes the upstream
                 // connection: that is the cancellation the upstream sees.
-                tracing::debug!("client went away; cancelling the upstream request");
+                crate::in_request!(debug, "client went away; cancelling the upstream request");
                 return Ended::Broken;
             }
         }

@@ -94,7 +94,10 @@ mod tests {
         struct Buf(Arc<Mutex<Vec<u8>>>);
         impl std::io::Write for Buf {
             fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(b);
+                self.0
+                    .lock()
+                    .map_err(|_| std::io::ErrorKind::Other)?
+                    .extend_from_slice(b);
                 Ok(b.len())
             }
             fn flush(&mut self) -> std::io::Result<()> {
@@ -111,7 +114,12 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::error_span!("request", request_id = "4bf92f35");
             let _in = span.enter();
-            tracing::warn!(server = "up", detail = "connection refused", n = 3, "upstream failed");
+            tracing::warn!(
+                server = "up",
+                detail = "connection refused",
+                n = 3,
+                "upstream failed"
+            );
         });
         let text = String::from_utf8(buf.0.lock().map(|b| b.clone()).unwrap_or_default())
             .unwrap_or_default();

@@ -1,8 +1,9 @@
-//! Telemetry: structured logs to stderr ([`init_logging`]) and the Prometheus registry
-//! ([`metrics`]).
+//! Telemetry: structured logs to stderr ([`init_logging`]; plain fields: [`fields`]; the
+//! request a line belongs to: [`request`]) and the Prometheus registry ([`metrics`]).
 
 pub mod fields;
 pub mod metrics;
+pub mod request;
 
 use tracing_subscriber::{fmt, EnvFilter};
 

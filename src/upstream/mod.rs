@@ -239,7 +239,7 @@ impl Upstream {
         if let (Some(mux), true, 400 | 404 | 405) = (&self.shared, initialize, resp.status()) {
             drop(exchange);
             if mux.ready(FALLBACK_WAIT).await.is_ok() {
-                tracing::info!(
+                crate::in_request!(info,
                     server = %self.config.name,
                     status = resp.status(),
                     "Streamable HTTP refused `initialize`; falling back to legacy SSE"

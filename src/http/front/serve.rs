@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use pingora_core::server::ShutdownWatch;
-use tracing::Instrument;
 
 use super::conn::{Body, Conn, Response, READ_TIMEOUT};
 use super::head::{self, Parsed};
@@ -45,9 +44,8 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
     let head_bytes = conn.buf.split_to(head.len).freeze();
     let view = head.view(&head_bytes);
     let trace = Trace::continue_or_start(view.traceparent.one());
-    let span = trace.span();
     let close = head.close || *stop.borrow();
-    async {
+    let request = async {
         let mut obs = Observation::start(&view.method);
         let mut body = Body::new(conn, head.body_len);
         let plan = front
@@ -72,9 +70,8 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
         drop(obs);
         conn.shrink();
         next
-    }
-    .instrument(span)
-    .await
+    };
+    crate::telemetry::request::scope(trace.id(), request).await
 }
 
 /// Wait for a complete request head at the start of the buffer. `Ok(None)`: the connection

@@ -26,7 +26,6 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
-use tracing::Instrument;
 
 use super::downstream::Downstream;
 use super::{relay, write};
@@ -76,9 +75,8 @@ impl ProxyHttp for PingoraPath {
         let view =
             RequestView::from_parts(&head.method, &head.uri, &head.headers, session.is_http2());
         let trace = Trace::continue_or_start(view.traceparent.one());
-        let span = trace.span();
         let snap = ctx.snapshot.clone();
-        async {
+        let request = async {
             let mut obs = Observation::start(&view.method);
             let mut body = SessionBody::new(session);
             let plan = self.gateway.decide(&snap, &view, &mut body, &mut obs).await;
@@ -96,9 +94,8 @@ impl ProxyHttp for PingoraPath {
                     let _ = relay::forward(&mut d, fwd, &view, trace.traceparent(), &mut obs).await;
                 }
             }
-        }
-        .instrument(span)
-        .await;
+        };
+        crate::telemetry::request::scope(trace.id(), request).await;
         Ok(true)
     }
 

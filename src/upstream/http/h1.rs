@@ -168,7 +168,10 @@ fn idle_and_open(stream: &TcpStream) -> bool {
                 Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
                 Ok(0) => false, // the upstream closed it
                 Ok(_) => {
-                    tracing::debug!("unexpected bytes on an idle upstream connection; dropped");
+                    crate::in_request!(
+                        debug,
+                        "unexpected bytes on an idle upstream connection; dropped"
+                    );
                     false
                 }
             }

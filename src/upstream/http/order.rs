@@ -65,7 +65,10 @@ impl Opening {
             .await
             .is_err()
         {
-            tracing::debug!("the session's GET stream did not open in time; sending the POST");
+            crate::in_request!(
+                debug,
+                "the session's GET stream did not open in time; sending the POST"
+            );
         }
     }
 }
