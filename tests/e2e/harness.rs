@@ -63,6 +63,11 @@ impl Peers {
         self.node_bin_dir().join("node")
     }
 
+    /// The npm packages of the peers (`@modelcontextprotocol/sdk` among them).
+    pub fn node_modules(&self) -> PathBuf {
+        self.root.join("node/node_modules")
+    }
+
     /// `@modelcontextprotocol/server-everything` entry point.
     pub fn everything_js(&self) -> PathBuf {
         self.root
@@ -294,7 +299,17 @@ pub async fn start_gateway(
     (gateway, base)
 }
 
-/// `server-everything` (streamable HTTP) behind `portcullis serve`, both on free loopback ports.
+/// Which MCP server runs behind the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// `@modelcontextprotocol/server-everything` over Streamable HTTP.
+    Everything,
+    /// `tests/e2e/servers/everything-server.mjs`: what the conformance suite's scenarios call
+    /// (its own reference server is not published to a registry).
+    Reference,
+}
+
+/// An MCP server (streamable HTTP) behind `portcullis serve`, both on free loopback ports.
 ///
 /// Fields drop in order: the gateway, then the upstream, then the folder with their logs.
 #[derive(Debug)]
@@ -317,8 +332,23 @@ impl Stack {
         Self::start_with(gateway_yaml).await
     }
 
+    /// The conformance suite's server (our `tests/e2e/servers/everything-server.mjs`) behind
+    /// the gateway, with the default config.
+    pub async fn start_reference() -> Self {
+        Self::start_upstream(Upstream::Reference, gateway_yaml).await
+    }
+
     /// Like [`Stack::start`], with the gateway config made by `config(gateway_port, upstream_url)`.
     pub async fn start_with(config: impl FnOnce(u16, &str) -> String) -> Self {
+        Self::start_upstream(Upstream::Everything, config).await
+    }
+
+    /// `upstream` behind the gateway, the gateway config made by `config(gateway_port,
+    /// upstream_url)`.
+    pub async fn start_upstream(
+        upstream: Upstream,
+        config: impl FnOnce(u16, &str) -> String,
+    ) -> Self {
         let peers = Peers::locate();
         let dir = tempfile::Builder::new()
             .prefix("portcullis-e2e-")
@@ -331,10 +361,31 @@ impl Stack {
 
         let upstream_port = free_port();
         let mut cmd = Command::new(peers.node());
-        cmd.arg(peers.everything_js())
-            .arg("streamableHttp")
-            .env("PORT", upstream_port.to_string());
-        let mut upstream = Proc::spawn("server-everything", cmd, dir.path());
+        let name = match upstream {
+            Upstream::Everything => {
+                cmd.arg(peers.everything_js()).arg("streamableHttp");
+                "server-everything"
+            }
+            Upstream::Reference => {
+                // ESM resolves packages next to the script: run a copy beside a link to the
+                // peers' node_modules.
+                let script = dir.path().join("everything-server.mjs");
+                std::fs::copy(
+                    concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/tests/e2e/servers/everything-server.mjs"
+                    ),
+                    &script,
+                )
+                .expect("copy the reference server");
+                std::os::unix::fs::symlink(peers.node_modules(), dir.path().join("node_modules"))
+                    .expect("link node_modules");
+                cmd.arg(&script);
+                "reference-server"
+            }
+        };
+        cmd.env("PORT", upstream_port.to_string());
+        let mut upstream = Proc::spawn(name, cmd, dir.path());
         wait_tcp(&mut upstream, upstream_port).await;
 
         let upstream_url = format!("http://127.0.0.1:{upstream_port}/mcp");

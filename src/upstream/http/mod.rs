@@ -26,6 +26,10 @@ use h1::{Conn, Exchange, H1Error, Pool};
 /// Longest a POST waits for its session's GET stream to open upstream (see [`order`]).
 pub const GET_FIRST_WAIT: Duration = Duration::from_secs(5);
 
+/// How long after `notifications/initialized` was accepted a session's GET is expected (see
+/// [`order`]): a client that opens none delays its next POST by this much, once.
+pub const EXPECT_GET: Duration = Duration::from_millis(50);
+
 /// How long an idle TLS connection stays in pingora-core's pool.
 const TLS_POOL_IDLE: Duration = Duration::from_secs(55);
 
