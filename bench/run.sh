@@ -16,8 +16,9 @@
 #   BENCH_FAST_PATH [1; 0: the gateway (not portcullis-b) runs with server.fast_path: false, so
 #                    every request takes Pingora's path]
 #   BENCH_H2C [0; 1: HTTP/2 with prior knowledge (h2c) from the client to every target, with
-#              h2load instead of wrk (nginx listeners speak h2c too; upstream hops stay HTTP/1.1;
-#              the latency columns are h2load's mean, p99 is not measured)]
+#              h2load instead of wrk (the nginx listeners the client hits speak h2c; the proxies'
+#              upstream hop stays HTTP/1.1, to a listener of `direct` of its own; the latency
+#              columns are h2load's mean, p99 is not measured)]
 #   BENCH_DURATION [10s]  BENCH_ROUNDS [3]  BENCH_WARMUP [2s]  BENCH_CONNECTIONS [32]
 #   BENCH_WRK_THREADS [1]  BENCH_GATEWAY_THREADS [1]  BENCH_PIN [1: taskset when >= 2 cpus]
 #   BENCH_SERVER_CPUS [0]  BENCH_CLIENT_CPUS [1]
@@ -68,6 +69,10 @@ cleanup() {
 trap cleanup EXIT
 
 PORT_DIRECT=$(free_port)
+# The client's listener of `direct`: under h2c a port of its own (nginx speaks either HTTP/1.1
+# or h2c on a plain port, and the proxies' upstream hop is HTTP/1.1 on PORT_DIRECT).
+PORT_DIRECT_CLIENT=$PORT_DIRECT
+[ "$H2C" = 1 ] && PORT_DIRECT_CLIENT=$(free_port)
 PORT_PROXY=$(free_port)
 PORT_GATEWAY=$(free_port)
 PORT_GATEWAY_B=$(free_port)
@@ -121,7 +126,7 @@ wait_ok() { # wait_ok NAME URL: poll a POST until it answers 200 (bounded)
 }
 
 dir=$(nginx_conf direct "    server {
-        listen 127.0.0.1:$PORT_DIRECT$LISTEN_OPT;
+        listen 127.0.0.1:$PORT_DIRECT;$([ "$H2C" = 1 ] && printf '\n        listen 127.0.0.1:%s http2;' "$PORT_DIRECT_CLIENT")
         location / {
             default_type application/json;
             return 200 '$CANNED';
@@ -200,7 +205,7 @@ start portcullis "$PORTCULLIS_BIN" serve --config "$WORK/gateway.yaml"
 GATEWAY_PID=${pids[-1]}
 
 declare -A URL=(
-    [direct]="http://127.0.0.1:$PORT_DIRECT/mcp"
+    [direct]="http://127.0.0.1:$PORT_DIRECT_CLIENT/mcp"
     [nginx-proxy]="http://127.0.0.1:$PORT_PROXY/mcp"
     [portcullis]="http://127.0.0.1:$PORT_GATEWAY/mcp/bench"
 )

@@ -37,9 +37,10 @@ impl RequestId {
     }
 }
 
-/// Run `fut` as the request `id`.
-pub async fn scope<F: Future>(id: RequestId, fut: F) -> F::Output {
-    REQUEST.scope(id, fut).await
+/// Run `fut` as the request `id`. (The future is moved once into the scope: a request's future
+/// should stay small, with rare large parts boxed.)
+pub fn scope<F: Future>(id: RequestId, fut: F) -> impl Future<Output = F::Output> {
+    REQUEST.scope(id, fut)
 }
 
 /// The id of the request being served, if any.

@@ -164,16 +164,20 @@ impl HttpUpstream {
                 Conn::Plain(tcp)
             }
             Some(tls) => {
-                let (s, _) = tls.connector.get_stream(&tls.peer).await.map_err(|e| {
-                    Failure::from_h1(&match e.etype() {
-                        pingora_error::ErrorType::ConnectTimedout => H1Error::ConnectTimeout,
-                        _ => H1Error::Tls(format!(
-                            "{}: {}",
-                            e.etype().as_str().to_lowercase().replace('_', " "),
-                            e.cause.as_ref().map(|c| c.to_string()).unwrap_or_default()
-                        )),
-                    })
-                })?;
+                // Boxed: pingora's connect future is about 8 KB, and every request's future
+                // would carry (and move) that much inline.
+                let (s, _) = Box::pin(tls.connector.get_stream(&tls.peer))
+                    .await
+                    .map_err(|e| {
+                        Failure::from_h1(&match e.etype() {
+                            pingora_error::ErrorType::ConnectTimedout => H1Error::ConnectTimeout,
+                            _ => H1Error::Tls(format!(
+                                "{}: {}",
+                                e.etype().as_str().to_lowercase().replace('_', " "),
+                                e.cause.as_ref().map(|c| c.to_string()).unwrap_or_default()
+                            )),
+                        })
+                    })?;
                 Conn::Tls(s)
             }
         };
