@@ -112,6 +112,9 @@ impl Opening {
     /// Wait (at most `limit`) until the GET of `session` being opened, if any, is open, or the
     /// GET expected of it came and is open, or the expectation ran out.
     pub async fn after(&self, session: &[u8], limit: Duration) {
+        if self.gates.load().is_empty() {
+            return;
+        }
         let deadline = Instant::now() + limit;
         loop {
             let gates = self.gates.load();
@@ -131,6 +134,8 @@ impl Opening {
                 return;
             }
             if Instant::now() >= deadline {
+                // Given up on that GET: the session's later POSTs do not wait for it again.
+                held.gate.send_replace(true);
                 crate::in_request!(
                     debug,
                     "the session's GET stream did not open in time; sending the POST"
@@ -183,12 +188,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_wait_is_bounded() {
+    async fn the_wait_is_bounded_and_paid_once() {
         let opening = Opening::default();
         let _stuck = opening.enter(b"s1");
         let started = std::time::Instant::now();
         opening.after(b"s1", Duration::from_millis(20)).await;
         assert!(started.elapsed() >= Duration::from_millis(20));
+        // A GET whose answer head never comes holds the session's next POSTs no more.
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            opening.after(b"s1", Duration::from_secs(60)),
+        )
+        .await
+        .expect("not held again");
     }
 
     #[tokio::test]
