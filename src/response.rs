@@ -32,8 +32,15 @@ pub fn hop_by_hop(name: &[u8]) -> bool {
         .any(|h| h.len() == name.len() && h.as_bytes().eq_ignore_ascii_case(name))
 }
 
+/// True when the `Connection` field value `list` names the field `name` (it is then hop-by-hop
+/// too, RFC 9110 §7.6.1).
+pub fn named_in(list: &[u8], name: &[u8]) -> bool {
+    list.split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+}
+
 /// A response head.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Head {
     status: u16,
     /// The bytes an upstream's fields are ranges of (empty for a head the gateway makes).
@@ -41,6 +48,24 @@ pub struct Head {
     fields: Vec<(Range<usize>, Range<usize>)>,
     own: Vec<(&'static str, Cow<'static, str>)>,
     length: Option<u64>,
+}
+
+/// Field names only: values may carry credentials (`Set-Cookie`, tokens) and must not reach
+/// a log line by way of `{:?}`.
+impl std::fmt::Debug for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Head")
+            .field("status", &self.status)
+            .field(
+                "fields",
+                &self
+                    .fields()
+                    .map(|(n, _)| String::from_utf8_lossy(n))
+                    .collect::<Vec<_>>(),
+            )
+            .field("length", &self.length)
+            .finish()
+    }
 }
 
 impl Head {

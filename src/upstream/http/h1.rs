@@ -10,8 +10,9 @@
 //!
 //! A request is written at most once. A pooled connection is checked before it is used (a
 //! closed or readable idle connection is dropped: the upstream closed it, or sent something no
-//! request asked for; the check costs a system call only when the reactor saw it readable), and a connection is not kept longer than the upstream's own
-//! `Keep-Alive: timeout`; a failure after the request was written is final, never retried: the
+//! request asked for; the check asks the socket itself once the connection idled a while, and
+//! the reactor's readiness before that), and a connection is not kept longer than the
+//! upstream's own `Keep-Alive: timeout`; a failure after the request was written is final, never retried: the
 //! upstream may have acted on it (a `tools/call` would run twice).
 
 use std::io::IoSlice;
@@ -34,6 +35,12 @@ const POOL_SIZE: usize = 256;
 /// is not required: the upstream's own `Keep-Alive: timeout` is honoured, and every reused
 /// connection is checked first).
 const POOL_IDLE: Duration = Duration::from_secs(55);
+/// An idle connection is checked with a system call, not only from the reactor's readiness,
+/// once it idled this long: the reactor that owns its socket may not have polled since (each
+/// thread runs a runtime of its own and the pool is shared), and upstreams close idle
+/// connections after seconds, not microseconds. Under load connections come back sooner and
+/// the check costs nothing.
+const PEEK_AFTER: Duration = Duration::from_millis(100);
 /// A connection is given back this much before the upstream's announced keep-alive timeout.
 const KEEPALIVE_MARGIN: Duration = Duration::from_secs(1);
 /// Largest response head accepted.
@@ -136,9 +143,12 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// An idle connection: the socket, when it must not be used any more, since when it idles.
+type Idle = (TcpStream, Instant, Instant);
+
 /// Idle plain-text connections to one upstream address.
 pub struct Pool {
-    idle: ArrayQueue<(TcpStream, Instant)>,
+    idle: ArrayQueue<Idle>,
 }
 
 impl Default for Pool {
@@ -150,12 +160,21 @@ impl Default for Pool {
 }
 
 /// True when an idle connection can carry a request: nothing to read on it (a closed
-/// connection reads as end of stream, and a live idle one has nothing to say). The reactor's
-/// readiness answers without a system call in the common case (the last read of the previous
-/// answer left the socket drained, so it is not readable unless the upstream closed it or sent
-/// something since); only a readable one is read, once, to tell which.
-fn idle_and_open(stream: &TcpStream) -> bool {
+/// connection reads as end of stream, and a live idle one has nothing to say). `ask`: ask the
+/// socket itself (a non-blocking peek). Otherwise the reactor's readiness answers without a
+/// system call in the common case (the last read of the previous answer left the socket
+/// drained, so it is not readable unless the upstream closed it or sent something since, or its
+/// reactor has not polled since); only a readable one is read, once, to tell which.
+fn idle_and_open(stream: &TcpStream, ask: bool) -> bool {
     use futures_util::FutureExt;
+    if ask {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        // The socket is non-blocking: an idle open one answers "would block".
+        return match socket2::SockRef::from(stream).peek(&mut probe) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(n) => unexpected(n),
+        };
+    }
     let ready =
         tokio::task::unconstrained(stream.ready(tokio::io::Interest::READABLE)).now_or_never();
     match ready {
@@ -166,17 +185,21 @@ fn idle_and_open(stream: &TcpStream) -> bool {
             match stream.try_read(&mut probe) {
                 // Readiness was stale: nothing there after all (now cleared).
                 Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-                Ok(0) => false, // the upstream closed it
-                Ok(_) => {
-                    crate::in_request!(
-                        debug,
-                        "unexpected bytes on an idle upstream connection; dropped"
-                    );
-                    false
-                }
+                Ok(n) => unexpected(n),
             }
         }
     }
+}
+
+/// An idle connection read `n` bytes: closed (0) or something no request asked for. Never usable.
+fn unexpected(n: usize) -> bool {
+    if n > 0 {
+        crate::in_request!(
+            debug,
+            "unexpected bytes on an idle upstream connection; dropped"
+        );
+    }
+    false
 }
 
 impl Pool {
@@ -186,8 +209,9 @@ impl Pool {
         addr: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<(TcpStream, bool), H1Error> {
-        while let Some((stream, until)) = self.idle.pop() {
-            if Instant::now() < until && idle_and_open(&stream) {
+        while let Some((stream, until, since)) = self.idle.pop() {
+            let now = Instant::now();
+            if now < until && idle_and_open(&stream, now - since >= PEEK_AFTER) {
                 return Ok((stream, true));
             }
         }
@@ -214,9 +238,8 @@ impl Pool {
 
     /// Return a connection whose exchange completed cleanly, usable for `keep` more at most.
     pub fn checkin(&self, stream: TcpStream, keep: Duration) {
-        let _ = self
-            .idle
-            .push((stream, Instant::now() + keep.min(POOL_IDLE)));
+        let now = Instant::now();
+        let _ = self.idle.push((stream, now + keep.min(POOL_IDLE), now));
     }
 }
 
@@ -347,6 +370,8 @@ impl Exchange {
             let mut fields = Vec::with_capacity(parsed.headers.len());
             let mut length = None;
             let mut chunked = false;
+            // The upstream's `Connection` names more hop-by-hop fields than the usual ones.
+            let mut named = false;
             for h in parsed.headers.iter() {
                 let name = h.name.as_bytes();
                 if name.eq_ignore_ascii_case(b"content-length") {
@@ -364,12 +389,14 @@ impl Exchange {
                     if !chunked {
                         return Err(H1Error::Protocol("unsupported transfer coding".into()));
                     }
-                } else if name.eq_ignore_ascii_case(b"connection")
-                    && h.value
-                        .split(|b| *b == b',')
-                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-                {
-                    self.keep_alive = false;
+                } else if name.eq_ignore_ascii_case(b"connection") {
+                    for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                        if t.eq_ignore_ascii_case(b"close") {
+                            self.keep_alive = false;
+                        } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"keep-alive") {
+                            named = true;
+                        }
+                    }
                 } else if name.eq_ignore_ascii_case(b"keep-alive") {
                     if let Some(secs) = keep_alive_timeout(h.value) {
                         self.keep_for = Duration::from_secs(secs).saturating_sub(KEEPALIVE_MARGIN);
@@ -379,6 +406,16 @@ impl Exchange {
                 if !crate::response::hop_by_hop(name) {
                     fields.push((range(name), range(h.value)));
                 }
+            }
+            if named {
+                let buf = &self.buf;
+                fields.retain(|(n, _)| {
+                    !parsed
+                        .headers
+                        .iter()
+                        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                        .any(|h| crate::response::named_in(h.value, &buf[n.clone()]))
+                });
             }
             if parsed.version == Some(0) {
                 self.keep_alive = false;

@@ -31,10 +31,7 @@ fn dropped(name: &[u8], connection: Option<&[u8]>) -> bool {
     DROPPED
         .iter()
         .any(|d| d.as_bytes().eq_ignore_ascii_case(name))
-        || connection.is_some_and(|list| {
-            list.split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
-        })
+        || connection.is_some_and(|list| crate::response::named_in(list, name))
 }
 
 /// Encode the upstream request head for `view` as HTTP/1.1 bytes into `out`. `body_len`: the

@@ -164,20 +164,25 @@ impl HttpUpstream {
                 Conn::Plain(tcp)
             }
             Some(tls) => {
-                // Boxed: pingora's connect future is about 8 KB, and every request's future
-                // would carry (and move) that much inline.
-                let (s, _) = Box::pin(tls.connector.get_stream(&tls.peer))
-                    .await
-                    .map_err(|e| {
-                        Failure::from_h1(&match e.etype() {
-                            pingora_error::ErrorType::ConnectTimedout => H1Error::ConnectTimeout,
-                            _ => H1Error::Tls(format!(
-                                "{}: {}",
-                                e.etype().as_str().to_lowercase().replace('_', " "),
-                                e.cause.as_ref().map(|c| c.to_string()).unwrap_or_default()
-                            )),
-                        })
-                    })?;
+                let s = match tls.connector.reused_stream(&tls.peer).await {
+                    Some(s) => s,
+                    // Boxed: pingora's connect future is about 8 KB, and every request's
+                    // future would carry (and move) that much inline.
+                    None => Box::pin(tls.connector.new_stream(&tls.peer))
+                        .await
+                        .map_err(|e| {
+                            Failure::from_h1(&match e.etype() {
+                                pingora_error::ErrorType::ConnectTimedout => {
+                                    H1Error::ConnectTimeout
+                                }
+                                _ => H1Error::Tls(format!(
+                                    "{}: {}",
+                                    e.etype().as_str().to_lowercase().replace('_', " "),
+                                    e.cause.as_ref().map(|c| c.to_string()).unwrap_or_default()
+                                )),
+                            })
+                        })?,
+                };
                 Conn::Tls(s)
             }
         };

@@ -65,6 +65,22 @@ async fn connection_close_is_not_reused_and_204_has_no_body() {
 }
 
 /// The error of an exchange whose answer is `answer`.
+#[tokio::test]
+async fn fields_the_upstreams_connection_names_are_hop_by_hop() {
+    let answer: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop , x-other\r\nx-hop: 1\r\nx-kept: s3cr3t\r\nX-Other: 3\r\nkeep-alive: timeout=30\r\ncontent-length: 2\r\n\r\nok";
+    let (resp, body, reusable) = exchange(answer, 64).await;
+    let names: Vec<&[u8]> = resp.fields().map(|(n, _)| n).collect();
+    assert_eq!(names, [&b"x-kept"[..]]);
+    assert_eq!(body, b"ok");
+    assert!(reusable, "keep-alive among the tokens");
+    // The debug form names fields, never values.
+    let debug = format!("{resp:?}");
+    assert!(
+        debug.contains("x-kept") && !debug.contains("s3cr3t"),
+        "{debug}"
+    );
+}
+
 async fn refused(answer: &'static [u8]) -> H1Error {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -123,18 +139,61 @@ async fn an_idle_connection_the_upstream_closed_is_not_checked_out() {
     let server_side = accept.await.unwrap();
     pool.checkin(stream, Duration::from_secs(30));
     drop(server_side); // the upstream times the idle connection out
-                       // The FIN arrives asynchronously: poll the kernel's view until it shows (bounded).
+                       // The FIN arrives asynchronously: poll until it shows (bounded), from the reactor's
+                       // readiness and from the socket itself.
     let probe = pool.idle.pop().unwrap().0;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while idle_and_open(&probe) {
+    while idle_and_open(&probe, false) {
         assert!(Instant::now() < deadline, "the close never showed");
         tokio::task::yield_now().await;
     }
+    assert!(!idle_and_open(&probe, true));
     pool.checkin(probe, Duration::from_secs(30));
     let listener2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr2 = listener2.local_addr().unwrap();
     let (_, reused) = pool.checkout(addr2, Duration::from_secs(5)).await.unwrap();
     assert!(!reused, "a closed pooled connection was handed out");
+}
+
+/// The pool is shared by the threads, each with a runtime (and a reactor) of its own: a
+/// socket's readiness is only as fresh as its reactor's last poll. Asked directly, the socket
+/// tells the truth.
+#[test]
+fn a_socket_whose_reactor_is_busy_is_asked_directly() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (give, take) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let owner = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stream = rt
+            .block_on(Pool::connect(addr, Duration::from_secs(5)))
+            .unwrap();
+        give.send(stream).unwrap();
+        // Busy elsewhere: this runtime's reactor polls no more until released.
+        released.recv().unwrap();
+    });
+    let stream = take.recv().unwrap();
+    drop(listener.accept().unwrap().0); // the upstream closes it
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while idle_and_open(&stream, true) {
+            assert!(Instant::now() < deadline, "the close never showed");
+            tokio::task::yield_now().await;
+        }
+        // What the owner's reactor last saw is stale: the socket looks idle and open.
+        assert!(idle_and_open(&stream, false));
+    });
+    drop(stream);
+    release.send(()).unwrap();
+    owner.join().unwrap();
 }
 
 #[tokio::test]
