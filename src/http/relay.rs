@@ -86,7 +86,10 @@ pub fn prepare_head(head: &mut Head) -> bool {
     let sse = head.is_event_stream();
     if sse {
         head.set_length(None);
-        head.push("x-accel-buffering", "no");
+        // Once: a server may say so itself (the Python SDK's does).
+        if head.get("x-accel-buffering").is_none() {
+            head.push("x-accel-buffering", "no");
+        }
     }
     sse
 }
@@ -394,5 +397,30 @@ async fn events<D: Downstream>(d: &mut D, mut e: Events, obs: &mut Observation) 
     match d.end().await {
         Ok(()) => Ended::Complete,
         Err(_) => Ended::Broken,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_sse_head_says_never_buffer_once() {
+        let count = |h: &Head| {
+            h.fields()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(b"x-accel-buffering"))
+                .count()
+        };
+        let mut plain = Head::new(200);
+        plain.push("content-type", "text/event-stream");
+        plain.set_length(Some(10));
+        assert!(prepare_head(&mut plain));
+        assert_eq!((count(&plain), plain.length()), (1, None));
+        // The upstream said so itself.
+        let mut said = Head::new(200);
+        said.push("content-type", "text/event-stream");
+        said.push("X-Accel-Buffering", "no");
+        assert!(prepare_head(&mut said));
+        assert_eq!(count(&said), 1);
     }
 }

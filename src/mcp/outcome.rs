@@ -19,15 +19,22 @@ const MAX_JSON: usize = 16 * 1024 * 1024;
 ///
 /// A message whose text holds `"result"` and neither `"error"` nor `"isError"` nor `"method"`
 /// nor an escape is a plain result without a parse (the common answer); anything else is
-/// parsed.
+/// parsed. (So an object that is not a JSON-RPC response but holds a `"result"` key deeper
+/// down, say `{"data":{"result":1}}`, counts as a result: only the tool-call metric reads this,
+/// and only for a malformed answer.)
 pub fn answer_is_error(message: &[u8]) -> Option<bool> {
-    let has = |needle: &[u8]| memchr::memmem::find(message, needle).is_some();
-    if has(b"\"result\"")
-        && !has(b"rror\"")
-        && !has(b"\"method\"")
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    static RESULT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"result\""));
+    static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"rror\""));
+    static METHOD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"method\""));
+    let has = |needle: &Finder<'static>| needle.find(message).is_some();
+    if has(&RESULT)
+        && !has(&ERROR)
+        && !has(&METHOD)
         && memchr::memchr(b'\\', message).is_none()
-        && message.first() == Some(&b'{')
-        && message.last() == Some(&b'}')
+        && message.trim_ascii().first() == Some(&b'{')
+        && message.trim_ascii().last() == Some(&b'}')
     {
         return Some(false);
     }

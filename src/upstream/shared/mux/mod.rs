@@ -432,7 +432,7 @@ impl Mux {
     /// Queue a command that may be lost only when the task is gone or swamped.
     fn send(&self, cmd: Cmd) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.cmds.try_send(cmd) {
-            tracing::warn!(server = %self.name, "upstream task is overloaded; a message was dropped");
+            crate::in_request!(warn, server = %self.name, "upstream task is overloaded; a message was dropped");
         }
     }
 
