@@ -4,6 +4,7 @@ mod body;
 mod config;
 mod errors;
 mod front;
+mod interface;
 mod jwt;
 mod matrix;
 mod outcomes;
