@@ -1,6 +1,8 @@
 //! Tests of [`super`]: framing, interim answers, refused answers, pool checks.
 
+use super::pool::idle_and_open;
 use super::*;
+use std::time::Instant;
 use tokio::net::TcpListener;
 
 const FIVE: Option<Duration> = Some(Duration::from_secs(5));
