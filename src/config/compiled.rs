@@ -185,6 +185,10 @@ pub struct Upstream {
     pub inject_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Forward the client's `Authorization` header.
     pub forward_authorization: bool,
+    /// What its names start with on `/mcp` (before the separator): `prefix`, else `name`.
+    pub prefix: String,
+    /// Upstream name -> exposed name (after the prefix) on `/mcp`, from `aliases`.
+    pub aliases: Vec<(String, String)>,
 }
 
 /// Transport of an upstream.

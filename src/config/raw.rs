@@ -160,6 +160,10 @@ pub(crate) struct RawUpstream {
     pub(crate) auth: Option<RawUpstreamAuth>,
     /// Forward the client's `Authorization` header. Default false.
     pub(crate) forward_authorization: Option<bool>,
+    /// What this server's names start with on `/mcp` (`PREFIX{separator}NAME`). Default: `name`.
+    pub(crate) prefix: Option<String>,
+    /// Upstream tool or prompt name -> the name exposed after the prefix on `/mcp`.
+    pub(crate) aliases: Option<OrderedMap<Option<String>>>,
 }
 
 /// `proxy.servers[].type`.

@@ -25,11 +25,19 @@ pub fn metadata_url(rt: &Config, path: &str) -> String {
     )
 }
 
-/// The 401 answer for `/mcp/{server}`: the `WWW-Authenticate` challenge (RFC 9728
+/// The path of the MCP endpoint of `server` (`None`: the aggregated `/mcp`).
+fn endpoint_path(server: Option<&str>) -> String {
+    match server {
+        Some(s) => format!("/mcp/{s}"),
+        None => "/mcp".to_owned(),
+    }
+}
+
+/// The 401 answer for `/mcp/{server}` (or `/mcp`): the `WWW-Authenticate` challenge (RFC 9728
 /// `resource_metadata`, plus `error="invalid_token"` when a token was sent and refused) and a
 /// JSON body.
-pub fn unauthorized(rt: &Config, server: &str, refusal: Refusal) -> Reply {
-    let metadata = metadata_url(rt, &format!("/mcp/{server}"));
+pub fn unauthorized(rt: &Config, server: Option<&str>, refusal: Refusal) -> Reply {
+    let metadata = metadata_url(rt, &endpoint_path(server));
     let (challenge, error) = match refusal {
         Refusal::Missing => (format!("Bearer resource_metadata=\"{metadata}\""), "unauthorized"),
         Refusal::Invalid(_) => (
@@ -44,10 +52,10 @@ pub fn unauthorized(rt: &Config, server: &str, refusal: Refusal) -> Reply {
 }
 
 /// The step-up challenge of a denial answered 403 (`auth.options.on_denied: step_up`).
-pub fn insufficient_scope(rt: &Config, server: &str, scopes: &str) -> String {
+pub fn insufficient_scope(rt: &Config, server: Option<&str>, scopes: &str) -> String {
     format!(
         "Bearer error=\"insufficient_scope\", scope=\"{scopes}\", resource_metadata=\"{}\"",
-        metadata_url(rt, &format!("/mcp/{server}"))
+        metadata_url(rt, &endpoint_path(server))
     )
 }
 

@@ -46,7 +46,8 @@ impl Gateway {
         let endpoint = req.path.map_or(Endpoint::NotFound, Endpoint::parse);
         obs.route(label(&endpoint));
         let name = match endpoint {
-            Endpoint::Server(name) => name,
+            Endpoint::Server(name) => Some(name),
+            Endpoint::Aggregate => None,
             Endpoint::Admin(which) => {
                 let keys_ready = self.authn.as_ref().is_none_or(|a| a.ready());
                 return Plan::Answer(admin::answer(
@@ -62,13 +63,6 @@ impl Gateway {
             }
             Endpoint::WellKnown(_) => {
                 return Plan::Answer(Reply::error(404, "not_found", "authentication is disabled"))
-            }
-            Endpoint::Aggregate => {
-                return Plan::Answer(Reply::error(
-                    501,
-                    "not_implemented",
-                    "the aggregated /mcp endpoint is not available yet; use /mcp/{server}",
-                ))
             }
             Endpoint::NotFound => {
                 return Plan::Answer(Reply::error(404, "not_found", "no such endpoint"))
@@ -106,6 +100,9 @@ impl Gateway {
                 }
             }
         };
+        let Some(name) = name else {
+            return self.aggregate(snap, principal, req, body, obs).await;
+        };
         let Some(upstream) = snap.upstreams.get(name) else {
             return Plan::Answer(Reply::error(
                 404,
@@ -140,6 +137,7 @@ impl Gateway {
                 body: Bytes::new(),
                 envelope: None,
                 list: None,
+                via: None,
             }),
             _ => Plan::Answer(
                 Reply::error(405, "method_not_allowed", "use POST, GET or DELETE")
@@ -158,40 +156,9 @@ impl Gateway {
         body: &mut B,
         obs: &mut Observation,
     ) -> Plan<'s> {
-        if !req.is_json() {
-            return Plan::Answer(Reply::rpc_error(
-                415,
-                &Value::Null,
-                -32600,
-                "Unsupported Media Type: POST bodies must be `Content-Type: application/json`",
-            ));
-        }
-        let limit = snap.config.server.max_body_bytes;
-        let body = match body.read(limit).await {
+        let (body, envelope) = match read_json(snap, req, body).await {
             Ok(b) => b,
-            Err(BodyError::TooLarge { limit }) => {
-                let m = format!("Request body exceeds the {limit}-byte limit");
-                return Plan::Answer(Reply::rpc_error(413, &Value::Null, -32600, &m));
-            }
-            Err(e @ BodyError::BadLength) => {
-                return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, &e.to_string()))
-            }
-            Err(BodyError::Read(e)) => {
-                // The client is gone or stalled: nothing useful can be answered.
-                crate::in_request!(debug, error = %e, "reading the request body failed");
-                return Plan::Answer(Reply::rpc_error(
-                    400,
-                    &Value::Null,
-                    -32600,
-                    "the request body could not be read",
-                ));
-            }
-        };
-        let envelope = match jsonrpc::classify(&body) {
-            Ok(e) => e,
-            Err(e) => {
-                return Plan::Answer(Reply::rpc_error(400, &e.id(), e.code(), &e.to_string()))
-            }
+            Err(reply) => return Plan::Answer(reply),
         };
         let server = upstream.name();
         if let Some(tool) = envelope.single_tool_call() {
@@ -220,7 +187,15 @@ impl Gateway {
                 let name = used.map_or("", |u| u.name.as_str());
                 obs.denied(server, denied.kind);
                 crate::in_request!(info, server, kind = noun, name = %name, rule = denied.by.source(), subject = %principal.subject, "policy denied the request");
-                return Plan::Answer(denial(snap, server, &envelope, id, noun, name, &denied));
+                return Plan::Answer(denial(
+                    snap,
+                    Some(server),
+                    &envelope,
+                    id,
+                    noun,
+                    name,
+                    &denied,
+                ));
             }
         };
         Plan::Forward(Forward {
@@ -232,7 +207,49 @@ impl Gateway {
                 .filter(|_| !principal.anonymous)
                 .map(|k| (k, &snap.policy)),
             envelope: Some(envelope),
+            via: None,
         })
+    }
+}
+
+/// Read and classify a POST body: `Content-Type` (415), the size limit (413), JSON-RPC (400).
+pub(super) async fn read_json<B: BodySource>(
+    snap: &Snapshot,
+    req: &RequestView<'_>,
+    body: &mut B,
+) -> Result<(Bytes, Envelope), Reply> {
+    if !req.is_json() {
+        return Err(Reply::rpc_error(
+            415,
+            &Value::Null,
+            -32600,
+            "Unsupported Media Type: POST bodies must be `Content-Type: application/json`",
+        ));
+    }
+    let limit = snap.config.server.max_body_bytes;
+    let body = match body.read(limit).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge { limit }) => {
+            let m = format!("Request body exceeds the {limit}-byte limit");
+            return Err(Reply::rpc_error(413, &Value::Null, -32600, &m));
+        }
+        Err(e @ BodyError::BadLength) => {
+            return Err(Reply::rpc_error(400, &Value::Null, -32600, &e.to_string()))
+        }
+        Err(BodyError::Read(e)) => {
+            // The client is gone or stalled: nothing useful can be answered.
+            crate::in_request!(debug, error = %e, "reading the request body failed");
+            return Err(Reply::rpc_error(
+                400,
+                &Value::Null,
+                -32600,
+                "the request body could not be read",
+            ));
+        }
+    };
+    match jsonrpc::classify(&body) {
+        Ok(e) => Ok((body, e)),
+        Err(e) => Err(Reply::rpc_error(400, &e.id(), e.code(), &e.to_string())),
     }
 }
 
@@ -241,10 +258,11 @@ fn list_kind(envelope: &Envelope) -> Option<ListKind> {
     envelope.single_request().and_then(ListKind::for_method)
 }
 
-/// The answer to a denied request, per `auth.options.on_denied`.
-fn denial(
+/// The answer to a denied request, per `auth.options.on_denied`. `server`: the endpoint's
+/// (`None` on `/mcp`), for the step-up challenge.
+pub(super) fn denial(
     snap: &Snapshot,
-    server: &str,
+    server: Option<&str>,
     envelope: &Envelope,
     id: &Value,
     noun: &str,

@@ -3,6 +3,7 @@
 //! The front ends (`crate::http`) only move bytes: they build a view of the request, ask for a
 //! plan, and write the answer or relay the upstream's.
 
+pub mod aggregate;
 mod decide;
 pub mod observe;
 pub mod plan;
@@ -14,7 +15,7 @@ use crate::auth::Authn;
 use crate::state::probe::Health;
 
 pub use observe::Observation;
-pub use plan::{Forward, Op, Plan};
+pub use plan::{Fanout, Forward, Leg, Op, Plan, Via, Work};
 pub use trace::Trace;
 
 /// The services a decision needs beyond the snapshot: token verification and upstream health.

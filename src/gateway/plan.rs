@@ -1,13 +1,19 @@
 //! What [`super::decide`] decided: answer the request itself, or forward it to an upstream with
 //! a [`Permit`].
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::Value;
+
+use crate::auth::Principal;
+use crate::mcp::names::Names;
+use crate::state::Snapshot;
 
 use crate::mcp::filter::{ListFilter, ListKind};
 use crate::mcp::jsonrpc::Envelope;
 use crate::mcp::reply::Reply;
-use crate::policy::{Permit, Policy};
+use crate::policy::{Kind, Permit, Policy};
 use crate::upstream::Upstream;
 
 /// The decision on one request.
@@ -16,6 +22,9 @@ pub enum Plan<'s> {
     Answer(Reply),
     /// The request goes to one upstream.
     Forward(Forward<'s>),
+    /// The request goes to several upstreams, and the gateway composes the answer (the
+    /// aggregated `/mcp`).
+    Fanout(Fanout<'s>),
 }
 
 /// Which upstream operation a forwarded request is.
@@ -43,6 +52,86 @@ pub struct Forward<'s> {
     pub envelope: Option<Envelope>,
     /// A list request whose answer is filtered per caller.
     pub list: Option<(ListKind, &'s Policy)>,
+    /// Set on the aggregated `/mcp`: the session and names the request travels under.
+    pub via: Option<Via<'s>>,
+}
+
+/// How a request on the aggregated `/mcp` reaches its upstream.
+pub struct Via<'s> {
+    /// The upstream's session id the gateway holds for the client (`None`: the upstream has
+    /// no sessions).
+    pub session: Option<String>,
+    /// The snapshot's names: the answer's ids and URIs are namespaced with them.
+    pub names: &'s Names,
+}
+
+/// One upstream of a fan-out.
+pub struct Leg<'s> {
+    /// The upstream.
+    pub upstream: &'s Upstream,
+    /// The policy's leave for it.
+    pub permit: Permit<'s>,
+    /// The session id held there for the client (none before `initialize`, or for an
+    /// upstream without sessions).
+    pub session: Option<String>,
+}
+
+/// What a fan-out does.
+pub enum Work {
+    /// `initialize`: open a session on every leg and answer with a sealed session id.
+    Initialize {
+        /// The request's id.
+        id: Value,
+        /// The client's message, sent to every leg as is.
+        body: Bytes,
+        /// The protocol version answered.
+        version: &'static str,
+    },
+    /// A list request: every leg's page, filtered, namespaced, merged in config order.
+    List {
+        /// The request's id.
+        id: Value,
+        /// Which list.
+        kind: ListKind,
+        /// The legs' cursors from the client's cursor (`None`: the first page).
+        cursors: Option<serde_json::Map<String, Value>>,
+    },
+    /// A message every leg gets (a notification; `logging/setLevel`); `answer`: the id of a
+    /// request the gateway answers with an empty result once every leg has it.
+    Broadcast {
+        /// The message.
+        body: Bytes,
+        /// The request's id, if it is a request.
+        answer: Option<Value>,
+    },
+    /// A covered request naming a shortened name: the one leg's list finds the upstream
+    /// name, then [`super::aggregate::route`] decides it.
+    Resolve {
+        /// The classified request.
+        envelope: Envelope,
+        /// The request as received.
+        body: Bytes,
+        /// The name it uses on `/mcp`.
+        exposed: String,
+        /// Tool or prompt.
+        kind: Kind,
+    },
+    /// GET: every leg's server-initiated stream, merged.
+    Events,
+    /// DELETE: end the session on every leg.
+    Delete,
+}
+
+/// A request on the aggregated `/mcp` that goes to several upstreams.
+pub struct Fanout<'s> {
+    /// The pinned snapshot (policy, names, session key).
+    pub snap: &'s Snapshot,
+    /// The caller.
+    pub principal: Arc<Principal>,
+    /// The upstreams it goes to, in config order.
+    pub legs: Vec<Leg<'s>>,
+    /// What to do.
+    pub work: Work,
 }
 
 impl Forward<'_> {

@@ -5,6 +5,7 @@
 //! the [`downstream::Downstream`] each front end implements.
 
 pub mod downstream;
+pub mod fanout;
 pub mod front;
 pub mod pingora;
 pub mod relay;

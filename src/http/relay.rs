@@ -19,10 +19,10 @@ use crate::mcp::sse;
 use crate::response::Head;
 use crate::telemetry::metrics::metrics;
 use crate::upstream::shared::session::{Events, Item, Messages};
-use crate::upstream::{Answer, HttpAnswer, Request};
+use crate::upstream::{Answer, HttpAnswer, Request, SessionId};
 
 /// A comment is sent on an idle SSE answer this often, so intermediaries keep it open.
-const KEEPALIVE: Duration = Duration::from_secs(15);
+pub(super) const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Most bytes of a JSON list answer held for filtering.
 const MAX_JSON_LIST: usize = 16 * 1024 * 1024;
 
@@ -44,12 +44,16 @@ pub async fn forward<D: Downstream>(
     traceparent: &str,
     obs: &mut Observation,
 ) -> Ended {
+    if fwd.via.is_some() {
+        return super::fanout::routed(d, fwd, view, traceparent, obs).await;
+    }
     let server = fwd.upstream.name();
     let req = Request {
         view,
         body: fwd.body.clone(),
         envelope: fwd.envelope.as_ref(),
         traceparent,
+        session: SessionId::Client,
     };
     let answer = match fwd.op {
         Op::Call => fwd.upstream.call(&fwd.permit, req).await,
@@ -249,7 +253,7 @@ async fn http<D: Downstream>(
 }
 
 /// One SSE `message` event.
-fn event(json: &[u8]) -> Bytes {
+pub(super) fn event(json: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(json.len() + 24);
     out.extend_from_slice(b"event: message\ndata: ");
     out.extend_from_slice(json);
@@ -258,7 +262,7 @@ fn event(json: &[u8]) -> Bytes {
 }
 
 /// Send the head of an SSE answer the gateway frames itself.
-async fn start_sse<D: Downstream>(d: &mut D) -> std::io::Result<()> {
+pub(super) async fn start_sse<D: Downstream>(d: &mut D) -> std::io::Result<()> {
     let mut head = Head::new(200);
     head.push("content-type", "text/event-stream");
     head.push("cache-control", "no-cache");

@@ -3,10 +3,13 @@
 //! ([`sse`]), per-caller list filtering ([`filter`]), how a call ended ([`outcome`]), and the
 //! answers the gateway composes itself ([`reply`]).
 
+pub mod aggregate;
 pub mod filter;
 pub mod jsonrpc;
+pub mod names;
 pub mod outcome;
 pub mod reply;
+pub mod session;
 pub mod sse;
 
 /// Header carrying the session id (legacy protocol revisions).

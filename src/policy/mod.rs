@@ -329,6 +329,23 @@ impl Policy {
         self.authorize(scopes, kind, server, name).is_ok()
     }
 
+    /// Whether a caller holding `scopes` may use anything at all on `server` (a rule naming the
+    /// server grants it, or the default scope does): the servers of its `/mcp` session. What it
+    /// may use there is still decided name by name.
+    pub fn may_reach(&self, principal: &Principal, server: &str) -> bool {
+        let has = |s: &String| principal.scopes.contains(s.as_str());
+        principal.anonymous
+            || self.default.iter().any(has)
+            || self.rules.iter().any(|r| {
+                r.pattern.server.matches(server)
+                    && !r.scopes.is_empty()
+                    && match self.mode {
+                        ScopeMode::Any => r.scopes.iter().any(has),
+                        ScopeMode::All => r.scopes.iter().all(has),
+                    }
+            })
+    }
+
     /// A permit for `principal` to send upstream to `server` a request that uses each of `uses`
     /// (kind, name), or the first use it may not make (its index in `uses`) and why. Without
     /// authentication (an anonymous principal) the policy is not applied.

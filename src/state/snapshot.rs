@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::mcp::names::Names;
+use crate::mcp::session::SessionKey;
 use crate::policy::Policy;
 use crate::upstream::registry::Registry;
 use crate::upstream::routes::Upstreams;
@@ -19,6 +21,10 @@ pub struct Snapshot {
     pub upstreams: Upstreams,
     /// The compiled permission policy and claims-to-scopes map.
     pub policy: Policy,
+    /// Names on the aggregated `/mcp` (prefixes, aliases).
+    pub names: Names,
+    /// The key sealing `/mcp` session ids.
+    pub sessions: SessionKey,
 }
 
 impl Snapshot {
@@ -38,10 +44,14 @@ impl Snapshot {
     fn assemble(config: Config, muxes: HashMap<String, Arc<Mux>>) -> Self {
         let upstreams = Upstreams::build(&config, muxes);
         let policy = Policy::from_config(&config);
+        let names = Names::new(&config);
+        let sessions = SessionKey::new(config.proxy.session_key.as_ref());
         Snapshot {
             config,
             upstreams,
             policy,
+            names,
+            sessions,
         }
     }
 }

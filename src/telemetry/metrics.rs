@@ -29,6 +29,8 @@ pub const SSE_OPEN: &str = "portcullis_sse_streams_open";
 pub const FRONT_REQUESTS: &str = "portcullis_front_requests_total";
 /// `portcullis_upstream_errors_total{server,kind}`.
 pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
+/// `portcullis_fanout_skipped_total{server,reason}`: an upstream left out of an `/mcp` answer.
+pub const FANOUT_SKIPPED: &str = "portcullis_fanout_skipped_total";
 /// `portcullis_jwt_validations_total{result}`: `valid`, `missing`, or the rejection reason.
 pub const JWT_VALIDATIONS: &str = "portcullis_jwt_validations_total";
 /// `portcullis_policy_denials_total{server,kind}`.
@@ -100,6 +102,7 @@ pub struct Metrics {
     /// Open SSE response streams.
     pub sse_open: IntGauge,
     upstream_errors: IntCounterVec,
+    fanout_skipped: IntCounterVec,
     upstream_latency: HistogramVec,
     /// Upstream reachability by server (set by the health prober).
     pub upstream_up: IntGaugeVec,
@@ -246,6 +249,14 @@ impl Metrics {
             &["server", "kind"],
         )
         .expect("metric definition");
+        let fanout_skipped = IntCounterVec::new(
+            Opts::new(
+                FANOUT_SKIPPED,
+                "Upstreams left out of an /mcp answer (initialize, list, stream) by server and reason (timeout, error).",
+            ),
+            &["server", "reason"],
+        )
+        .expect("metric definition");
         let upstream_latency = HistogramVec::new(
             HistogramOpts::new(
                 UPSTREAM_LATENCY,
@@ -317,6 +328,7 @@ impl Metrics {
             Box::new(config_loaded_at.clone()),
             Box::new(sse_open.clone()),
             Box::new(upstream_errors.clone()),
+            Box::new(fanout_skipped.clone()),
             Box::new(upstream_latency.clone()),
         ] {
             registry.register(c).expect("metric registration");
@@ -330,6 +342,7 @@ impl Metrics {
             config_loaded_at,
             sse_open,
             upstream_errors,
+            fanout_skipped,
             upstream_latency,
             upstream_up,
             upstream_restarts,
@@ -445,6 +458,13 @@ impl Metrics {
     pub fn upstream_error(&self, server: &str, kind: &str) {
         self.upstream_errors
             .with_label_values(&[server, kind])
+            .inc();
+    }
+
+    /// Count an upstream left out of an `/mcp` answer.
+    pub fn fanout_skipped(&self, server: &str, reason: &str) {
+        self.fanout_skipped
+            .with_label_values(&[server, reason])
             .inc();
     }
 

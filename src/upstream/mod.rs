@@ -35,7 +35,7 @@ use crate::config::Upstream as UpstreamConfig;
 use crate::mcp::jsonrpc::Envelope;
 use crate::mcp::reply::Reply;
 use crate::policy::Permit;
-use crate::request::RequestView;
+use crate::request::{RequestView, Single};
 use http::h1::{Exchange, H1Error};
 use http::{Failure, HttpUpstream};
 use shared::mux::Mux;
@@ -55,6 +55,37 @@ pub struct Request<'a> {
     pub envelope: Option<&'a Envelope>,
     /// The gateway's W3C `traceparent` for this request.
     pub traceparent: &'a str,
+    /// Which session id goes upstream.
+    pub session: SessionId<'a>,
+}
+
+/// Which `Mcp-Session-Id` a request carries upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionId<'a> {
+    /// The client's own, as sent (the per-server endpoint).
+    Client,
+    /// One the gateway holds for the client (the aggregated endpoint: the upstream's id from
+    /// the sealed session), or none.
+    Held(Option<&'a str>),
+}
+
+impl<'a> Request<'a> {
+    /// The session id sent upstream.
+    pub fn session_id(&self) -> Single<'a> {
+        match self.session {
+            SessionId::Client => self.view.session_id,
+            SessionId::Held(Some(id)) => Single::One(id.as_bytes()),
+            SessionId::Held(None) => Single::Absent,
+        }
+    }
+
+    /// The session id to write in place of the client's, if the gateway holds one.
+    fn held(&self) -> Option<Option<&'a [u8]>> {
+        match self.session {
+            SessionId::Client => None,
+            SessionId::Held(id) => Some(id.map(str::as_bytes)),
+        }
+    }
 }
 
 /// One configured upstream server.
@@ -157,7 +188,11 @@ impl MessageReader<'_> {
                         return Ok(None);
                     };
                     for ev in self.framer.push(&chunk).map_err(|e| e.to_string())? {
-                        if let Some(data) = crate::mcp::sse::event_data(&ev) {
+                        // An event without data (a priming event that only carries an
+                        // id for resumption) is no message.
+                        if let Some(data) =
+                            crate::mcp::sse::event_data(&ev).filter(|d| !d.is_empty())
+                        {
                             self.pending.push_back(Bytes::from(data));
                         }
                     }
@@ -221,9 +256,10 @@ impl Upstream {
             http,
             Some(req.body.len()),
             req.traceparent,
+            req.held(),
             &mut head,
         );
-        if let Some(session) = req.view.session_id.one() {
+        if let Some(session) = req.session_id().one() {
             // The session's GET stream, if the gateway took one before this POST, is open
             // upstream first: the server may send this call's requests on it.
             let limit = http.config.connect_timeout.min(http::GET_FIRST_WAIT);
@@ -238,7 +274,7 @@ impl Upstream {
                 .and_then(|m| m.method())
                 == Some("notifications/initialized")
         {
-            if let Some(session) = req.view.session_id.one() {
+            if let Some(session) = req.session_id().one() {
                 http.opening.expect(session, http::EXPECT_GET);
             }
         }
@@ -277,7 +313,7 @@ impl Upstream {
     ) -> Result<Answer<'_>, Failure> {
         self.check(permit)?;
         if let Some(mux) = self.shared_now() {
-            return Ok(shared::session::get(&self.config, mux, req.view).await);
+            return Ok(shared::session::get(&self.config, mux, &req).await);
         }
         self.passthrough(req, true).await
     }
@@ -290,7 +326,7 @@ impl Upstream {
     ) -> Result<Answer<'_>, Failure> {
         self.check(permit)?;
         if let Some(mux) = self.shared_now() {
-            return Ok(shared::session::delete(mux, req.view));
+            return Ok(shared::session::delete(mux, &req));
         }
         self.passthrough(req, false).await
     }
@@ -302,10 +338,10 @@ impl Upstream {
         };
         // A session's GET stream holds its next POSTs until it is open upstream.
         let _opening = stream
-            .then(|| req.view.session_id.one().map(|s| http.opening.enter(s)))
+            .then(|| req.session_id().one().map(|s| http.opening.enter(s)))
             .flatten();
         let mut head = Vec::with_capacity(512);
-        http::head::encode(req.view, http, None, req.traceparent, &mut head);
+        http::head::encode(req.view, http, None, req.traceparent, req.held(), &mut head);
         let (exchange, resp) = http.exchange(&head, b"", stream).await?;
         Ok(Answer::Http(HttpAnswer {
             head: resp,

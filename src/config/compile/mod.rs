@@ -15,7 +15,7 @@ mod servers;
 pub(crate) use ctx::Ctx;
 use ctx::{http_url, is_loopback_host, root};
 
-use crate::config::compiled::{Config, OAuth, Provider, Proxy, Server, SourceInfo};
+use crate::config::compiled::{Config, OAuth, Provider, Proxy, Server, SourceInfo, Upstream};
 use crate::config::diagnostic::FieldPath;
 use crate::config::raw::{RawConfig, RawOAuth, RawProvider, RawProxy, RawServer};
 
@@ -282,6 +282,17 @@ fn compile_proxy(raw: RawProxy, ctx: &mut Ctx<'_>) -> Proxy {
             first_use.insert(name, i);
         }
         if let Some(u) = compiled {
+            if let Some(other) = servers
+                .iter()
+                .find(|o: &&Arc<Upstream>| o.prefix == u.prefix)
+            {
+                ctx.error(
+                    &sp.key("prefix"),
+                    format!("prefix `{}` is also the prefix of server `{}`", u.prefix, other.name),
+                    Some("each server needs its own prefix on /mcp (a server's default prefix is its name)".into()),
+                );
+                continue;
+            }
             index.insert(u.name.clone(), servers.len());
             servers.push(Arc::new(u));
         }

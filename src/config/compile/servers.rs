@@ -289,6 +289,7 @@ pub(crate) fn compile_upstream(
         }
     }
     let forward = s.forward_authorization.unwrap_or(false);
+    let (prefix, aliases) = names(ctx, sp, separator, name.as_deref(), s.prefix, s.aliases);
     let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
     for (n, v, path) in inject {
         if headers.iter().any(|(h, _)| h == n) {
@@ -317,7 +318,90 @@ pub(crate) fn compile_upstream(
         timeout,
         inject_headers: headers,
         forward_authorization: forward,
+        prefix: prefix?,
+        aliases,
     })
+}
+
+/// `prefix` and `aliases`: what this server's names look like on `/mcp`. Every exposed name
+/// must satisfy the strictest client rule, `^[a-zA-Z0-9_-]{1,64}$`.
+fn names(
+    ctx: &mut Ctx<'_>,
+    sp: &FieldPath,
+    separator: &str,
+    name: Option<&str>,
+    prefix: Option<String>,
+    aliases: Option<crate::config::raw::OrderedMap<Option<String>>>,
+) -> (Option<String>, Vec<(String, String)>) {
+    let prefix = match prefix {
+        Some(p) if !valid_name(&p) => {
+            ctx.error(
+                &sp.key("prefix"),
+                format!("invalid prefix `{p}`"),
+                Some("use 1 to 64 characters from `A-Z a-z 0-9 _ -`".into()),
+            );
+            None
+        }
+        Some(p) if !separator.is_empty() && p.contains(separator) => {
+            ctx.error(
+                &sp.key("prefix"),
+                format!("prefix `{p}` contains the separator `{separator}`"),
+                Some(format!("names on /mcp are `PREFIX{separator}NAME`, so a prefix cannot contain the separator")),
+            );
+            None
+        }
+        Some(p) => Some(p),
+        None => name.map(str::to_owned),
+    };
+    // A shortened name needs 9 characters of its own (`-` and 8 hex digits) and one more.
+    let prefix = prefix.filter(|p| {
+        let room = 64usize.saturating_sub(p.len() + separator.len());
+        if room < 10 {
+            ctx.error(
+                &sp.key("prefix"),
+                format!("prefix `{p}` leaves {room} characters for names on /mcp"),
+                Some(
+                    "names on /mcp have at most 64 characters; set a `prefix` of at most 52".into(),
+                ),
+            );
+        }
+        room >= 10
+    });
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (upstream_name, exposed) in aliases.map(|m| m.0).unwrap_or_default() {
+        let ap = sp.key("aliases").key(&upstream_name);
+        let Some(exposed) = exposed else {
+            ctx.missing(
+                &ap,
+                format!("alias of `{upstream_name}` has no value"),
+                None,
+            );
+            continue;
+        };
+        let full = prefix
+            .as_deref()
+            .map(|p| p.len() + separator.len() + exposed.len());
+        if !valid_name(&exposed) || full.is_some_and(|n| n > 64) {
+            ctx.error(
+                &ap,
+                format!("alias `{exposed}` would expose an invalid name"),
+                Some(format!(
+                    "`PREFIX{separator}ALIAS` must be 1 to 64 characters from `A-Z a-z 0-9 _ -`"
+                )),
+            );
+            continue;
+        }
+        if let Some((other, _)) = out.iter().find(|(_, e)| *e == exposed) {
+            ctx.error(
+                &ap,
+                format!("alias `{exposed}` is also the alias of `{other}`"),
+                Some("each alias must name one upstream tool or prompt".into()),
+            );
+            continue;
+        }
+        out.push((upstream_name, exposed));
+    }
+    (prefix, out)
 }
 
 fn positive(

@@ -10,7 +10,7 @@ use super::conn::{Body, Conn, Response, READ_TIMEOUT};
 use super::head::{self, Parsed};
 use super::Front;
 use crate::gateway::{Observation, Plan, Trace};
-use crate::http::{relay, write};
+use crate::http::{fanout, relay, write};
 
 /// How long a connection may idle between requests (Pingora's default for HTTP/1.1).
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
@@ -61,6 +61,9 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
             }
             Plan::Forward(fwd) => {
                 relay::forward(&mut resp, fwd, &view, trace.traceparent(), &mut obs).await
+            }
+            Plan::Fanout(f) => {
+                fanout::run(&mut resp, f, &view, trace.traceparent(), &mut obs).await
             }
         };
         let next = match (ended, resp.close) {

@@ -28,7 +28,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 
 use super::downstream::Downstream;
-use super::{relay, write};
+use super::{fanout, relay, write};
 use crate::gateway::{Gateway, Observation, Plan, Trace};
 use crate::request::RequestView;
 use crate::response::Head;
@@ -92,6 +92,12 @@ impl ProxyHttp for PingoraPath {
                         d.close_after();
                     }
                     let _ = relay::forward(&mut d, fwd, &view, trace.traceparent(), &mut obs).await;
+                }
+                Plan::Fanout(f) => {
+                    if unread {
+                        d.close_after();
+                    }
+                    let _ = fanout::run(&mut d, f, &view, trace.traceparent(), &mut obs).await;
                 }
             }
         };

@@ -36,12 +36,14 @@ fn dropped(name: &[u8], connection: Option<&[u8]>) -> bool {
 
 /// Encode the upstream request head for `view` as HTTP/1.1 bytes into `out`. `body_len`: the
 /// exact `Content-Length` of a body sent (`None`: no body, no length). `traceparent`: the
-/// gateway's own (W3C), replacing the client's.
+/// gateway's own (W3C), replacing the client's. `held`: a session id the gateway holds for
+/// the client, written in place of the client's `Mcp-Session-Id` (`Some(None)`: none at all).
 pub fn encode(
     view: &RequestView<'_>,
     up: &HttpUpstream,
     body_len: Option<usize>,
     traceparent: &str,
+    held: Option<Option<&[u8]>>,
     out: &mut Vec<u8>,
 ) {
     let base = &up.target.path_and_query;
@@ -59,6 +61,7 @@ pub fn encode(
     let connection = view.connection.one();
     for (name, value) in view.fields.iter() {
         if dropped(name, connection)
+            || (held.is_some() && name.eq_ignore_ascii_case(b"mcp-session-id"))
             || (name.eq_ignore_ascii_case(b"authorization") && !cfg.forward_authorization)
             || cfg
                 .inject_headers
@@ -73,6 +76,9 @@ pub fn encode(
         push(out, name.as_str().as_bytes(), value.as_bytes());
     }
     push(out, b"traceparent", traceparent.as_bytes());
+    if let Some(Some(id)) = held {
+        push(out, b"mcp-session-id", id);
+    }
     if let Some(len) = body_len {
         // Written straight into the buffer: no temporary string per request.
         let _ = std::io::Write::write_fmt(out, format_args!("content-length: {len}\r\n"));
@@ -120,7 +126,7 @@ mod tests {
             Fields::Map(&map),
         );
         let mut out = Vec::new();
-        encode(&view, up, len, "00-t-s-01", &mut out);
+        encode(&view, up, len, "00-t-s-01", None, &mut out);
         String::from_utf8(out).unwrap()
     }
 

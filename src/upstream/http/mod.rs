@@ -46,6 +46,12 @@ pub struct Failure {
     pub detail: String,
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
 impl Failure {
     /// A failure with status 502.
     pub fn unavailable(kind: &'static str, detail: impl Into<String>) -> Self {

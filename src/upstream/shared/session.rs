@@ -13,7 +13,6 @@ use super::super::{Answer, Request};
 use super::mux::{self, Caps, Done, Mux, Replies};
 use crate::config::Upstream as UpstreamConfig;
 use crate::mcp::reply::Reply;
-use crate::request::RequestView;
 
 /// How long a request waits for an upstream that is still starting.
 const READY_WAIT: Duration = Duration::from_secs(30);
@@ -24,8 +23,8 @@ const SESSION: &str = "mcp-session-id";
 /// The caller's session: id and declared capabilities. `Err` when a session id was sent that
 /// the gateway did not mint, or one this replica ended (answered 404, so the client starts a
 /// new session).
-fn caller_session(view: &RequestView<'_>, mux: &Mux) -> Result<(Arc<str>, Caps), ()> {
-    match view.session_id {
+fn caller_session(req: &Request<'_>, mux: &Mux) -> Result<(Arc<str>, Caps), ()> {
+    match req.session_id() {
         crate::request::Single::Absent => Ok((Arc::from(""), Caps::default())),
         crate::request::Single::Many => Err(()),
         crate::request::Single::One(raw) => {
@@ -58,7 +57,7 @@ pub async fn post(up: &UpstreamConfig, mux: &Arc<Mux>, req: &Request<'_>) -> Ans
         let m = "Invalid Request: batches are not supported for stdio and legacy SSE upstreams; send one message per request";
         return Answer::Local(Reply::rpc_error(400, &Value::Null, -32600, m));
     }
-    let Ok((sid, caps)) = caller_session(req.view, mux) else {
+    let Ok((sid, caps)) = caller_session(req, mux) else {
         return Answer::Local(session_not_found());
     };
     let method = msg
@@ -383,8 +382,8 @@ impl Events {
 }
 
 /// `GET`: the session's stream of notifications and server-to-client requests.
-pub async fn get(up: &UpstreamConfig, mux: &Arc<Mux>, view: &RequestView<'_>) -> Answer<'static> {
-    let Ok((sid, caps)) = caller_session(view, mux) else {
+pub async fn get(up: &UpstreamConfig, mux: &Arc<Mux>, req: &Request<'_>) -> Answer<'static> {
+    let Ok((sid, caps)) = caller_session(req, mux) else {
         return Answer::Local(session_not_found());
     };
     if sid.is_empty() {
@@ -400,8 +399,8 @@ pub async fn get(up: &UpstreamConfig, mux: &Arc<Mux>, view: &RequestView<'_>) ->
 }
 
 /// `DELETE`: end the session (its calls are cancelled upstream, its subscriptions released).
-pub fn delete(mux: &Arc<Mux>, view: &RequestView<'_>) -> Answer<'static> {
-    let Ok((sid, _)) = caller_session(view, mux) else {
+pub fn delete(mux: &Arc<Mux>, req: &Request<'_>) -> Answer<'static> {
+    let Ok((sid, _)) = caller_session(req, mux) else {
         return Answer::Local(session_not_found());
     };
     if sid.is_empty() {

@@ -23,6 +23,9 @@ Options (each adds steps and output keys; the default keys are always there):
                    `resources`: {"count", "read_uri", "read_ok"} and `prompts`: sorted names.
   --parallel N     last, N concurrent `echo` calls with distinct messages in the same session.
                    Key `parallel`: one boolean per call, "the answer carried its own message".
+  --prefix P       the tools above are called `P<name>` (the aggregated /mcp: `everything__`).
+  --call NAME=ARGS also call tool NAME with the JSON object ARGS (repeatable). Key `calls`:
+                   {NAME: {"is_error", "text"}}.
 """
 
 from __future__ import annotations
@@ -123,20 +126,20 @@ async def run(args: argparse.Namespace, headers: dict[str, str]) -> dict:
             # notifications/initialized, and only for clients declaring sampling; give a relay that
             # might reorder that notification and this listing a moment before calling it.
             for _ in range(10):
-                if not args.sampling or SAMPLING_TOOL in out["tools"]:
+                if not args.sampling or f"{args.prefix}{SAMPLING_TOOL}" in out["tools"]:
                     break
                 log(f"{SAMPLING_TOOL} not listed yet: {out['tools']}")
                 await anyio.sleep(0.2)
                 tools = await session.list_tools()
                 out["tools"] = sorted(tool.name for tool in tools.tools)
 
-            echo = await session.call_tool("echo", {"message": "hi"})
+            echo = await session.call_tool(f"{args.prefix}echo", {"message": "hi"})
             out["echo"] = {"is_error": bool(echo.is_error), "text": text_of(echo)}
 
             if args.sampling:
                 try:
                     sampling = await session.call_tool(
-                        SAMPLING_TOOL,
+                        f"{args.prefix}{SAMPLING_TOOL}",
                         {"prompt": args.sampling_prompt, "maxTokens": args.sampling_max_tokens},
                     )
                     out["sampling"] = {
@@ -153,8 +156,15 @@ async def run(args: argparse.Namespace, headers: dict[str, str]) -> dict:
                         "error": f"{type(exc).__name__}: {exc}",
                     }
 
+            calls: dict[str, Any] = {}
+            for spec in args.call:
+                name, _, raw = spec.partition("=")
+                result = await session.call_tool(name, json.loads(raw or "{}"))
+                calls[name] = {"is_error": bool(result.is_error), "text": text_of(result)}
+            out["calls"] = calls
+
             long_run = await session.call_tool(
-                "trigger-long-running-operation",
+                f"{args.prefix}trigger-long-running-operation",
                 {"duration": args.duration, "steps": args.steps},
                 progress_callback=on_progress,
             )
@@ -185,7 +195,7 @@ async def run(args: argparse.Namespace, headers: dict[str, str]) -> dict:
 
                 async def one(i: int) -> None:
                     message = f"parallel-{i}-{time.monotonic_ns()}"
-                    result = await session.call_tool("echo", {"message": message})
+                    result = await session.call_tool(f"{args.prefix}echo", {"message": message})
                     texts = text_of(result)
                     matched[i] = not result.is_error and any(
                         text == f"Echo: {message}" or text.endswith(message) for text in texts
@@ -215,6 +225,8 @@ def main() -> int:
     parser.add_argument("--sampling-max-tokens", type=int, default=32)
     parser.add_argument("--resources", action="store_true")
     parser.add_argument("--parallel", type=int, default=0)
+    parser.add_argument("--prefix", default="")
+    parser.add_argument("--call", action="append", default=[], help="NAME=JSON")
     args = parser.parse_args()
     headers = dict(h.split("=", 1) for h in args.header)
     result = anyio.run(run, args, headers)

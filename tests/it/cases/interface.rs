@@ -11,7 +11,7 @@ use portcullis::auth::principal::Principal;
 use portcullis::mcp::jsonrpc::classify;
 use portcullis::policy::Kind;
 use portcullis::request::RequestView;
-use portcullis::upstream::Request;
+use portcullis::upstream::{Request, SessionId};
 
 use crate::common::{Gateway, Upstream};
 
@@ -55,6 +55,7 @@ async fn call_messages(
         body: bytes.clone(),
         envelope: Some(&envelope),
         traceparent: TRACEPARENT,
+        session: SessionId::Client,
     };
     let answer = upstream.call(&permit, req).await.unwrap();
     let mut reader = answer.into_messages();

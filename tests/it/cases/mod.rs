@@ -1,4 +1,5 @@
 mod admin;
+mod aggregate;
 mod authn;
 mod body;
 mod config;

@@ -1,0 +1,386 @@
+//! The decision on the aggregated `/mcp` (legacy era: `initialize`, sealed `Mcp-Session-Id`).
+//! Host, Origin, query and token were checked as for `/mcp/{server}` ([`super::decide`]); here
+//! the session is opened and the message is either routed to the one upstream that owns what it
+//! names (its original name restored, authorized like on `/mcp/{server}`) or fanned out.
+//!
+//! ```text
+//!  POST initialize ───────────────────────────────> Fanout Initialize (every server the caller may reach)
+//!  any other: session (400 none, 404 not ours) ─┬─ ping ──────────────> answer
+//!                                               ├─ */list ────────────> Fanout List (cursor per upstream)
+//!                                               ├─ covered (tools/call, prompts/get, resources/*,
+//!                                               │  completion/complete): resolve name -> policy -> Forward
+//!                                               ├─ notification, logging/setLevel ─> Fanout Broadcast
+//!                                               └─ answer to a server request: id -> upstream -> Forward
+//!  GET / DELETE: session ─────────────────────────> Fanout Events / Delete
+//! ```
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::decide::{denial, read_json};
+use super::observe::Observation;
+use super::plan::{Fanout, Forward, Leg, Op, Plan, Via, Work};
+use super::Gateway;
+use crate::auth::Principal;
+use crate::mcp::aggregate::{self as agg, negotiate};
+use crate::mcp::filter::ListKind;
+use crate::mcp::jsonrpc::{Envelope, Message};
+use crate::mcp::names::{cursor, Resolved};
+use crate::mcp::reply::Reply;
+use crate::mcp::session::{self, principal_tag, Session};
+use crate::policy::{self, Kind};
+use crate::request::{BodySource, RequestView, Single};
+use crate::state::Snapshot;
+
+impl Gateway {
+    /// Decide a request on `/mcp` for `principal`.
+    pub(super) async fn aggregate<'s, B: BodySource>(
+        &self,
+        snap: &'s Snapshot,
+        principal: Arc<Principal>,
+        req: &RequestView<'_>,
+        body: &mut B,
+        obs: &mut Observation,
+    ) -> Plan<'s> {
+        match req.method {
+            http::Method::POST => post(snap, principal, req, body, obs).await,
+            http::Method::GET | http::Method::DELETE => {
+                let session = match open(snap, &principal, req) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => {
+                        let m = "Bad Request: Mcp-Session-Id is required (initialize first)";
+                        return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, m));
+                    }
+                    Err(reply) => return Plan::Answer(reply),
+                };
+                let work = if req.method == http::Method::GET {
+                    Work::Events
+                } else {
+                    Work::Delete
+                };
+                Plan::Fanout(Fanout {
+                    snap,
+                    legs: session_legs(snap, &principal, &session),
+                    principal,
+                    work,
+                })
+            }
+            _ => Plan::Answer(
+                Reply::error(405, "method_not_allowed", "use POST, GET or DELETE")
+                    .with_header("allow", "GET, POST, DELETE"),
+            ),
+        }
+    }
+}
+
+/// The session a request names: `Ok(None)` when it names none; `Err` (404, or 400 for two ids)
+/// when it names one that does not open for this caller.
+fn open(
+    snap: &Snapshot,
+    principal: &Principal,
+    req: &RequestView<'_>,
+) -> Result<Option<Session>, Reply> {
+    match req.session_id {
+        Single::Absent => Ok(None),
+        Single::Many => {
+            let m = "Bad Request: send one Mcp-Session-Id";
+            Err(Reply::rpc_error(400, &Value::Null, -32600, m))
+        }
+        Single::One(raw) => snap
+            .sessions
+            .open(raw, &principal_tag(principal), session::now())
+            .map(Some)
+            .map_err(|why| {
+                crate::in_request!(debug, reason = %why, "refused an /mcp session id");
+                Reply::rpc_error(404, &Value::Null, -32001, "Session not found")
+            }),
+    }
+}
+
+/// The upstreams of an open session that are still configured, running and reachable by the
+/// caller, in config order.
+fn session_legs<'s>(snap: &'s Snapshot, principal: &Arc<Principal>, s: &Session) -> Vec<Leg<'s>> {
+    s.upstreams
+        .iter()
+        .filter_map(|(server, id)| {
+            let upstream = snap.upstreams.get(server)?;
+            let server = upstream.name();
+            let runs = upstream.http.is_some() || upstream.shared.is_some();
+            (runs && snap.policy.may_reach(principal, server)).then(|| Leg {
+                upstream,
+                permit: snap.policy.permit_session(principal, server),
+                session: (!id.is_empty()).then(|| id.clone()),
+            })
+        })
+        .collect()
+}
+
+/// Every running upstream the caller may reach, in config order: the legs of `initialize`.
+fn all_legs<'s>(snap: &'s Snapshot, principal: &Arc<Principal>) -> Vec<Leg<'s>> {
+    snap.config
+        .proxy
+        .servers
+        .iter()
+        .filter_map(|up| {
+            let upstream = snap.upstreams.get(&up.name)?;
+            let server = upstream.name();
+            let runs = upstream.http.is_some() || upstream.shared.is_some();
+            (runs && snap.policy.may_reach(principal, server)).then(|| Leg {
+                upstream,
+                permit: snap.policy.permit_session(principal, server),
+                session: None,
+            })
+        })
+        .collect()
+}
+
+async fn post<'s, B: BodySource>(
+    snap: &'s Snapshot,
+    principal: Arc<Principal>,
+    req: &RequestView<'_>,
+    body: &mut B,
+    obs: &mut Observation,
+) -> Plan<'s> {
+    let (bytes, envelope) = match read_json(snap, req, body).await {
+        Ok(b) => b,
+        Err(reply) => return Plan::Answer(reply),
+    };
+    let Some(msg) = envelope.single().filter(|_| !envelope.batch) else {
+        let m = "Invalid Request: batches are not supported on /mcp; send one message per request";
+        return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, m));
+    };
+    if let Message::Request { id, method, .. } = msg {
+        if method == "initialize" {
+            let requested = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
+                v.pointer("/params/protocolVersion")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+            return Plan::Fanout(Fanout {
+                snap,
+                legs: all_legs(snap, &principal),
+                principal,
+                work: Work::Initialize {
+                    id: id.clone(),
+                    body: bytes,
+                    version: negotiate(requested.as_deref()),
+                },
+            });
+        }
+    }
+    let session = match open(snap, &principal, req) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let m = "Bad Request: Mcp-Session-Id is required (initialize first)";
+            return Plan::Answer(Reply::rpc_error(400, &envelope.error_id(), -32600, m));
+        }
+        Err(reply) => return Plan::Answer(reply),
+    };
+    let fanout = |legs, work| {
+        Plan::Fanout(Fanout {
+            snap,
+            legs,
+            principal: principal.clone(),
+            work,
+        })
+    };
+    match msg {
+        Message::Request { id, method, .. } if method == "ping" => Plan::Answer(Reply::json(
+            200,
+            &json!({ "jsonrpc": "2.0", "id": id, "result": {} }),
+        )),
+        Message::Request { id, method, .. } if ListKind::for_method(method).is_some() => {
+            let kind = ListKind::for_method(method).unwrap_or(ListKind::Tools);
+            let params: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let cursors = match params.pointer("/params/cursor") {
+                None | Some(Value::Null) => None,
+                Some(c) => match c.as_str().and_then(cursor::decode) {
+                    Some(m) => Some(m),
+                    None => {
+                        let m = "Invalid params: unknown cursor";
+                        return Plan::Answer(Reply::rpc_error(200, id, -32602, m));
+                    }
+                },
+            };
+            let legs = session_legs(snap, &principal, &session)
+                .into_iter()
+                .filter(|l| {
+                    cursors
+                        .as_ref()
+                        .is_none_or(|c| c.contains_key(l.upstream.name()))
+                })
+                .collect();
+            fanout(
+                legs,
+                Work::List {
+                    id: id.clone(),
+                    kind,
+                    cursors,
+                },
+            )
+        }
+        Message::Request { id, method, .. } if method == "logging/setLevel" => fanout(
+            session_legs(snap, &principal, &session),
+            Work::Broadcast {
+                body: bytes,
+                answer: Some(id.clone()),
+            },
+        ),
+        Message::Request {
+            id,
+            method,
+            uses: Some(used),
+        } => {
+            if policy::covered(method).is_none() {
+                return unknown_method(id, method);
+            }
+            let exposed = used.name.as_str();
+            let resolved = match used.kind {
+                Kind::Resource => snap
+                    .names
+                    .resolve_uri(exposed)
+                    .map(|(s, u)| (s, Resolved::Name(Cow::Borrowed(u)))),
+                _ => snap.names.resolve(exposed),
+            };
+            let leg = resolved.as_ref().and_then(|(server, _)| {
+                session_legs(snap, &principal, &session)
+                    .into_iter()
+                    .find(|l| l.upstream.name() == *server)
+            });
+            match (resolved, leg) {
+                (Some((_, Resolved::Name(original))), Some(leg)) => {
+                    let original = original.into_owned();
+                    route(snap, &principal, leg, envelope, &bytes, &original, obs)
+                }
+                (Some((_, Resolved::Shortened)), Some(leg)) => {
+                    // Found in the upstream's list by the fan-out, then decided by `route`.
+                    let kind = used.kind;
+                    let exposed = exposed.to_owned();
+                    fanout(
+                        vec![leg],
+                        Work::Resolve {
+                            envelope,
+                            body: bytes,
+                            exposed,
+                            kind,
+                        },
+                    )
+                }
+                _ => unknown(id, used.kind, exposed),
+            }
+        }
+        Message::Request { id, method, .. } => unknown_method(id, method),
+        Message::Notification { .. } => fanout(
+            session_legs(snap, &principal, &session),
+            Work::Broadcast {
+                body: bytes,
+                answer: None,
+            },
+        ),
+        Message::Response { id } => {
+            let routed = agg::inward_id(&snap.names, id).and_then(|(server, original)| {
+                session_legs(snap, &principal, &session)
+                    .into_iter()
+                    .find(|l| l.upstream.name() == server)
+                    .map(|leg| (leg, original))
+            });
+            let Some((leg, original)) = routed else {
+                let m = "Invalid Request: the answer names no request of this session";
+                return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, m));
+            };
+            let mut v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            v["id"] = original;
+            Plan::Forward(Forward {
+                op: Op::Call,
+                upstream: leg.upstream,
+                permit: leg.permit,
+                body: Bytes::from(v.to_string()),
+                envelope: Some(envelope),
+                list: None,
+                via: Some(Via {
+                    session: leg.session,
+                    names: &snap.names,
+                }),
+            })
+        }
+    }
+}
+
+/// A name `/mcp` does not know (or hides): answered like a denied one (`hide`).
+fn unknown<'s>(id: &Value, kind: Kind, exposed: &str) -> Plan<'s> {
+    let noun = kind.as_str();
+    Plan::Answer(Reply::rpc_error(
+        200,
+        id,
+        -32602,
+        &format!("Unknown {noun}: {exposed}"),
+    ))
+}
+
+/// Decide a covered request of `envelope` (one message) whose target was resolved to
+/// `original` on `leg`'s upstream: the policy on the upstream's own name, then a forward with
+/// that name restored. Also called once a shortened name was found in the upstream's list.
+pub fn route<'s>(
+    snap: &'s Snapshot,
+    principal: &Arc<Principal>,
+    leg: Leg<'s>,
+    envelope: Envelope,
+    bytes: &[u8],
+    original: &str,
+    obs: &mut Observation,
+) -> Plan<'s> {
+    let Some(Message::Request {
+        id,
+        method,
+        uses: Some(used),
+    }) = envelope.single()
+    else {
+        let m = "Invalid Request: not a request naming a tool, prompt or resource";
+        return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, m));
+    };
+    let Some(target) = policy::covered(method) else {
+        return unknown_method(id, method);
+    };
+    let upstream = leg.upstream;
+    let server = upstream.name();
+    let noun = used.kind.as_str();
+    if method == "tools/call" {
+        obs.tool_call(server, original);
+    }
+    let permit = match snap.policy.permit(principal, server, [(used.kind, original)]) {
+        Ok(p) => p,
+        Err((_, denied)) => {
+            obs.denied(server, denied.kind);
+            crate::in_request!(info, server, kind = noun, name = %original, rule = denied.by.source(), subject = %principal.subject, "policy denied the request");
+            return Plan::Answer(denial(snap, None, &envelope, id, noun, &used.name, &denied));
+        }
+    };
+    let mut v: Value = serde_json::from_slice(bytes).unwrap_or_default();
+    if !agg::rename_target(&mut v, target, original) {
+        return unknown(id, used.kind, &used.name);
+    }
+    Plan::Forward(Forward {
+        op: Op::Call,
+        upstream,
+        permit,
+        body: Bytes::from(v.to_string()),
+        envelope: Some(envelope),
+        list: None,
+        via: Some(Via {
+            session: leg.session,
+            names: &snap.names,
+        }),
+    })
+}
+
+fn unknown_method<'s>(id: &Value, method: &str) -> Plan<'s> {
+    Plan::Answer(Reply::rpc_error(
+        200,
+        id,
+        -32601,
+        &format!("Method not found: `{method}` is not available on /mcp"),
+    ))
+}

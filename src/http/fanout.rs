@@ -1,0 +1,648 @@
+//! The aggregated `/mcp` on the wire: a [`Fanout`] sends one request to several upstreams at
+//! once and composes the answer (`initialize` with a sealed session id, merged lists, broadcast
+//! notifications, DELETE, the merged GET stream); a routed [`Forward`] (one upstream, under the
+//! session the gateway holds for the client) is relayed message by message with ids and URIs
+//! namespaced. Each upstream of a fan-out is bounded by its own timeout (its
+//! `connection.timeout`, at most [`FANOUT_TIMEOUT`]); one that fails or is slow is left out with
+//! a warning and `portcullis_fanout_skipped_total`, and the answer still goes out.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Map, Value};
+
+use super::downstream::Downstream;
+use super::relay::{event, start_sse, Ended, KEEPALIVE};
+use super::write;
+use crate::gateway::{Fanout, Forward, Leg, Observation, Plan, Work};
+use crate::policy::Kind;
+use crate::mcp::aggregate::{self as agg, Initialized, Reader};
+use crate::mcp::filter::ListKind;
+use crate::mcp::jsonrpc::{classify, Envelope};
+use crate::mcp::outcome::{answer_is_error, Seen};
+use crate::mcp::reply::Reply;
+use crate::mcp::session::{self, principal_tag, Session};
+use crate::request::RequestView;
+use crate::telemetry::metrics::metrics;
+use crate::upstream::{Answer, Request, SessionId};
+
+/// The longest an upstream may take to answer its part of a fan-out.
+pub const FANOUT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bytes of one upstream answer read whole.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// Run a fan-out and answer the client.
+pub async fn run<D: Downstream>(
+    d: &mut D,
+    f: Fanout<'_>,
+    view: &RequestView<'_>,
+    traceparent: &str,
+    obs: &mut Observation,
+) -> Ended {
+    if matches!(f.work, Work::Resolve { .. }) {
+        return resolve(d, f, view, traceparent, obs).await;
+    }
+    let reply = match &f.work {
+        Work::Initialize { id, body, version } => {
+            initialize(&f, view, traceparent, id, body, version).await
+        }
+        Work::List { id, kind, cursors } => {
+            list(&f, view, traceparent, id, *kind, cursors.as_ref()).await
+        }
+        Work::Broadcast { body, answer } => {
+            broadcast(&f, view, traceparent, body).await;
+            match answer {
+                Some(id) => Reply::json(200, &json!({ "jsonrpc": "2.0", "id": id, "result": {} })),
+                None => Reply::accepted(),
+            }
+        }
+        Work::Delete => {
+            let calls = f.legs.iter().map(|leg| async move {
+                let req = request(view, leg, Bytes::new(), None, traceparent);
+                match within(leg, leg.upstream.delete(&leg.permit, req)).await {
+                    Ok(a) => drain(a).await,
+                    Err(why) => skipped(leg, &why),
+                }
+            });
+            futures_util::future::join_all(calls).await;
+            Reply::bytes(200, "application/json", Bytes::from_static(b"{}"))
+        }
+        Work::Events => return events(d, &f, view, traceparent, obs).await,
+        Work::Resolve { .. } => return Ended::Complete,
+    };
+    write::reply(d, reply, false, obs).await;
+    Ended::Complete
+}
+
+fn request<'a>(
+    view: &'a RequestView<'a>,
+    leg: &'a Leg<'_>,
+    body: Bytes,
+    envelope: Option<&'a Envelope>,
+    traceparent: &'a str,
+) -> Request<'a> {
+    Request {
+        view,
+        body,
+        envelope,
+        traceparent,
+        session: SessionId::Held(leg.session.as_deref()),
+    }
+}
+
+/// `fut`, bounded by the leg's timeout; a failure as text.
+async fn within<T, E: std::fmt::Display>(
+    leg: &Leg<'_>,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    let limit = leg.upstream.config.timeout.min(FANOUT_TIMEOUT);
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", limit.as_secs())),
+    }
+}
+
+fn skipped(leg: &Leg<'_>, why: &str) {
+    let server = leg.upstream.name();
+    let reason = if why.starts_with("no answer within") {
+        "timeout"
+    } else {
+        "error"
+    };
+    metrics().fanout_skipped(server, reason);
+    crate::in_request!(
+        warn,
+        server,
+        reason = why,
+        "upstream left out of the /mcp answer"
+    );
+}
+
+/// Read an answer to its end (a notification's `202`, a DELETE's answer).
+async fn drain(answer: Answer<'_>) {
+    let mut r = answer.into_messages();
+    while let Ok(Some(_)) = r.next().await {}
+}
+
+/// The response with id `id` in an answer (other messages are skipped): its `result`, or the
+/// upstream's error as text.
+async fn response(answer: Answer<'_>, id: &Value) -> Result<Value, String> {
+    let status = match &answer {
+        Answer::Http(h) => h.head.status(),
+        Answer::Local(r) => r.status,
+        _ => 200,
+    };
+    if status != 200 {
+        return Err(format!("answered HTTP {status}"));
+    }
+    let mut r = answer.into_messages();
+    while let Some(m) = r.next().await? {
+        let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(&m) else {
+            continue;
+        };
+        if m.get("id") != Some(id) || m.contains_key("method") {
+            continue;
+        }
+        if let Some(result) = m.remove("result") {
+            return Ok(result);
+        }
+        let e = m.get("error").map(Value::to_string).unwrap_or_default();
+        return Err(format!("answered with an error: {e}"));
+    }
+    Err("no response in the answer".into())
+}
+
+async fn initialize(
+    f: &Fanout<'_>,
+    view: &RequestView<'_>,
+    traceparent: &str,
+    id: &Value,
+    body: &Bytes,
+    version: &'static str,
+) -> Reply {
+    let envelope = classify(body).ok();
+    let calls = f.legs.iter().map(|leg| {
+        let envelope = envelope.as_ref();
+        async move {
+            let req = request(view, leg, body.clone(), envelope, traceparent);
+            let opened = within(leg, async {
+                let answer = leg
+                    .upstream
+                    .call(&leg.permit, req)
+                    .await
+                    .map_err(|f| f.detail)?;
+                let session = match &answer {
+                    Answer::Http(h) => h
+                        .head
+                        .get("mcp-session-id")
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .map(str::to_owned),
+                    Answer::Local(r) => r
+                        .headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case("mcp-session-id"))
+                        .map(|(_, v)| v.clone()),
+                    _ => None,
+                };
+                response(answer, id).await.map(|r| (session, r))
+            })
+            .await;
+            opened.map_err(|why| skipped(leg, &why)).ok()
+        }
+    });
+    let opened = futures_util::future::join_all(calls).await;
+    if !f.legs.is_empty() && opened.iter().all(Option::is_none) {
+        return Reply::upstream_failure(502, id, "mcp", "no upstream answered `initialize`");
+    }
+    let mut answered = Vec::new();
+    let mut upstreams = Vec::new();
+    for (leg, o) in f.legs.iter().zip(&opened) {
+        if let Some((sid, result)) = o {
+            answered.push(Initialized {
+                server: leg.upstream.name(),
+                result,
+            });
+            upstreams.push((
+                leg.upstream.name().to_owned(),
+                sid.clone().unwrap_or_default(),
+            ));
+        }
+    }
+    let sealed = f.snap.sessions.seal(&Session {
+        created: session::now(),
+        principal: principal_tag(&f.principal),
+        protocol: version.to_owned(),
+        upstreams,
+    });
+    let Some(sealed) = sealed else {
+        let m = "cannot create a session id (no randomness available)";
+        return Reply::rpc_error(500, id, -32603, m);
+    };
+    let result = agg::merge_initialize(version, &answered);
+    Reply::json(
+        200,
+        &json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+    )
+    .with_header("mcp-session-id", sealed)
+}
+
+/// Most list pages read to find a shortened name.
+const RESOLVE_PAGES: usize = 50;
+
+/// A covered request naming a shortened name: find the upstream name in the leg's list, then
+/// let the gateway decide it as if it had been named plainly.
+async fn resolve<D: Downstream>(
+    d: &mut D,
+    f: Fanout<'_>,
+    view: &RequestView<'_>,
+    traceparent: &str,
+    obs: &mut Observation,
+) -> Ended {
+    let Fanout {
+        snap,
+        principal,
+        mut legs,
+        work:
+            Work::Resolve {
+                envelope,
+                body,
+                exposed,
+                kind,
+            },
+    } = f
+    else {
+        return Ended::Complete;
+    };
+    let Some(leg) = legs.pop() else {
+        return Ended::Complete;
+    };
+    let list_kind = if kind == Kind::Prompt {
+        ListKind::Prompts
+    } else {
+        ListKind::Tools
+    };
+    let server = leg.upstream.name();
+    let ask = Value::from(1);
+    let mut cursor: Option<Value> = None;
+    let mut found = None;
+    for _ in 0..RESOLVE_PAGES {
+        let params = cursor.take().map_or_else(|| json!({}), |c| json!({ "cursor": c }));
+        let list = Bytes::from(
+            json!({ "jsonrpc": "2.0", "id": 1, "method": list_method(list_kind), "params": params })
+                .to_string(),
+        );
+        let list_envelope = classify(&list).ok();
+        let req = request(view, &leg, list.clone(), list_envelope.as_ref(), traceparent);
+        let page = within(&leg, async {
+            let answer = leg.upstream.call(&leg.permit, req).await.map_err(|f| f.detail)?;
+            response(answer, &ask).await
+        })
+        .await;
+        let page = match page {
+            Ok(p) => p,
+            Err(why) => {
+                skipped(&leg, &why);
+                break;
+            }
+        };
+        let items = page.get(agg::list_field(list_kind)).and_then(Value::as_array);
+        found = items
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("name").and_then(Value::as_str))
+            .find(|n| snap.names.expose(server, n) == exposed)
+            .map(str::to_owned);
+        cursor = page.get("nextCursor").filter(|c| c.is_string()).cloned();
+        if found.is_some() || cursor.is_none() {
+            break;
+        }
+    }
+    let Some(original) = found else {
+        let m = format!("Unknown {}: {exposed}", kind.as_str());
+        let reply = Reply::rpc_error(200, &envelope.error_id(), -32602, &m);
+        write::reply(d, reply, false, obs).await;
+        return Ended::Complete;
+    };
+    match crate::gateway::aggregate::route(snap, &principal, leg, envelope, &body, &original, obs) {
+        Plan::Forward(fwd) => routed(d, fwd, view, traceparent, obs).await,
+        Plan::Answer(reply) => {
+            write::reply(d, reply, false, obs).await;
+            Ended::Complete
+        }
+        Plan::Fanout(_) => {
+            let reply = Reply::rpc_error(500, &Value::Null, -32603, "internal error");
+            write::reply(d, reply, false, obs).await;
+            Ended::Complete
+        }
+    }
+}
+
+fn list_method(kind: ListKind) -> &'static str {
+    match kind {
+        ListKind::Tools => "tools/list",
+        ListKind::Prompts => "prompts/list",
+        ListKind::Resources => "resources/list",
+        ListKind::Templates => "resources/templates/list",
+    }
+}
+
+async fn list(
+    f: &Fanout<'_>,
+    view: &RequestView<'_>,
+    traceparent: &str,
+    id: &Value,
+    kind: ListKind,
+    cursors: Option<&Map<String, Value>>,
+) -> Reply {
+    let ask = Value::from(1);
+    let calls = f.legs.iter().map(|leg| {
+        let cursor = cursors.and_then(|c| c.get(leg.upstream.name()));
+        let params = cursor.map_or_else(|| json!({}), |c| json!({ "cursor": c }));
+        let body = Bytes::from(
+            json!({ "jsonrpc": "2.0", "id": 1, "method": list_method(kind), "params": params })
+                .to_string(),
+        );
+        let ask = &ask;
+        async move {
+            let envelope = classify(&body).ok();
+            let req = request(view, leg, body.clone(), envelope.as_ref(), traceparent);
+            let page = within(leg, async {
+                let answer = leg
+                    .upstream
+                    .call(&leg.permit, req)
+                    .await
+                    .map_err(|f| f.detail)?;
+                response(answer, ask).await
+            })
+            .await;
+            page.map_err(|why| skipped(leg, &why)).ok()
+        }
+    });
+    let pages = futures_util::future::join_all(calls).await;
+    let reader = Reader {
+        policy: &f.snap.policy,
+        scopes: (!f.principal.anonymous).then_some(&f.principal.scopes),
+    };
+    let mut items = Vec::new();
+    let mut next = Map::new();
+    for (leg, page) in f.legs.iter().zip(pages) {
+        let Some(page) = page else { continue };
+        let server = leg.upstream.name();
+        if let Some(c) = agg::merge_page(kind, &f.snap.names, reader, server, page, &mut items) {
+            next.insert(server.to_owned(), c);
+        }
+    }
+    let mut result = Map::new();
+    result.insert(agg::list_field(kind).into(), Value::Array(items));
+    if let Some(c) = crate::mcp::names::cursor::encode(&next) {
+        result.insert("nextCursor".into(), Value::from(c));
+    }
+    Reply::json(
+        200,
+        &json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+    )
+}
+
+async fn broadcast(f: &Fanout<'_>, view: &RequestView<'_>, traceparent: &str, body: &Bytes) {
+    let envelope = classify(body).ok();
+    let calls = f.legs.iter().map(|leg| {
+        let envelope = envelope.as_ref();
+        async move {
+            let req = request(view, leg, body.clone(), envelope, traceparent);
+            let sent = within(leg, async {
+                let answer = leg
+                    .upstream
+                    .call(&leg.permit, req)
+                    .await
+                    .map_err(|f| f.detail)?;
+                drain(answer).await;
+                Ok::<(), String>(())
+            })
+            .await;
+            if let Err(why) = sent {
+                skipped(leg, &why);
+            }
+        }
+    });
+    futures_util::future::join_all(calls).await;
+}
+
+/// GET: every leg's stream, merged into one SSE answer; each message namespaced.
+async fn events<D: Downstream>(
+    d: &mut D,
+    f: &Fanout<'_>,
+    view: &RequestView<'_>,
+    traceparent: &str,
+    obs: &mut Observation,
+) -> Ended {
+    let opens = f.legs.iter().map(|leg| async move {
+        let req = request(view, leg, Bytes::new(), None, traceparent);
+        let answer = match within(leg, leg.upstream.events(&leg.permit, req)).await {
+            Ok(a) => a,
+            Err(why) => {
+                skipped(leg, &why);
+                return None;
+            }
+        };
+        let stream = match &answer {
+            Answer::Http(h) => h.head.status() == 200 && h.head.is_event_stream(),
+            Answer::Events(_) => true,
+            _ => false,
+        };
+        stream.then(|| (leg.upstream.name(), answer))
+    });
+    let streams: Vec<_> = futures_util::future::join_all(opens)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    if streams.is_empty() {
+        let m = "no upstream of this session offers a server-initiated stream";
+        let reply =
+            Reply::rpc_error(405, &Value::Null, -32000, m).with_header("allow", "POST, DELETE");
+        write::reply(d, reply, false, obs).await;
+        return Ended::Complete;
+    }
+    let names = &f.snap.names;
+    let mut merged = stream::select_all(streams.into_iter().map(|(server, answer)| {
+        stream::unfold(answer.into_messages(), move |mut r| async move {
+            match r.next().await {
+                Ok(Some(m)) => Some(((server, m), r)),
+                _ => None,
+            }
+        })
+        .boxed()
+    }));
+    if start_sse(d).await.is_err() {
+        obs.status(499);
+        return Ended::Broken;
+    }
+    obs.status(200);
+    let _open = obs.sse_stream();
+    let mut watching = true;
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            next = merged.next() => match next {
+                Some((server, m)) => event(&agg::outward(names, server, &m).unwrap_or(m)),
+                None => break,
+            },
+            _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
+            hung_up = d.hangup(), if watching => {
+                if hung_up {
+                    return Ended::Broken;
+                }
+                watching = false;
+                continue;
+            }
+        };
+        if d.chunk(chunk).await.is_err() {
+            return Ended::Broken;
+        }
+    }
+    match d.end().await {
+        Ok(()) => Ended::Complete,
+        Err(_) => Ended::Broken,
+    }
+}
+
+/// A request routed to one upstream from `/mcp`: sent under the session held there, its answer
+/// relayed message by message (as SSE to a client that reads a stream, else the response as
+/// JSON), each message namespaced.
+pub async fn routed<D: Downstream>(
+    d: &mut D,
+    fwd: Forward<'_>,
+    view: &RequestView<'_>,
+    traceparent: &str,
+    obs: &mut Observation,
+) -> Ended {
+    let Some(via) = &fwd.via else {
+        return Ended::Complete;
+    };
+    let server = fwd.upstream.name();
+    let names = via.names;
+    let req = Request {
+        view,
+        body: fwd.body.clone(),
+        envelope: fwd.envelope.as_ref(),
+        traceparent,
+        session: SessionId::Held(via.session.as_deref()),
+    };
+    let answer = match fwd.upstream.call(&fwd.permit, req).await {
+        Ok(a) => a,
+        Err(f) => {
+            metrics().upstream_error(server, f.kind);
+            crate::in_request!(warn, server, kind = f.kind, detail = %f.detail, "upstream request failed");
+            let reply = Reply::upstream_failure(f.status, &fwd.error_id(), server, &f.detail);
+            write::reply(d, reply, false, obs).await;
+            return Ended::Complete;
+        }
+    };
+    let watch = fwd.tool().is_some();
+    let outward = |m: Bytes| agg::outward(names, server, &m).unwrap_or(m);
+    let streamed = match &answer {
+        Answer::Http(h) => h.head.is_event_stream() && h.head.status() == 200,
+        Answer::Messages(_) | Answer::Events(_) => true,
+        Answer::Local(_) => false,
+    };
+    if !streamed {
+        let (status, body) = match answer {
+            Answer::Local(reply) => (reply.status, reply.body),
+            Answer::Http(mut h) => {
+                let status = h.head.status();
+                let mut all = BytesMut::new();
+                loop {
+                    match h.body.next_chunk().await {
+                        Ok(Some(c)) if all.len() + c.len() <= MAX_ANSWER => {
+                            all.extend_from_slice(&c)
+                        }
+                        Ok(None) => break,
+                        Ok(Some(_)) | Err(_) => {
+                            let reply = Reply::upstream_failure(
+                                502,
+                                &fwd.error_id(),
+                                server,
+                                "the answer could not be read",
+                            );
+                            write::reply(d, reply, false, obs).await;
+                            return Ended::Complete;
+                        }
+                    }
+                }
+                h.body.finish();
+                (status, all.freeze())
+            }
+            Answer::Messages(_) | Answer::Events(_) => (502, Bytes::new()),
+        };
+        if watch {
+            if let Some(is_error) = answer_is_error(&body) {
+                obs.answered(Seen::Answer { is_error }, status);
+            }
+        }
+        let reply = if body.is_empty() {
+            Reply {
+                content_type: None,
+                no_store: false,
+                ..Reply::bytes(status, "application/json", body)
+            }
+        } else {
+            Reply::bytes(status, "application/json", outward(body))
+        };
+        write::reply(d, reply, false, obs).await;
+        return Ended::Complete;
+    }
+    let mut r = answer.into_messages();
+    if !view.accepts_sse() {
+        // The response only, as JSON.
+        loop {
+            match r.next().await {
+                Ok(Some(m)) => {
+                    if let Some(is_error) = answer_is_error(&m) {
+                        if watch {
+                            obs.answered(Seen::Answer { is_error }, 200);
+                        }
+                        write::reply(
+                            d,
+                            Reply::bytes(200, "application/json", outward(m)),
+                            false,
+                            obs,
+                        )
+                        .await;
+                        return Ended::Complete;
+                    }
+                }
+                _ => {
+                    let reply = Reply::upstream_failure(502, &fwd.error_id(), server, "no answer");
+                    write::reply(d, reply, false, obs).await;
+                    return Ended::Complete;
+                }
+            }
+        }
+    }
+    if start_sse(d).await.is_err() {
+        obs.status(499);
+        return Ended::Broken;
+    }
+    obs.status(200);
+    let _open = obs.sse_stream();
+    let mut watching = true;
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            next = r.next() => match next {
+                Ok(Some(m)) => {
+                    if watch {
+                        if let Some(is_error) = answer_is_error(&m) {
+                            obs.answered(Seen::Answer { is_error }, 200);
+                        }
+                    }
+                    event(&outward(m))
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    crate::in_request!(warn, server, error = %e, "upstream failed mid-answer; closing the client connection");
+                    metrics().upstream_error(server, "aborted");
+                    d.abort().await;
+                    return Ended::Broken;
+                }
+            },
+            _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
+            hung_up = d.hangup(), if watching => {
+                if hung_up {
+                    return Ended::Broken;
+                }
+                watching = false;
+                continue;
+            }
+        };
+        if d.chunk(chunk).await.is_err() {
+            return Ended::Broken;
+        }
+    }
+    match d.end().await {
+        Ok(()) => Ended::Complete,
+        Err(_) => Ended::Broken,
+    }
+}

@@ -1,0 +1,262 @@
+//! The messages of the aggregated `/mcp`, transformed without I/O: a request's target renamed
+//! to the upstream's own name, an upstream's messages namespaced on their way to the client
+//! (its requests' ids, resource URIs), the client's answers to those requests routed back,
+//! `initialize` results and list pages merged.
+//!
+//! A server-to-client request's id becomes the string `PREFIX{separator}ID-AS-JSON`: the
+//! client's answer carries it back, and any replica finds the upstream (and its original id)
+//! by reading it. Nothing is remembered.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::filter::ListKind;
+use super::names::Names;
+use crate::policy::{Kind, Policy, Target};
+
+/// Protocol versions of the legacy era the gateway speaks to clients, newest first.
+pub const LEGACY_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// The version answered to a client that asked for `requested`: that one when the gateway
+/// speaks it, else the newest.
+pub fn negotiate(requested: Option<&str>) -> &'static str {
+    LEGACY_VERSIONS
+        .iter()
+        .find(|v| Some(**v) == requested)
+        .copied()
+        .unwrap_or(LEGACY_VERSIONS[0])
+}
+
+/// Set a covered request's target (per [`Target`]) to `original`, the upstream's own name.
+/// `false` when the message has no such target (the classifier refuses those before this).
+pub fn rename_target(msg: &mut Value, target: Target, original: &str) -> bool {
+    let slot = match target {
+        Target::Param(_, field) => msg.pointer_mut(&format!("/params/{field}")),
+        Target::CompletionRef => {
+            let field = match msg.pointer("/params/ref/type").and_then(Value::as_str) {
+                Some("ref/prompt") => "name",
+                Some("ref/resource") => "uri",
+                _ => return false,
+            };
+            msg.pointer_mut(&format!("/params/ref/{field}"))
+        }
+    };
+    match slot {
+        Some(v @ Value::String(_)) => {
+            *v = Value::from(original);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The id a server-to-client request of `server` carries to the client.
+pub fn outward_id(names: &Names, server: &str, id: &Value) -> Value {
+    Value::from(format!(
+        "{}{}",
+        names.head(server),
+        serde_json::to_string(id).unwrap_or_default()
+    ))
+}
+
+/// The server and original id of a client's answer to a request [`outward_id`] named.
+pub fn inward_id<'n>(names: &'n Names, id: &Value) -> Option<(&'n str, Value)> {
+    let (server, rest) = names.split(id.as_str()?)?;
+    Some((server, serde_json::from_str(rest).ok()?))
+}
+
+/// Namespace one upstream message of `server` for the client: a request's id, the URI of
+/// `notifications/resources/updated`, and resource URIs in a result (`resources/read`
+/// contents, embedded resources and resource links of a tool result). `None`: unchanged.
+pub fn outward(names: &Names, server: &str, message: &[u8]) -> Option<Bytes> {
+    if !mentions(message) {
+        return None;
+    }
+    let mut v: Value = serde_json::from_slice(message).ok()?;
+    let mut changed = false;
+    let is_request = v.get("method").is_some() && v.get("id").is_some_and(|i| !i.is_null());
+    if is_request {
+        if let Some(id) = v.get_mut("id") {
+            *id = outward_id(names, server, id);
+            changed = true;
+        }
+    }
+    if v.get("method").and_then(Value::as_str) == Some("notifications/resources/updated") {
+        changed |= namespace_uri(names, server, v.pointer_mut("/params/uri"));
+    }
+    if let Some(result) = v.get_mut("result") {
+        for key in ["contents", "content"] {
+            if let Some(Value::Array(items)) = result.get_mut(key) {
+                for item in items {
+                    let linked = item.get("type").and_then(Value::as_str) == Some("resource_link")
+                        || key == "contents";
+                    if linked {
+                        changed |= namespace_uri(names, server, item.get_mut("uri"));
+                    }
+                    changed |= namespace_uri(names, server, item.pointer_mut("/resource/uri"));
+                }
+            }
+        }
+    }
+    changed.then(|| Bytes::from(v.to_string()))
+}
+
+/// Cheap test for a message that may need [`outward`]: it names a method or a URI.
+fn mentions(message: &[u8]) -> bool {
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    static METHOD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"method\""));
+    static URI: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"uri\""));
+    // Escaped keys (`"\u0075ri"`) are rare but legal: fall back to a parse when a backslash
+    // appears in a key position we cannot rule out cheaply.
+    METHOD.find(message).is_some() || URI.find(message).is_some() || message.contains(&b'\\')
+}
+
+fn namespace_uri(names: &Names, server: &str, slot: Option<&mut Value>) -> bool {
+    match slot {
+        Some(v) => match v.as_str() {
+            Some(uri) => {
+                *v = Value::from(names.expose_uri(server, uri));
+                true
+            }
+            None => false,
+        },
+        None => false,
+    }
+}
+
+/// One upstream's `initialize` result, for [`merge_initialize`].
+pub struct Initialized<'a> {
+    /// The server's name.
+    pub server: &'a str,
+    /// Its `result`.
+    pub result: &'a Value,
+}
+
+/// The gateway's `initialize` result over the upstreams that answered: the capabilities any
+/// of them has (list changes and subscriptions where any offers them), the negotiated version,
+/// the gateway's identity, and each upstream's instructions under its name.
+pub fn merge_initialize(version: &str, answered: &[Initialized<'_>]) -> Value {
+    let has = |path: &str| answered.iter().any(|a| a.result.pointer(path).is_some());
+    let flag = |path: &str| {
+        answered
+            .iter()
+            .any(|a| a.result.pointer(path).and_then(Value::as_bool) == Some(true))
+    };
+    let mut caps = Map::new();
+    if has("/capabilities/tools") {
+        caps.insert(
+            "tools".into(),
+            json!({ "listChanged": flag("/capabilities/tools/listChanged") }),
+        );
+    }
+    if has("/capabilities/prompts") {
+        caps.insert(
+            "prompts".into(),
+            json!({ "listChanged": flag("/capabilities/prompts/listChanged") }),
+        );
+    }
+    if has("/capabilities/resources") {
+        caps.insert(
+            "resources".into(),
+            json!({
+                "subscribe": flag("/capabilities/resources/subscribe"),
+                "listChanged": flag("/capabilities/resources/listChanged"),
+            }),
+        );
+    }
+    for plain in ["logging", "completions"] {
+        if has(&format!("/capabilities/{plain}")) {
+            caps.insert(plain.into(), json!({}));
+        }
+    }
+    let instructions: Vec<String> = answered
+        .iter()
+        .filter_map(|a| {
+            a.result
+                .get("instructions")
+                .and_then(Value::as_str)
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| format!("[{}] {}", a.server, s.trim()))
+        })
+        .collect();
+    let mut result = json!({
+        "protocolVersion": version,
+        "capabilities": caps,
+        "serverInfo": { "name": "portcullis", "version": env!("CARGO_PKG_VERSION") },
+    });
+    if !instructions.is_empty() {
+        result["instructions"] = Value::from(instructions.join("\n"));
+    }
+    result
+}
+
+/// Who reads a merged list: the policy and the caller's scopes (`None`: no authentication,
+/// nothing is filtered).
+#[derive(Clone, Copy)]
+pub struct Reader<'a> {
+    /// The snapshot's policy.
+    pub policy: &'a Policy,
+    /// The caller's scopes, when the policy applies.
+    pub scopes: Option<&'a BTreeSet<String>>,
+}
+
+/// Append one upstream's list page to `items`: what `reader` may use, namespaced. Returns the
+/// upstream's next cursor.
+pub fn merge_page(
+    kind: ListKind,
+    names: &Names,
+    reader: Reader<'_>,
+    server: &str,
+    result: Value,
+    items: &mut Vec<Value>,
+) -> Option<Value> {
+    let (list, field, policy_kind) = match kind {
+        ListKind::Tools => ("tools", "name", Kind::Tool),
+        ListKind::Prompts => ("prompts", "name", Kind::Prompt),
+        ListKind::Resources => ("resources", "uri", Kind::Resource),
+        ListKind::Templates => ("resourceTemplates", "uriTemplate", Kind::Resource),
+    };
+    let Value::Object(mut result) = result else {
+        return None;
+    };
+    let next = result
+        .remove("nextCursor")
+        .filter(|c| c.as_str().is_some_and(|s| !s.is_empty()));
+    let Some(Value::Array(page)) = result.remove(list) else {
+        return next;
+    };
+    for mut item in page {
+        let Some(name) = item.get(field).and_then(Value::as_str).map(str::to_owned) else {
+            continue;
+        };
+        if let Some(scopes) = reader.scopes {
+            if !reader.policy.visible(scopes, policy_kind, server, &name) {
+                continue;
+            }
+        }
+        let exposed = match policy_kind {
+            Kind::Resource => names.expose_uri(server, &name),
+            _ => names.expose(server, &name),
+        };
+        item[field] = Value::from(exposed);
+        items.push(item);
+    }
+    next
+}
+
+/// The list field of `kind` in a result.
+pub fn list_field(kind: ListKind) -> &'static str {
+    match kind {
+        ListKind::Tools => "tools",
+        ListKind::Prompts => "prompts",
+        ListKind::Resources => "resources",
+        ListKind::Templates => "resourceTemplates",
+    }
+}
+
+#[cfg(test)]
+#[path = "aggregate_tests.rs"]
+mod tests;
