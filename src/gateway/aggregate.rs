@@ -350,7 +350,10 @@ pub fn route<'s>(
     if method == "tools/call" {
         obs.tool_call(server, original);
     }
-    let permit = match snap.policy.permit(principal, server, [(used.kind, original)]) {
+    let permit = match snap
+        .policy
+        .permit(principal, server, [(used.kind, original)])
+    {
         Ok(p) => p,
         Err((_, denied)) => {
             obs.denied(server, denied.kind);

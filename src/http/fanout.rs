@@ -16,13 +16,13 @@ use super::downstream::Downstream;
 use super::relay::{event, start_sse, Ended, KEEPALIVE};
 use super::write;
 use crate::gateway::{Fanout, Forward, Leg, Observation, Plan, Work};
-use crate::policy::Kind;
 use crate::mcp::aggregate::{self as agg, Initialized, Reader};
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{classify, Envelope};
 use crate::mcp::outcome::{answer_is_error, Seen};
 use crate::mcp::reply::Reply;
 use crate::mcp::session::{self, principal_tag, Session};
+use crate::policy::Kind;
 use crate::request::RequestView;
 use crate::telemetry::metrics::metrics;
 use crate::upstream::{Answer, Request, SessionId};
@@ -268,15 +268,27 @@ async fn resolve<D: Downstream>(
     let mut cursor: Option<Value> = None;
     let mut found = None;
     for _ in 0..RESOLVE_PAGES {
-        let params = cursor.take().map_or_else(|| json!({}), |c| json!({ "cursor": c }));
+        let params = cursor
+            .take()
+            .map_or_else(|| json!({}), |c| json!({ "cursor": c }));
         let list = Bytes::from(
             json!({ "jsonrpc": "2.0", "id": 1, "method": list_method(list_kind), "params": params })
                 .to_string(),
         );
         let list_envelope = classify(&list).ok();
-        let req = request(view, &leg, list.clone(), list_envelope.as_ref(), traceparent);
+        let req = request(
+            view,
+            &leg,
+            list.clone(),
+            list_envelope.as_ref(),
+            traceparent,
+        );
         let page = within(&leg, async {
-            let answer = leg.upstream.call(&leg.permit, req).await.map_err(|f| f.detail)?;
+            let answer = leg
+                .upstream
+                .call(&leg.permit, req)
+                .await
+                .map_err(|f| f.detail)?;
             response(answer, &ask).await
         })
         .await;
@@ -287,7 +299,9 @@ async fn resolve<D: Downstream>(
                 break;
             }
         };
-        let items = page.get(agg::list_field(list_kind)).and_then(Value::as_array);
+        let items = page
+            .get(agg::list_field(list_kind))
+            .and_then(Value::as_array);
         found = items
             .into_iter()
             .flatten()

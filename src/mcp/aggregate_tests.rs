@@ -17,11 +17,19 @@ fn names() -> Names {
 #[test]
 fn a_covered_request_gets_the_upstream_name_back() {
     let mut call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wf__calc","arguments":{"x":1}}});
-    assert!(rename_target(&mut call, crate::policy::covered("tools/call").unwrap(), "calculator"));
+    assert!(rename_target(
+        &mut call,
+        crate::policy::covered("tools/call").unwrap(),
+        "calculator"
+    ));
     assert_eq!(call["params"]["name"], "calculator");
     assert_eq!(call["params"]["arguments"]["x"], 1);
     let mut read = json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"mcp://wf/file:///a"}});
-    assert!(rename_target(&mut read, crate::policy::covered("resources/read").unwrap(), "file:///a"));
+    assert!(rename_target(
+        &mut read,
+        crate::policy::covered("resources/read").unwrap(),
+        "file:///a"
+    ));
     assert_eq!(read["params"]["uri"], "file:///a");
     let completion = crate::policy::covered("completion/complete").unwrap();
     let mut prompt = json!({"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"wf__p"}}});
@@ -31,7 +39,11 @@ fn a_covered_request_gets_the_upstream_name_back() {
     assert!(!rename_target(&mut other, completion, "p"));
     // A target that is not a string is not renamed (the classifier refused it before).
     let mut bad = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}});
-    assert!(!rename_target(&mut bad, crate::policy::covered("tools/call").unwrap(), "x"));
+    assert!(!rename_target(
+        &mut bad,
+        crate::policy::covered("tools/call").unwrap(),
+        "x"
+    ));
 }
 
 #[test]
@@ -57,13 +69,17 @@ fn upstream_messages_are_namespaced_on_the_way_out() {
     let out: Value = serde_json::from_slice(&outward(&n, "n8n", updated).unwrap()).unwrap();
     assert_eq!(out["params"]["uri"], "mcp://wf/file:///x");
     assert!(out.get("id").is_none());
-    let read = br#"{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"file:///x","text":"t"}]}}"#;
+    let read =
+        br#"{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"file:///x","text":"t"}]}}"#;
     let out: Value = serde_json::from_slice(&outward(&n, "n8n", read).unwrap()).unwrap();
     assert_eq!(out["result"]["contents"][0]["uri"], "mcp://wf/file:///x");
     let tool = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource_link","uri":"a://1","name":"a"},{"type":"resource","resource":{"uri":"b://2","text":""}},{"type":"text","text":"uri"}]}}"#;
     let out: Value = serde_json::from_slice(&outward(&n, "everything", tool).unwrap()).unwrap();
     assert_eq!(out["result"]["content"][0]["uri"], "mcp://everything/a://1");
-    assert_eq!(out["result"]["content"][1]["resource"]["uri"], "mcp://everything/b://2");
+    assert_eq!(
+        out["result"]["content"][1]["resource"]["uri"],
+        "mcp://everything/b://2"
+    );
     // Progress and plain results pass untouched (no parse).
     let progress = br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
     assert_eq!(outward(&n, "everything", progress), None);
@@ -86,7 +102,10 @@ fn list_pages_are_filtered_namespaced_and_keep_the_cursor() {
     let next = merge_page(ListKind::Tools, &n, reader, "everything", page, &mut items);
     assert_eq!(next, Some(json!("c2")));
     let page = json!({"tools":[{"name":"calculator","description":"d"},{"name":"mail"}]});
-    assert_eq!(merge_page(ListKind::Tools, &n, reader, "n8n", page, &mut items), None);
+    assert_eq!(
+        merge_page(ListKind::Tools, &n, reader, "n8n", page, &mut items),
+        None
+    );
     let names: Vec<&str> = items.iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["everything__echo", "wf__calc"]);
     assert_eq!(items[1]["description"], "d");
@@ -108,8 +127,14 @@ fn initialize_results_merge_capabilities_and_name_the_gateway() {
     let merged = merge_initialize(
         "2025-11-25",
         &[
-            Initialized { server: "a", result: &a },
-            Initialized { server: "b", result: &b },
+            Initialized {
+                server: "a",
+                result: &a,
+            },
+            Initialized {
+                server: "b",
+                result: &b,
+            },
         ],
     );
     assert_eq!(merged["protocolVersion"], "2025-11-25");

@@ -43,6 +43,7 @@ impl Peers {
             peers.inspector(),
             peers.conformance(),
             peers.python(),
+            peers.py_everything(),
         ] {
             assert!(
                 path.exists(),
@@ -92,6 +93,11 @@ impl Peers {
     /// `mcp-remote` launcher (`#!/usr/bin/env node`).
     pub fn mcp_remote(&self) -> PathBuf {
         self.root.join("node/node_modules/.bin/mcp-remote")
+    }
+
+    /// The folder holding the Python SDK's `mcp_everything_server` package (its `PYTHONPATH`).
+    pub fn py_everything(&self) -> PathBuf {
+        self.root.join("py-everything")
     }
 
     /// Python of the venv holding the `mcp` SDK.
@@ -307,6 +313,50 @@ pub enum Upstream {
     /// `tests/e2e/servers/everything-server.mjs`: what the conformance suite's scenarios call
     /// (its own reference server is not published to a registry).
     Reference,
+    /// The Python SDK's everything-server (`mcp` 2.3.0; both protocol eras).
+    Python,
+}
+
+/// Start `upstream` on a free loopback port, its log in `dir`; the process and its MCP URL.
+pub async fn start_peer(upstream: Upstream, peers: &Peers, dir: &Path) -> (Proc, String) {
+    let port = free_port();
+    let (name, mut cmd) = match upstream {
+        Upstream::Everything => {
+            let mut cmd = Command::new(peers.node());
+            cmd.arg(peers.everything_js()).arg("streamableHttp");
+            ("server-everything", cmd)
+        }
+        Upstream::Reference => {
+            // ESM resolves packages next to the script: run a copy beside a link to the
+            // peers' node_modules.
+            let script = dir.join("everything-server.mjs");
+            std::fs::copy(
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/e2e/servers/everything-server.mjs"
+                ),
+                &script,
+            )
+            .expect("copy the reference server");
+            let link = dir.join("node_modules");
+            if !link.exists() {
+                std::os::unix::fs::symlink(peers.node_modules(), link).expect("link node_modules");
+            }
+            let mut cmd = Command::new(peers.node());
+            cmd.arg(&script);
+            ("reference-server", cmd)
+        }
+        Upstream::Python => {
+            let mut cmd = Command::new(peers.python());
+            cmd.args(["-m", "mcp_everything_server", "--port", &port.to_string()])
+                .env("PYTHONPATH", peers.py_everything());
+            ("python-everything-server", cmd)
+        }
+    };
+    cmd.env("PORT", port.to_string());
+    let mut proc = Proc::spawn(name, cmd, dir);
+    wait_tcp(&mut proc, port).await;
+    (proc, format!("http://127.0.0.1:{port}/mcp"))
 }
 
 /// An MCP server (streamable HTTP) behind `portcullis serve`, both on free loopback ports.
@@ -359,36 +409,7 @@ impl Stack {
             .build()
             .expect("HTTP client");
 
-        let upstream_port = free_port();
-        let mut cmd = Command::new(peers.node());
-        let name = match upstream {
-            Upstream::Everything => {
-                cmd.arg(peers.everything_js()).arg("streamableHttp");
-                "server-everything"
-            }
-            Upstream::Reference => {
-                // ESM resolves packages next to the script: run a copy beside a link to the
-                // peers' node_modules.
-                let script = dir.path().join("everything-server.mjs");
-                std::fs::copy(
-                    concat!(
-                        env!("CARGO_MANIFEST_DIR"),
-                        "/tests/e2e/servers/everything-server.mjs"
-                    ),
-                    &script,
-                )
-                .expect("copy the reference server");
-                std::os::unix::fs::symlink(peers.node_modules(), dir.path().join("node_modules"))
-                    .expect("link node_modules");
-                cmd.arg(&script);
-                "reference-server"
-            }
-        };
-        cmd.env("PORT", upstream_port.to_string());
-        let mut upstream = Proc::spawn(name, cmd, dir.path());
-        wait_tcp(&mut upstream, upstream_port).await;
-
-        let upstream_url = format!("http://127.0.0.1:{upstream_port}/mcp");
+        let (upstream, upstream_url) = start_peer(upstream, &peers, dir.path()).await;
 
         let gateway_port = free_port();
         let yaml = config(gateway_port, &upstream_url);

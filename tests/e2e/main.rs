@@ -11,6 +11,7 @@
 // Test clients and servers, not the request path: whole-body reads and test locks are fine.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod aggregate;
 mod conformance;
 mod harness;
 mod inspector;

@@ -105,11 +105,17 @@ async fn initialize(gw: &Gateway, token: &str) -> String {
         "protocolVersion":"2025-06-18","capabilities":{"sampling":{}},"clientInfo":{"name":"it","version":"1"}}});
     let resp = post(gw, token, None, &body).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let sid = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let sid = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["result"]["serverInfo"]["name"], "portcullis", "{v}");
     assert_eq!(v["result"]["protocolVersion"], "2025-06-18", "{v}");
-    assert_eq!(v["result"]["capabilities"]["tools"]["listChanged"], true, "{v}");
+    assert_eq!(
+        v["result"]["capabilities"]["tools"]["listChanged"], true,
+        "{v}"
+    );
     assert!(sid.starts_with("pcs1."), "{sid}");
     let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
     let resp = post(gw, token, Some(&sid), &note).send().await.unwrap();
@@ -152,7 +158,10 @@ async fn calls_seen(gw: &Gateway, server: &str) -> Value {
             .post(gw.url(&format!("/mcp/{server}")))
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {admin}"))
-            .body(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"stats"}}).to_string()),
+            .body(
+                json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"stats"}})
+                    .to_string(),
+            ),
     )
     .await;
     let text = v["result"]["content"][0]["text"].as_str().unwrap();
@@ -165,16 +174,34 @@ async fn one_session_lists_every_upstream_filtered_and_routes_calls_by_name() {
     let user = token("alice", &["User"]);
     let sid = initialize(&gw, &user).await;
 
-    let (status, v) = json_of(post(&gw, &user, Some(&sid), &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))).await;
+    let (status, v) = json_of(post(
+        &gw,
+        &user,
+        Some(&sid),
+        &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+    ))
+    .await;
     assert_eq!(status, 200);
     // Config order, filtered per caller, prefixed; b's `echo` under its alias.
     assert_eq!(tool_names(&v), ["a__echo", "a__stats", "bee__say"], "{v}");
     let admin = token("ops", &["Admin"]);
     let admin_sid = initialize(&gw, &admin).await;
-    let (_, v) = json_of(post(&gw, &admin, Some(&admin_sid), &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))).await;
+    let (_, v) = json_of(post(
+        &gw,
+        &admin,
+        Some(&admin_sid),
+        &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+    ))
+    .await;
     let names = tool_names(&v);
-    assert!(names.contains(&"bee__sample".to_owned()) && names.contains(&"a__stats".to_owned()), "{names:?}");
-    assert!(!names.iter().any(|n| n == "a__echo" || n == "bee__echo"), "{names:?}");
+    assert!(
+        names.contains(&"bee__sample".to_owned()) && names.contains(&"a__stats".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "a__echo" || n == "bee__echo"),
+        "{names:?}"
+    );
 
     let (_, v) = json_of(post(&gw, &user, Some(&sid), &call(2, "a__echo"))).await;
     assert_eq!(v["result"]["content"][0]["text"], "Echo: m", "{v}");
@@ -183,7 +210,13 @@ async fn one_session_lists_every_upstream_filtered_and_routes_calls_by_name() {
     assert_eq!(v["result"]["content"][0]["text"], "Echo: m", "{v}");
     assert_eq!(calls_seen(&gw, "b").await["echo"], 1);
 
-    let (status, v) = json_of(post(&gw, &user, Some(&sid), &json!({"jsonrpc":"2.0","id":4,"method":"ping"}))).await;
+    let (status, v) = json_of(post(
+        &gw,
+        &user,
+        Some(&sid),
+        &json!({"jsonrpc":"2.0","id":4,"method":"ping"}),
+    ))
+    .await;
     assert_eq!((status, &v["result"]), (200, &json!({})));
 
     // DELETE ends the session on every upstream: the stdio sessions are closed.
@@ -196,7 +229,10 @@ async fn one_session_lists_every_upstream_filtered_and_routes_calls_by_name() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let (status, _) = json_of(post(&gw, &user, Some(&sid), &call(5, "a__echo"))).await;
-    assert_eq!(status, 404, "a call after DELETE reaches a closed upstream session");
+    assert_eq!(
+        status, 404,
+        "a call after DELETE reaches a closed upstream session"
+    );
 }
 
 #[tokio::test]
@@ -223,8 +259,13 @@ async fn denied_unknown_and_oddly_shaped_names_never_reach_an_upstream() {
         assert_eq!(v["id"], 9, "{name:?}");
     }
     // Escaped in the JSON text: decided on the unescaped name.
-    let escaped = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"a__\u0073low"}}"#;
-    let resp = post(&gw, &user, Some(&sid), &Value::Null).body(escaped).send().await.unwrap();
+    let escaped =
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"a__\u0073low"}}"#;
+    let resp = post(&gw, &user, Some(&sid), &Value::Null)
+        .body(escaped)
+        .send()
+        .await
+        .unwrap();
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], -32602, "{v}");
     // Other message shapes: a notification, params not an object, a batch.
@@ -304,7 +345,10 @@ async fn session_ids_that_do_not_open_for_this_caller_are_404() {
         .unwrap();
     assert_eq!(resp.status(), 401);
     let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
-    assert!(challenge.contains("/.well-known/oauth-protected-resource/mcp\""), "{challenge}");
+    assert!(
+        challenge.contains("/.well-known/oauth-protected-resource/mcp\""),
+        "{challenge}"
+    );
 }
 
 #[tokio::test]
@@ -339,15 +383,23 @@ async fn a_server_request_round_trips_with_a_namespaced_id() {
     let resp = post(&gw, &admin, Some(&sid), &answer).send().await.unwrap();
     assert_eq!(resp.status(), 202);
     let mut rest = String::new();
-    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(Duration::from_secs(20), stream.next()).await {
+    while let Ok(Some(Ok(chunk))) =
+        tokio::time::timeout(Duration::from_secs(20), stream.next()).await
+    {
         rest.push_str(std::str::from_utf8(&chunk).unwrap());
     }
     let result: Value = serde_json::from_str(
-        rest.lines().filter_map(|l| l.strip_prefix("data: ")).last().unwrap(),
+        rest.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .last()
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(result["id"], "c1");
-    assert_eq!(result["result"]["content"][0]["text"], "sampled: hi back", "{result}");
+    assert_eq!(
+        result["result"]["content"][0]["text"], "sampled: hi back",
+        "{result}"
+    );
     // An answer naming no request of this session is refused.
     let stray = json!({"jsonrpc":"2.0","id":"nobody__1","result":{}});
     let resp = post(&gw, &admin, Some(&sid), &stray).send().await.unwrap();
