@@ -288,7 +288,7 @@ async fn rpc(
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .filter(|d| !d.is_empty())
-        .last()
+        .next_back()
         .map(str::to_owned)
         .unwrap_or(text);
     (

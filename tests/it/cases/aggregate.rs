@@ -135,7 +135,7 @@ async fn json_of(req: reqwest::RequestBuilder) -> (u16, Value) {
     let data = text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
-        .last()
+        .next_back()
         .map(str::to_owned)
         .unwrap_or(text);
     (status, serde_json::from_str(&data).unwrap_or(Value::Null))
@@ -391,7 +391,7 @@ async fn a_server_request_round_trips_with_a_namespaced_id() {
     let result: Value = serde_json::from_str(
         rest.lines()
             .filter_map(|l| l.strip_prefix("data: "))
-            .last()
+            .next_back()
             .unwrap(),
     )
     .unwrap();
