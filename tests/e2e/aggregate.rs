@@ -287,8 +287,7 @@ async fn rpc(
     let data = text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| !d.is_empty())
-        .next_back()
+        .rfind(|d| !d.is_empty())
         .map(str::to_owned)
         .unwrap_or(text);
     (
