@@ -124,6 +124,78 @@ async fn reference_server_passes_through_the_gateway_exactly_as_directly() {
     stack.assert_running();
 }
 
+/// The error message of every failed check in the suite's output folder of run `label`, by
+/// scenario.
+fn failed_checks(stack: &Stack, label: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let dir = stack.dir().join(format!("conformance-{label}"));
+    for entry in std::fs::read_dir(&dir).expect("conformance output folder") {
+        let path = entry.expect("entry").path().join("checks.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let checks: serde_json::Value = serde_json::from_str(&text).expect("checks.json");
+        for c in checks.as_array().into_iter().flatten() {
+            if c["status"] == "FAILURE" {
+                out.push((
+                    c["id"].as_str().unwrap_or_default().to_owned(),
+                    c["errorMessage"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The suite against the aggregated `/mcp` in front of its own server: the scenarios that name
+/// no tool, prompt or resource pass; every other one fails only because the suite calls the
+/// upstream's bare names (`test_simple_text`), which `/mcp` exposes as
+/// `everything__test_simple_text` (README, "The aggregated /mcp").
+#[tokio::test]
+async fn reference_server_behind_the_aggregated_endpoint_fails_only_by_name() {
+    let mut stack = Stack::start_reference().await;
+    let url = format!("{}/mcp", stack.base_url());
+    let results = run_suite(&stack, "aggregate", &url).await;
+    for scenario in [
+        "server-initialize",
+        "logging-set-level",
+        "ping",
+        "tools-list",
+        "resources-list",
+        "prompts-list",
+        "server-sse-multiple-streams",
+        "dns-rebinding-protection",
+    ] {
+        assert_eq!(
+            results.get(scenario),
+            Some(&true),
+            "{scenario}: {results:#?}"
+        );
+    }
+    let failed = failed_checks(&stack, "aggregate");
+    let failing: Vec<&String> = results
+        .iter()
+        .filter(|(_, ok)| !**ok)
+        .map(|(s, _)| s)
+        .collect();
+    assert!(
+        !failing.is_empty(),
+        "bare names cannot work on /mcp: {results:#?}"
+    );
+    for (check, message) in &failed {
+        let by_name = ["Unknown tool: ", "Unknown prompt: ", "Unknown resource: "]
+            .iter()
+            .find_map(|p| message.split_once(p).map(|(_, name)| name));
+        let bare =
+            by_name.is_some_and(|n| !n.starts_with("everything__") && !n.starts_with("mcp://"));
+        assert!(
+            bare,
+            "{check} failed for another reason than a bare name: {message}"
+        );
+    }
+    stack.assert_running();
+}
+
 #[test]
 fn summary_lines_parse() {
     let out = "noise\n=== SUMMARY ===\n✓ ping: 1 passed, 0 failed\n✗ tools-call-image: 0 passed, 1 failed\n✗ dns-rebinding-protection: 1 passed, 1 failed\n\nTotal: 2 passed, 2 failed\n";
