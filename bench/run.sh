@@ -25,6 +25,9 @@
 #   PORTCULLIS_BIN [target/release/portcullis, built with cargo build --release --locked]
 #   PORTCULLIS_BIN_B [unset: a second gateway binary, same config, as a fourth target
 #                     `portcullis-b`: two builds compared in one run]
+#   BENCH_AGGREGATE [0; 1: one more target, `portcullis-mcp`: the same gateway process on the
+#                    aggregated /mcp (a session opened by `initialize`, the tool called as
+#                    `bench__echo`), to compare /mcp with /mcp/{server} in one run; not with h2c]
 #   BENCH_KEEP [0: 1 keeps the scratch folder with configs, logs and raw wrk output]
 set -euo pipefail
 
@@ -222,6 +225,34 @@ for t in "${TARGETS[@]}"; do
     wait_ok "$t" "${URL[$t]}"
 done
 
+# BENCH_AGGREGATE=1: the same gateway on /mcp, in a session opened once here.
+declare -A SCRIPT=()
+if [ "${BENCH_AGGREGATE:-0}" = 1 ]; then
+    [ "$H2C" = 1 ] && die "BENCH_AGGREGATE=1 runs over HTTP/1.1 only"
+    MCP_URL="http://127.0.0.1:$PORT_GATEWAY/mcp"
+    MCP_CALL='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"bench__echo","arguments":{"message":"hi"}}}'
+    SID=$(curl -fsS -D - -o "$WORK/initialize.json" -X POST -H 'Content-Type: application/json' \
+        -H 'Accept: application/json, text/event-stream' -H "Authorization: Bearer $TOKEN" \
+        --data '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}' \
+        "$MCP_URL" | tr -d '\r' | awk 'tolower($1) == "mcp-session-id:" { print $2 }')
+    [ -n "$SID" ] || die "initialize on /mcp gave no session id: $(cat "$WORK/initialize.json")"
+    {
+        printf 'wrk.method = "POST"\n'
+        printf "wrk.body = '%s'\n" "$MCP_CALL"
+        printf 'wrk.headers["Content-Type"] = "application/json"\n'
+        printf 'wrk.headers["Accept"] = "application/json, text/event-stream"\n'
+        printf 'wrk.headers["Authorization"] = "Bearer %s"\n' "$TOKEN"
+        printf 'wrk.headers["Mcp-Session-Id"] = "%s"\n' "$SID"
+    } >"$WORK/post-mcp.lua"
+    curl -fsS -o "$WORK/mcp.preflight" -X POST -H 'Content-Type: application/json' \
+        -H 'Accept: application/json, text/event-stream' -H "Authorization: Bearer $TOKEN" \
+        -H "Mcp-Session-Id: $SID" --data "$MCP_CALL" "$MCP_URL" || die "tools/call on /mcp failed"
+    grep -q '"Echo: hi"' "$WORK/mcp.preflight" || die "/mcp answered: $(cat "$WORK/mcp.preflight")"
+    URL[portcullis-mcp]=$MCP_URL
+    SCRIPT[portcullis-mcp]=$WORK/post-mcp.lua
+    TARGETS+=(portcullis-mcp)
+fi
+
 # The process whose CPU time each target costs: the nginx worker (one per instance) for the two
 # nginx targets, the gateway for portcullis. For the proxies this is their own work only (the
 # upstream's is the `direct` row): CPU per request is steadier than req/s on a shared machine.
@@ -232,6 +263,7 @@ declare -A SERVER_PID=(
     [portcullis]=$GATEWAY_PID
 )
 [ -z "${GATEWAY_B_PID:-}" ] || SERVER_PID[portcullis-b]=$GATEWAY_B_PID
+[ "${BENCH_AGGREGATE:-0}" != 1 ] || SERVER_PID[portcullis-mcp]=$GATEWAY_PID
 for t in "${TARGETS[@]}"; do
     [ -n "${SERVER_PID[$t]}" ] || die "no server process found for $t"
 done
@@ -255,7 +287,7 @@ seconds() { # seconds 10s|2m|30: whole seconds
     esac
 }
 
-run_wrk() { # run_wrk DURATION URL OUT (wrk's report, or h2load's rewritten in wrk's words)
+run_wrk() { # run_wrk DURATION URL OUT [SCRIPT] (wrk's report, or h2load's rewritten in wrk's words)
     if [ "$H2C" = 1 ]; then
         "${client_pin[@]}" h2load -t"$WRK_THREADS" -c"$CONNECTIONS" -m1 -D "$(seconds "$1")" \
             -d "$WORK/body.json" -H 'Content-Type: application/json' \
@@ -277,14 +309,14 @@ run_wrk() { # run_wrk DURATION URL OUT (wrk's report, or h2load's rewritten in w
                 if (bad > 0) printf "Non-2xx or 3xx responses: %d\n", bad
             }' "$3.h2load" >"$3"
     else
-        "${client_pin[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1" --latency -s "$WORK/post.lua" "$2" >"$3" 2>&1
+        "${client_pin[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1" --latency -s "${4:-$WORK/post.lua}" "$2" >"$3" 2>&1
     fi
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "targets: ${TARGETS[*]}; $ROUNDS rounds x $DURATION, wrk -t$WRK_THREADS -c$CONNECTIONS; pinning: $PINNING; load $LOAD_BEFORE"
 for t in "${TARGETS[@]}"; do
-    run_wrk "$WARMUP" "${URL[$t]}" "$WORK/warmup-$t.txt"
+    run_wrk "$WARMUP" "${URL[$t]}" "$WORK/warmup-$t.txt" "${SCRIPT[$t]:-}"
 done
 
 RESULTS=$WORK/results.tsv
@@ -292,7 +324,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for t in "${TARGETS[@]}"; do
         out=$WORK/wrk-$round-$t.txt
         ticks0=$(cpu_ticks "${SERVER_PID[$t]}")
-        run_wrk "$DURATION" "${URL[$t]}" "$out"
+        run_wrk "$DURATION" "${URL[$t]}" "$out" "${SCRIPT[$t]:-}"
         ticks=$(($(cpu_ticks "${SERVER_PID[$t]}") - ticks0))
         # requests/s, p50, p99 (converted to microseconds), non-2xx count, socket errors, and
         # the server process's CPU microseconds per request.
@@ -328,7 +360,7 @@ import statistics
 import sys
 
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
-order = [t for t in ["direct", "nginx-proxy", "portcullis", "portcullis-b"] if any(r[1] == t for r in rows)]
+order = [t for t in ["direct", "nginx-proxy", "portcullis", "portcullis-b", "portcullis-mcp"] if any(r[1] == t for r in rows)]
 med = {}
 for target in order:
     mine = [r for r in rows if r[1] == target]
@@ -362,6 +394,10 @@ if "portcullis-b" in med:
     b = med["portcullis-b"]
     print(f"| portcullis-b / nginx-proxy | {b['rps'] / n['rps']:.2f} | {b['p50'] / n['p50']:.2f} | {r(b['p99'], n['p99'])} | {b['cpu'] / n['cpu']:.2f} |")
     print(f"| portcullis / portcullis-b | {p['rps'] / b['rps']:.2f} | {p['p50'] / b['p50']:.2f} | {r(p['p99'], b['p99'])} | {p['cpu'] / b['cpu']:.2f} |")
+if "portcullis-mcp" in med:
+    a = med["portcullis-mcp"]
+    print(f"| portcullis-mcp / nginx-proxy | {a['rps'] / n['rps']:.2f} | {a['p50'] / n['p50']:.2f} | {r(a['p99'], n['p99'])} | {a['cpu'] / n['cpu']:.2f} |")
+    print(f"| portcullis-mcp (/mcp) / portcullis (/mcp/bench) | {a['rps'] / p['rps']:.2f} | {a['p50'] / p['p50']:.2f} | {r(a['p99'], p['p99'])} | {a['cpu'] / p['cpu']:.2f} |")
 if any(med[t]["bad"] for t in order):
     print()
     print("**Warning: some responses were not 2xx; those numbers do not measure proxying.**")

@@ -224,12 +224,53 @@ fn bench_decide(c: &mut Criterion) {
     });
 }
 
+/// Sealing and opening an `/mcp` session id with three upstream sessions (issue target: < 2 µs
+/// each), and the principal tag computed per request.
+fn bench_session(c: &mut Criterion) {
+    use portcullis::auth::Principal;
+    use portcullis::mcp::session::{principal_tag, Session, SessionKey};
+    let key = SessionKey::new(Some(&[7; 32]));
+    let principal = Principal {
+        subject: "00u1a2b3c4d5e6f7g8h9".into(),
+        issuer: "https://example.okta.com/oauth2/default".into(),
+        ..Default::default()
+    };
+    let tag = principal_tag(&principal);
+    let session = Session {
+        created: 1_800_000_000,
+        principal: tag,
+        protocol: "2025-11-25".into(),
+        upstreams: vec![
+            (
+                "everything".into(),
+                "ps1-9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c-3".into(),
+            ),
+            ("ref".into(), "5b0e2f5c-8a9d-4c3b-9e1f-7a6b5c4d3e2f".into()),
+            ("py".into(), "04b0232e019a46798a00987b2ff31724".into()),
+        ],
+    };
+    let id = key.seal(&session).unwrap();
+    c.bench_function("session_seal", |b| {
+        b.iter(|| key.seal(black_box(&session)).unwrap())
+    });
+    c.bench_function("session_open", |b| {
+        b.iter(|| {
+            key.open(black_box(id.as_bytes()), &tag, 1_800_000_100)
+                .unwrap()
+        })
+    });
+    c.bench_function("session_principal_tag", |b| {
+        b.iter(|| principal_tag(black_box(&principal)))
+    });
+}
+
 criterion_group!(
     benches,
     bench_classify,
     bench_route,
     bench_policy,
     bench_token,
-    bench_decide
+    bench_decide,
+    bench_session
 );
 criterion_main!(benches);

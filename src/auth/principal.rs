@@ -19,6 +19,8 @@ pub struct Principal {
     pub scopes: BTreeSet<String>,
     /// True when authentication is off (`oauth.enabled: false`): the policy is not applied.
     pub anonymous: bool,
+    /// [`Principal::tag`], computed once (a principal lives as long as its cached token).
+    pub tag: std::sync::OnceLock<[u8; 16]>,
 }
 
 impl Principal {
@@ -48,7 +50,24 @@ impl Principal {
             client,
             scopes,
             anonymous: false,
+            tag: std::sync::OnceLock::new(),
         }
+    }
+
+    /// 16 bytes of SHA-256 over issuer, NUL and subject: what a sealed `/mcp` session is bound
+    /// to (no identifying text in the id, the same on every replica).
+    pub fn tag(&self) -> [u8; 16] {
+        *self.tag.get_or_init(|| {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(self.issuer.as_bytes());
+            h.update([0]);
+            h.update(self.subject.as_bytes());
+            let d = h.finalize();
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&d[..16]);
+            out
+        })
     }
 }
 

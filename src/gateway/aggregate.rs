@@ -118,6 +118,24 @@ fn session_legs<'s>(snap: &'s Snapshot, principal: &Arc<Principal>, s: &Session)
         .collect()
 }
 
+/// The leg of `server` in an open session, if it is still part of it.
+fn session_leg<'s>(
+    snap: &'s Snapshot,
+    principal: &Arc<Principal>,
+    s: &Session,
+    server: &str,
+) -> Option<Leg<'s>> {
+    let id = s.upstream(server)?;
+    let upstream = snap.upstreams.get(server)?;
+    let server = upstream.name();
+    let runs = upstream.http.is_some() || upstream.shared.is_some();
+    (runs && snap.policy.may_reach(principal, server)).then(|| Leg {
+        upstream,
+        permit: snap.policy.permit_session(principal, server),
+        session: (!id.is_empty()).then(|| id.to_owned()),
+    })
+}
+
 /// Every running upstream the caller may reach, in config order: the legs of `initialize`.
 fn all_legs<'s>(snap: &'s Snapshot, principal: &Arc<Principal>) -> Vec<Leg<'s>> {
     snap.config
@@ -245,11 +263,9 @@ async fn post<'s, B: BodySource>(
                     .map(|(s, u)| (s, Resolved::Name(Cow::Borrowed(u)))),
                 _ => snap.names.resolve(exposed),
             };
-            let leg = resolved.as_ref().and_then(|(server, _)| {
-                session_legs(snap, &principal, &session)
-                    .into_iter()
-                    .find(|l| l.upstream.name() == *server)
-            });
+            let leg = resolved
+                .as_ref()
+                .and_then(|(server, _)| session_leg(snap, &principal, &session, server));
             match (resolved, leg) {
                 (Some((_, Resolved::Name(original))), Some(leg)) => {
                     let original = original.into_owned();
@@ -282,10 +298,7 @@ async fn post<'s, B: BodySource>(
         ),
         Message::Response { id } => {
             let routed = agg::inward_id(&snap.names, id).and_then(|(server, original)| {
-                session_legs(snap, &principal, &session)
-                    .into_iter()
-                    .find(|l| l.upstream.name() == server)
-                    .map(|leg| (leg, original))
+                session_leg(snap, &principal, &session, server).map(|leg| (leg, original))
             });
             let Some((leg, original)) = routed else {
                 let m = "Invalid Request: the answer names no request of this session";
@@ -361,15 +374,14 @@ pub fn route<'s>(
             return Plan::Answer(denial(snap, None, &envelope, id, noun, &used.name, &denied));
         }
     };
-    let mut v: Value = serde_json::from_slice(bytes).unwrap_or_default();
-    if !agg::rename_target(&mut v, target, original) {
+    let Some(body) = agg::rename_target(bytes, used, target, original) else {
         return unknown(id, used.kind, &used.name);
-    }
+    };
     Plan::Forward(Forward {
         op: Op::Call,
         upstream,
         permit,
-        body: Bytes::from(v.to_string()),
+        body: Bytes::from(body),
         envelope: Some(envelope),
         list: None,
         via: Some(Via {

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::filter::ListKind;
+use super::jsonrpc::Use;
 use super::names::Names;
 use crate::policy::{Kind, Policy, Target};
 
@@ -29,27 +30,34 @@ pub fn negotiate(requested: Option<&str>) -> &'static str {
         .unwrap_or(LEGACY_VERSIONS[0])
 }
 
-/// Set a covered request's target (per [`Target`]) to `original`, the upstream's own name.
-/// `false` when the message has no such target (the classifier refuses those before this).
-pub fn rename_target(msg: &mut Value, target: Target, original: &str) -> bool {
-    let slot = match target {
-        Target::Param(_, field) => msg.pointer_mut(&format!("/params/{field}")),
-        Target::CompletionRef => {
-            let field = match msg.pointer("/params/ref/type").and_then(Value::as_str) {
-                Some("ref/prompt") => "name",
-                Some("ref/resource") => "uri",
-                _ => return false,
-            };
-            msg.pointer_mut(&format!("/params/ref/{field}"))
+/// A covered request (`body`) with its target `used` (per [`Target`]) set to `original`, the
+/// upstream's own name; every other byte as received. The name is replaced where the
+/// classifier saw it ([`Use::span`]); a name written with escapes is found by reading the body
+/// again. `None` when the body has no such string (the classifier refuses those before).
+pub fn rename_target(body: &[u8], used: &Use, target: Target, original: &str) -> Option<Vec<u8>> {
+    if let Some(span) = used.span.clone() {
+        let quoted = span.start > 0
+            && body.get(span.start - 1) == Some(&b'"')
+            && body.get(span.end) == Some(&b'"');
+        if quoted {
+            let mut out = Vec::with_capacity(body.len() + original.len());
+            out.extend_from_slice(&body[..span.start - 1]);
+            serde_json::to_writer(&mut out, original).ok()?;
+            out.extend_from_slice(&body[span.end + 1..]);
+            return Some(out);
         }
-    };
-    match slot {
-        Some(v @ Value::String(_)) => {
-            *v = Value::from(original);
-            true
-        }
-        _ => false,
     }
+    let field = match target {
+        Target::Param(_, field) => field,
+        Target::CompletionRef if used.kind == Kind::Prompt => "name",
+        Target::CompletionRef => "uri",
+    };
+    let nested = ["params", "ref", field];
+    let path: &[&str] = match target {
+        Target::Param(..) => &[nested[0], field],
+        Target::CompletionRef => &nested,
+    };
+    super::raw::replace_string(body, path, original)
 }
 
 /// The id a server-to-client request of `server` carries to the client.

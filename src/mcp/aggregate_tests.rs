@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::load_str;
+use crate::policy::Kind;
 
 fn config(auth: &str) -> crate::config::Config {
     let yaml = format!(
@@ -14,36 +15,52 @@ fn names() -> Names {
     Names::new(&config("oauth:\n  enabled: false\n"))
 }
 
+fn renamed(body: &Value, method: &str, kind: Kind, original: &str) -> Option<Value> {
+    let target = crate::policy::covered(method).unwrap();
+    let bytes = body.to_string();
+    let e = crate::mcp::jsonrpc::classify(bytes.as_bytes()).ok();
+    let used = match e.as_ref().and_then(|e| e.single()) {
+        Some(crate::mcp::jsonrpc::Message::Request { uses: Some(u), .. }) => u.clone(),
+        _ => Use {
+            kind,
+            name: String::new(),
+            span: None,
+        },
+    };
+    assert_eq!(used.kind, kind);
+    // In place (the classifier's span), and by reading the body again (no span): the same.
+    let fast = rename_target(bytes.as_bytes(), &used, target, original);
+    let slow = rename_target(
+        bytes.as_bytes(),
+        &Use {
+            span: None,
+            ..used.clone()
+        },
+        target,
+        original,
+    );
+    assert_eq!(fast, slow);
+    fast.map(|b| serde_json::from_slice(&b).unwrap())
+}
+
 #[test]
 fn a_covered_request_gets_the_upstream_name_back() {
-    let mut call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wf__calc","arguments":{"x":1}}});
-    assert!(rename_target(
-        &mut call,
-        crate::policy::covered("tools/call").unwrap(),
-        "calculator"
-    ));
-    assert_eq!(call["params"]["name"], "calculator");
-    assert_eq!(call["params"]["arguments"]["x"], 1);
-    let mut read = json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"mcp://wf/file:///a"}});
-    assert!(rename_target(
-        &mut read,
-        crate::policy::covered("resources/read").unwrap(),
-        "file:///a"
-    ));
-    assert_eq!(read["params"]["uri"], "file:///a");
-    let completion = crate::policy::covered("completion/complete").unwrap();
-    let mut prompt = json!({"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"wf__p"}}});
-    assert!(rename_target(&mut prompt, completion, "p"));
-    assert_eq!(prompt["params"]["ref"]["name"], "p");
-    let mut other = json!({"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/other","name":"x"}}});
-    assert!(!rename_target(&mut other, completion, "p"));
-    // A target that is not a string is not renamed (the classifier refused it before).
-    let mut bad = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}});
-    assert!(!rename_target(
-        &mut bad,
-        crate::policy::covered("tools/call").unwrap(),
-        "x"
-    ));
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wf__calc","arguments":{"x":1}}});
+    let out = renamed(&call, "tools/call", Kind::Tool, "calculator").unwrap();
+    assert_eq!(out["params"]["name"], "calculator");
+    assert_eq!(out["params"]["arguments"]["x"], 1);
+    let read = json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"mcp://wf/file:///a"}});
+    let out = renamed(&read, "resources/read", Kind::Resource, "file:///a").unwrap();
+    assert_eq!(out["params"]["uri"], "file:///a");
+    let prompt = json!({"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"wf__p"}}});
+    let out = renamed(&prompt, "completion/complete", Kind::Prompt, "p").unwrap();
+    assert_eq!(out["params"]["ref"]["name"], "p");
+    let template = json!({"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"mcp://wf/f/{x}"}}});
+    let out = renamed(&template, "completion/complete", Kind::Resource, "f/{x}").unwrap();
+    assert_eq!(out["params"]["ref"]["uri"], "f/{x}");
+    // Quotes and backslashes in the upstream's name are escaped.
+    let out = renamed(&call, "tools/call", Kind::Tool, "a\"b\\c").unwrap();
+    assert_eq!(out["params"]["name"], "a\"b\\c");
 }
 
 #[test]

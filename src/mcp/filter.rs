@@ -6,11 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use std::borrow::Cow;
-use std::fmt;
-
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+
+use super::raw::{write_key, Key, RawObject};
 
 use crate::policy::{Kind, Policy};
 
@@ -127,76 +125,6 @@ impl ListFilter<'_> {
             Ok(Key(name)) => self.policy.visible(self.scopes, kind, self.server, &name),
             Err(_) => false,
         }
-    }
-}
-
-fn write_key(out: &mut Vec<u8>, key: &Key<'_>) {
-    // Keys that needed no unescaping are written back as they came.
-    match &key.0 {
-        Cow::Borrowed(k) => {
-            out.push(b'"');
-            out.extend_from_slice(k.as_bytes());
-            out.push(b'"');
-        }
-        Cow::Owned(k) => {
-            // Serializing a string cannot fail.
-            let _ = serde_json::to_writer(&mut *out, k);
-        }
-    }
-    out.push(b':');
-}
-
-/// A JSON string, borrowed from the input when it holds no escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// A JSON object as its members in order, each value a raw slice of the input.
-struct RawObject<'a>(Vec<(Key<'a>, &'a RawValue)>);
-
-impl<'a> RawObject<'a> {
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().find(|(k, _)| k.0 == key).map(|(_, v)| *v)
-    }
-}
-
-impl<'de> Deserialize<'de> for RawObject<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawObject<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<RawObject<'de>, M::Error> {
-                let mut members = Vec::with_capacity(m.size_hint().unwrap_or(8));
-                while let Some(entry) = m.next_entry::<Key<'de>, &'de RawValue>()? {
-                    members.push(entry);
-                }
-                Ok(RawObject(members))
-            }
-        }
-        d.deserialize_map(V)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod filter;
 pub mod jsonrpc;
 pub mod names;
 pub mod outcome;
+pub(crate) mod raw;
 pub mod reply;
 pub mod session;
 pub mod sse;

@@ -20,7 +20,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use sha2::{Digest, Sha256};
 
 use crate::auth::Principal;
 
@@ -70,16 +69,9 @@ pub enum Refused {
     OtherPrincipal,
 }
 
-/// The 16-byte tag of a principal a session is bound to.
+/// The 16-byte tag of a principal a session is bound to ([`Principal::tag`]).
 pub fn principal_tag(p: &Principal) -> [u8; 16] {
-    let mut h = Sha256::new();
-    h.update(p.issuer.as_bytes());
-    h.update([0]);
-    h.update(p.subject.as_bytes());
-    let d = h.finalize();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&d[..16]);
-    out
+    p.tag()
 }
 
 /// A session key, ready to seal and open.

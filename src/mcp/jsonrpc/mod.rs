@@ -63,13 +63,25 @@ impl RpcError {
 
 /// What a request of a covered method uses: a tool, prompt or resource by name (a resource's
 /// name is its URI).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Use {
     /// Tool, prompt or resource.
     pub kind: Kind,
     /// Its name or URI, escapes resolved.
     pub name: String,
+    /// Where the name's text is in the body (between its quotes) when it holds no escape: the
+    /// aggregated `/mcp` replaces it in place with the upstream's own name. Not part of what
+    /// a use is (`==` ignores it).
+    pub span: Option<std::ops::Range<usize>>,
 }
+
+impl PartialEq for Use {
+    fn eq(&self, other: &Use) -> bool {
+        self.kind == other.kind && self.name == other.name
+    }
+}
+
+impl Eq for Use {}
 
 /// One JSON-RPC message, reduced to what a routing or policy decision needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +159,7 @@ impl Envelope {
                     Some(Use {
                         kind: Kind::Tool,
                         name,
+                        ..
                     }),
                 ..
             }) => Some(name),
@@ -185,7 +198,19 @@ pub fn classify(body: &[u8]) -> Result<Envelope, RpcError> {
         .deserialize_any(TopVisitor)
         .map_err(|e| map_json_err(e, batch))?;
     de.end().map_err(|e| map_json_err(e, batch))?;
-    top
+    let mut top = top?;
+    // The visitors saw the borrowed name's address: make it an offset into `body`.
+    let base = body.as_ptr() as usize;
+    for m in &mut top.messages {
+        if let Message::Request { uses: Some(u), .. } = m {
+            u.span = u.span.take().and_then(|at| {
+                let start = at.start.checked_sub(base)?;
+                let end = start + at.len();
+                (end <= body.len()).then_some(start..end)
+            });
+        }
+    }
+    Ok(top)
 }
 
 /// serde_json reports our own semantic errors as `custom`; split them back out. (serde_json

@@ -18,7 +18,8 @@ fn tool_call_target_is_extracted() {
             method: "tools/call".into(),
             uses: Some(Use {
                 kind: Kind::Tool,
-                name: "echo".into()
+                name: "echo".into(),
+                span: None,
             })
         }
     );
@@ -35,7 +36,8 @@ fn params_before_method_still_yields_target() {
             method: "resources/read".into(),
             uses: Some(Use {
                 kind: Kind::Resource,
-                name: "file:///a".into()
+                name: "file:///a".into(),
+                span: None,
             })
         }
     );
@@ -230,4 +232,23 @@ fn completion_references_are_uses() {
             ..
         }
     ));
+}
+
+#[test]
+fn an_unescaped_name_has_its_span_in_the_body() {
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{},"name":"wf__calc"}}"#;
+    let e = classify(body).unwrap();
+    let Some(Message::Request { uses: Some(u), .. }) = e.single() else {
+        panic!("{e:?}")
+    };
+    let span = u.span.clone().unwrap();
+    assert_eq!(&body[span.clone()], b"wf__calc");
+    assert_eq!(body[span.start - 1], b'"');
+    let escaped =
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wf__c\u0061lc"}}"#;
+    let e = classify(escaped).unwrap();
+    let Some(Message::Request { uses: Some(u), .. }) = e.single() else {
+        panic!("{e:?}")
+    };
+    assert_eq!((u.name.as_str(), u.span.clone()), ("wf__calc", None));
 }

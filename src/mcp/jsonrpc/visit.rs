@@ -253,17 +253,17 @@ impl<'de> DeserializeSeed<'de> for IdSeed {
 #[derive(Default)]
 struct ParamsSeen {
     object: bool,
-    name: Option<String>,
-    uri: Option<String>,
+    name: Option<SeenStr>,
+    uri: Option<SeenStr>,
     reference: Option<RefSeen>,
 }
 
 /// `params.ref` of `completion/complete`.
 #[derive(Default)]
 struct RefSeen {
-    kind: Option<String>,
-    name: Option<String>,
-    uri: Option<String>,
+    kind: Option<SeenStr>,
+    name: Option<SeenStr>,
+    uri: Option<SeenStr>,
 }
 
 impl ParamsSeen {
@@ -275,7 +275,7 @@ impl ParamsSeen {
             Target::Param(kind, _) => (kind, p.uri.as_ref()?),
             Target::CompletionRef => {
                 let r = p.reference.as_ref()?;
-                match r.kind.as_deref()? {
+                match r.kind.as_ref()?.text.as_str() {
                     "ref/prompt" => (Kind::Prompt, r.name.as_ref()?),
                     "ref/resource" => (Kind::Resource, r.uri.as_ref()?),
                     _ => return None,
@@ -284,7 +284,8 @@ impl ParamsSeen {
         };
         Some(Use {
             kind,
-            name: name.clone(),
+            name: name.text.clone(),
+            span: name.at.clone(),
         })
     }
 }
@@ -400,17 +401,35 @@ impl<'de> DeserializeSeed<'de> for RefSeed {
 /// A value that is kept when it is a string and otherwise only checked.
 struct MaybeString;
 
+/// A string seen in the body: its text, and the address range of its bytes in the input when
+/// it was read without unescaping (made an offset by `classify`).
+#[derive(Default)]
+struct SeenStr {
+    text: String,
+    at: Option<std::ops::Range<usize>>,
+}
+
 impl<'de> DeserializeSeed<'de> for MaybeString {
-    type Value = Option<String>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+    type Value = Option<SeenStr>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<SeenStr>, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Option<String>;
+            type Value = Option<SeenStr>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any JSON value")
             }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                let start = v.as_ptr() as usize;
+                Ok(Some(SeenStr {
+                    text: v.to_owned(),
+                    at: Some(start..start + v.len()),
+                }))
+            }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Some(v.to_owned()))
+                Ok(Some(SeenStr {
+                    text: v.to_owned(),
+                    at: None,
+                }))
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
                 Ok(None)
