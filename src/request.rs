@@ -120,12 +120,18 @@ pub struct RequestView<'a> {
     pub traceparent: Single<'a>,
     /// `Connection` (its tokens name more hop-by-hop headers).
     pub connection: Single<'a>,
+    /// `MCP-Protocol-Version` (its value says the era: 2026-07-28 is stateless).
+    pub protocol_version: Single<'a>,
+    /// `Mcp-Method` (2026-07-28: must name the body's method).
+    pub mcp_method: Single<'a>,
+    /// `Mcp-Name` (2026-07-28: must name the tool, prompt or resource the body names).
+    pub mcp_name: Single<'a>,
     /// Every field, for what is forwarded.
     pub fields: Fields<'a>,
 }
 
 /// Headers the view picks out, by lowercase name.
-const PICKED: [&str; 8] = [
+const PICKED: [&str; 11] = [
     "host",
     "origin",
     "authorization",
@@ -134,6 +140,9 @@ const PICKED: [&str; 8] = [
     "mcp-session-id",
     "traceparent",
     "connection",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
 ];
 
 impl<'a> RequestView<'a> {
@@ -155,7 +164,7 @@ impl<'a> RequestView<'a> {
                 picked[i].push(value);
             }
         }
-        let [host, origin, authorization, content_type, content_length, session_id, traceparent, connection] =
+        let [host, origin, authorization, content_type, content_length, session_id, traceparent, connection, protocol_version, mcp_method, mcp_name] =
             picked;
         RequestView {
             method,
@@ -170,6 +179,9 @@ impl<'a> RequestView<'a> {
             session_id,
             traceparent,
             connection,
+            protocol_version,
+            mcp_method,
+            mcp_name,
             fields,
         }
     }

@@ -26,6 +26,7 @@ use super::plan::{Fanout, Forward, Leg, Op, Plan, Via, Work};
 use super::Gateway;
 use crate::auth::Principal;
 use crate::mcp::aggregate::{self as agg, negotiate};
+use crate::mcp::era::{self, Era};
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{Envelope, Message};
 use crate::mcp::names::{cursor, Resolved};
@@ -47,6 +48,12 @@ impl Gateway {
     ) -> Plan<'s> {
         match req.method {
             http::Method::POST => post(snap, principal, req, body, obs).await,
+            http::Method::GET | http::Method::DELETE if era::of(req) == Era::Modern => {
+                Plan::Answer(
+                    Reply::error(405, "method_not_allowed", "2026-07-28 requests are POSTs")
+                        .with_header("allow", "POST"),
+                )
+            }
             http::Method::GET | http::Method::DELETE => {
                 let session = match open(snap, &principal, req) {
                     Ok(Some(s)) => s,
@@ -166,6 +173,19 @@ async fn post<'s, B: BodySource>(
         Ok(b) => b,
         Err(reply) => return Plan::Answer(reply),
     };
+    if era::of(req) == Era::Modern {
+        // Checked like everywhere, then declined: `/mcp` speaks the legacy era, and says so
+        // the way 2026-07-28 clients understand (they fall back to `initialize`).
+        if let Err(reply) = era::check(req, &envelope, &bytes) {
+            return Plan::Answer(reply);
+        }
+        let requested = req.protocol_version.one().map(String::from_utf8_lossy);
+        return Plan::Answer(era::unsupported(
+            &envelope.error_id(),
+            requested.as_deref().unwrap_or_default(),
+            &agg::LEGACY_VERSIONS,
+        ));
+    }
     let Some(msg) = envelope.single().filter(|_| !envelope.batch) else {
         let m = "Invalid Request: batches are not supported on /mcp; send one message per request";
         return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, m));

@@ -25,6 +25,7 @@ use super::Gateway;
 use crate::auth::{bearer, Principal};
 use crate::config::OnDenied;
 use crate::endpoints::{admin, guard, oauth, Endpoint};
+use crate::mcp::era::{self, Era};
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{self, Envelope};
 use crate::mcp::reply::Reply;
@@ -160,6 +161,13 @@ impl Gateway {
             Ok(b) => b,
             Err(reply) => return Plan::Answer(reply),
         };
+        // 2026-07-28: the routing headers must say what the body says, before anything is
+        // decided on either.
+        if era::of(req) == Era::Modern {
+            if let Err(reply) = era::check(req, &envelope, &body) {
+                return Plan::Answer(reply);
+            }
+        }
         let server = upstream.name();
         if let Some(tool) = envelope.single_tool_call() {
             obs.tool_call(server, tool);

@@ -4,6 +4,7 @@
 //! answers the gateway composes itself ([`reply`]).
 
 pub mod aggregate;
+pub mod era;
 pub mod filter;
 pub mod jsonrpc;
 pub mod names;

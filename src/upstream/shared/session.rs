@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::super::{Answer, Request};
 use super::mux::{self, Caps, Done, Mux, Replies};
 use crate::config::Upstream as UpstreamConfig;
+use crate::mcp::era::{self, Era};
 use crate::mcp::reply::Reply;
 
 /// How long a request waits for an upstream that is still starting.
@@ -57,6 +58,9 @@ pub async fn post(up: &UpstreamConfig, mux: &Arc<Mux>, req: &Request<'_>) -> Ans
         let m = "Invalid Request: batches are not supported for stdio and legacy SSE upstreams; send one message per request";
         return Answer::Local(Reply::rpc_error(400, &Value::Null, -32600, m));
     }
+    if era::of(req.view) == Era::Modern {
+        return modern(up, mux, req, msg).await;
+    }
     let Ok((sid, caps)) = caller_session(req, mux) else {
         return Answer::Local(session_not_found());
     };
@@ -97,6 +101,149 @@ pub async fn post(up: &UpstreamConfig, mux: &Arc<Mux>, req: &Request<'_>) -> Ans
         }
     };
     Answer::Local(local)
+}
+
+/// A 2026-07-28 request (its headers were checked against it) to a legacy upstream: the
+/// gateway's own session with the upstream serves it. `server/discover` is answered from the
+/// upstream's handshake; other requests run as calls of a session minted for the one request,
+/// declaring no client capabilities (a modern client takes no server-to-client requests), and
+/// their result is made a 2026-07-28 result (`resultType`, the server's identity in `_meta`,
+/// `ttlMs`/`cacheScope` on lists and reads). Methods 2026-07-28 removed, and
+/// `subscriptions/listen` (a legacy upstream's notifications are not mapped to it), are 404.
+async fn modern(
+    up: &UpstreamConfig,
+    mux: &Arc<Mux>,
+    req: &Request<'_>,
+    mut msg: Value,
+) -> Answer<'static> {
+    let server = up.name.as_str();
+    let method = msg
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let id = msg.get("id").cloned().filter(|v| !v.is_null());
+    let (Some(method), Some(id)) = (method, id) else {
+        // 2026-07-28 defines no notification from client to server over HTTP.
+        return Answer::Local(Reply::accepted());
+    };
+    let init = match mux.ready(READY_WAIT).await {
+        Ok(init) => init,
+        Err(why) => return Answer::Local(Reply::upstream_failure(502, &id, server, &why)),
+    };
+    match method.as_str() {
+        "server/discover" => {
+            let mut caps = init
+                .get("capabilities")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            for (kind, flags) in [
+                ("tools", &["listChanged"][..]),
+                ("prompts", &["listChanged"]),
+                ("resources", &["listChanged", "subscribe"]),
+            ] {
+                if let Some(obj) = caps.get_mut(kind).and_then(Value::as_object_mut) {
+                    for f in flags {
+                        obj.remove(*f);
+                    }
+                }
+            }
+            let mut result = json!({
+                "supportedVersions": [era::MODERN],
+                "capabilities": caps,
+                "resultType": "complete",
+                "ttlMs": 0,
+                "cacheScope": "private",
+                "_meta": { "io.modelcontextprotocol/serverInfo": init.get("serverInfo").cloned().unwrap_or(Value::Null) },
+            });
+            if let Some(i) = init.get("instructions") {
+                result["instructions"] = i.clone();
+            }
+            Answer::Local(Reply::json(
+                200,
+                &json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+            ))
+        }
+        "initialize"
+        | "ping"
+        | "logging/setLevel"
+        | "resources/subscribe"
+        | "resources/unsubscribe"
+        | "subscriptions/listen" => {
+            let m = format!(
+                "Method not found: `{method}` is not available at 2026-07-28 on this upstream"
+            );
+            Answer::Local(Reply::rpc_error(404, &id, -32601, &m))
+        }
+        _ => {
+            let Some(sid) = mux::new_session_id(Caps::default()) else {
+                let m = "cannot create a session id (no randomness available)";
+                return Answer::Local(Reply::rpc_error(500, &id, -32603, m));
+            };
+            let list = matches!(
+                method.as_str(),
+                "tools/list"
+                    | "prompts/list"
+                    | "resources/list"
+                    | "resources/templates/list"
+                    | "resources/read"
+            );
+            let server_info = init.get("serverInfo").cloned().unwrap_or(Value::Null);
+            let answer = call(
+                up,
+                mux,
+                Arc::from(sid),
+                Caps::default(),
+                &mut msg,
+                method,
+                id,
+                req.view.accepts_sse(),
+            )
+            .await;
+            match answer {
+                Answer::Messages(mut m) => {
+                    m.modern = Some(Arc::new(Modern { server_info, list }));
+                    Answer::Messages(m)
+                }
+                other => other,
+            }
+        }
+    }
+}
+
+/// How a call's answer is made a 2026-07-28 result.
+#[derive(Debug)]
+pub struct Modern {
+    server_info: Value,
+    list: bool,
+}
+
+impl Modern {
+    /// `answer` with its result completed; errors and anything else as they are.
+    fn result(&self, answer: Bytes) -> Bytes {
+        let Ok(mut v) = serde_json::from_slice::<Value>(&answer) else {
+            return answer;
+        };
+        let Some(result) = v.get_mut("result").and_then(Value::as_object_mut) else {
+            return answer;
+        };
+        result
+            .entry("resultType")
+            .or_insert_with(|| Value::from("complete"));
+        if self.list {
+            result.entry("ttlMs").or_insert_with(|| Value::from(0));
+            result
+                .entry("cacheScope")
+                .or_insert_with(|| Value::from("private"));
+        }
+        let meta = result.entry("_meta").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert(
+                "io.modelcontextprotocol/serverInfo".into(),
+                self.server_info.clone(),
+            );
+        }
+        Bytes::from(v.to_string())
+    }
 }
 
 /// `initialize`: answered from the upstream's handshake, with a new session id.
@@ -191,6 +338,7 @@ async fn call(
         streaming,
         done: false,
         messages_open: true,
+        modern: None,
     })
 }
 
@@ -231,6 +379,8 @@ pub struct Messages {
     pub streaming: bool,
     done: bool,
     messages_open: bool,
+    /// Set for a 2026-07-28 caller: its answer is made a 2026-07-28 result.
+    modern: Option<Arc<Modern>>,
 }
 
 impl Messages {
@@ -293,6 +443,10 @@ impl Messages {
                         }
                     }
                     self.finish(true);
+                    let bytes = match &self.modern {
+                        Some(m) => m.result(bytes),
+                        None => bytes,
+                    };
                     return Item::Answer { bytes, is_error };
                 }
                 Got::Done(Ok(Done::Failed(why))) => {
