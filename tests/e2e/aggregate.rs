@@ -407,3 +407,63 @@ async fn two_gateway_processes_serve_one_session_alternately() {
     replica.assert_running();
     trio.assert_running();
 }
+
+/// `tests/e2e/py/modes.py URL MODE TOOL ARGS`: the report of the Python SDK's high-level client.
+async fn client_mode(trio: &Trio, url: &str, mode: &str, tool: &str, args: &str) -> Value {
+    let mut cmd = Command::new(trio.peers.python());
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/py/modes.py"
+    ))
+    .args([url, mode, tool, args])
+    .env("PYTHONUNBUFFERED", "1");
+    let name = format!("modes-{}", mode.replace('-', ""));
+    let out = run_bounded(&name, cmd, trio.dir(), Duration::from_secs(90)).await;
+    out.assert_success(&format!("{mode} client on {url}"));
+    serde_json::from_str(out.stdout.trim()).unwrap()
+}
+
+#[tokio::test]
+async fn both_eras_of_the_python_client_work_where_the_gateway_serves_them() {
+    let mut trio = Trio::start().await;
+    let long = r#"{"duration":1,"steps":2}"#;
+    // A 2026-07-28 client through a legacy-only stdio upstream: the gateway's own session
+    // serves it (discover from the handshake, results completed), progress included.
+    let everything = format!("{}/everything", trio.mcp());
+    let r = client_mode(
+        &trio,
+        &everything,
+        "2026-07-28",
+        "trigger-long-running-operation",
+        long,
+    )
+    .await;
+    assert_eq!(r["protocol"], "2026-07-28", "{r}");
+    assert_eq!(r["call"]["is_error"], false, "{r}");
+    assert_eq!(r["progress"].as_array().unwrap().len(), 2, "{r}");
+    assert!(r["tools"].to_string().contains("echo"), "{r}");
+    // `auto` probes server/discover first: the stdio upstream answers it through the gateway.
+    let r = client_mode(&trio, &everything, "auto", "echo", r#"{"message":"a"}"#).await;
+    assert_eq!(r["protocol"], "2026-07-28", "{r}");
+    // A modern upstream through /mcp/{server}: passed through, headers checked.
+    let py = format!("{}/py", trio.mcp());
+    let r = client_mode(&trio, &py, "2026-07-28", "test_tool_with_progress", "{}").await;
+    assert_eq!(
+        (r["protocol"].as_str(), &r["call"]["is_error"]),
+        (Some("2026-07-28"), &json!(false)),
+        "{r}"
+    );
+    assert!(!r["progress"].as_array().unwrap().is_empty(), "{r}");
+    // /mcp speaks the legacy era: `auto` falls back to initialize and works.
+    let r = client_mode(
+        &trio,
+        &trio.mcp(),
+        "auto",
+        "everything__echo",
+        r#"{"message":"b"}"#,
+    )
+    .await;
+    assert_eq!(r["protocol"], "2025-11-25", "{r}");
+    assert!(r["call"]["text"].to_string().contains("Echo: b"), "{r}");
+    trio.assert_running();
+}

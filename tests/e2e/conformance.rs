@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{run_bounded, Stack};
+use crate::harness::{run_bounded, Stack, Upstream};
 
 /// Scenario name to whether all its checks passed, from the suite's `=== SUMMARY ===` lines
 /// (`✓ name: 2 passed, 0 failed`).
@@ -193,6 +193,121 @@ async fn reference_server_behind_the_aggregated_endpoint_fails_only_by_name() {
             "{check} failed for another reason than a bare name: {message}"
         );
     }
+    stack.assert_running();
+}
+
+/// Every check of a run of the newer suite (`conformance-next`, `--requirements REQ`), by
+/// scenario and check id: its status.
+async fn run_requirements(
+    stack: &Stack,
+    label: &str,
+    url: &str,
+    requirements: &str,
+) -> BTreeMap<(String, String), String> {
+    let home = stack.dir().join("conformance-home");
+    std::fs::create_dir_all(&home).expect("conformance HOME");
+    let out_dir = stack.dir().join(format!("conformance-{label}"));
+    let mut cmd = Command::new(stack.peers.conformance_next());
+    cmd.args(["server", "--url", url, "--requirements", requirements, "-o"])
+        .arg(&out_dir)
+        .env("HOME", &home)
+        .env("PATH", stack.peers.path_env());
+    let name = format!("conformance-{label}");
+    let out = run_bounded(&name, cmd, stack.dir(), Duration::from_secs(300)).await;
+    let mut checks = BTreeMap::new();
+    for entry in std::fs::read_dir(&out_dir).expect("conformance output folder") {
+        let dir = entry.expect("entry").path();
+        // `server-<scenario>-<yyyy>-<mm>-<dd>T<hh>-<mm>-<ss>-<ms>Z`
+        let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let scenario = folder.rsplitn(7, '-').last().unwrap_or_default();
+        let scenario = scenario
+            .strip_prefix("server-")
+            .unwrap_or(scenario)
+            .to_owned();
+        let Ok(text) = std::fs::read_to_string(dir.join("checks.json")) else {
+            continue;
+        };
+        let list: serde_json::Value = serde_json::from_str(&text).expect("checks.json");
+        for c in list.as_array().into_iter().flatten() {
+            let id = c["id"].as_str().unwrap_or_default().to_owned();
+            let status = c["status"].as_str().unwrap_or_default().to_owned();
+            checks.insert((scenario.clone(), id), status);
+        }
+    }
+    assert!(
+        checks.len() > 20,
+        "{name}: too few checks ({}):\n{}\n{}",
+        checks.len(),
+        out.stdout,
+        out.stderr
+    );
+    checks
+}
+
+/// The checks that differ between two runs.
+fn differences(
+    a: &BTreeMap<(String, String), String>,
+    b: &BTreeMap<(String, String), String>,
+) -> Vec<String> {
+    a.keys()
+        .chain(b.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k:?}: direct {:?}, gateway {:?}", a.get(k), b.get(k)))
+        .collect()
+}
+
+/// 2026-07-28 through `/mcp/{server}` in front of the Python SDK's everything-server: every
+/// check as directly, with the gateway checking the routing headers itself.
+#[tokio::test]
+async fn modern_requirements_pass_through_the_gateway_check_by_check() {
+    let mut stack = Stack::start_upstream(Upstream::Python, crate::harness::gateway_yaml).await;
+    let direct =
+        run_requirements(&stack, "modern-direct", stack.upstream_url(), "2026-07-28").await;
+    let gateway = run_requirements(&stack, "modern-gateway", stack.mcp_url(), "2026-07-28").await;
+    let diff = differences(&direct, &gateway);
+    assert!(
+        diff.is_empty(),
+        "through the gateway, not as directly: {diff:#?}"
+    );
+    for scenario in [
+        "server-stateless",
+        "http-header-validation",
+        "caching",
+        "tools-call-with-progress",
+    ] {
+        let failed: Vec<_> = gateway
+            .iter()
+            .filter(|((s, _), st)| s == scenario && *st == "FAILURE")
+            .collect();
+        assert!(failed.is_empty(), "{scenario}: {failed:?}");
+        assert!(
+            gateway.keys().any(|(s, _)| s == scenario),
+            "{scenario} did not run"
+        );
+    }
+    stack.assert_running();
+}
+
+/// The newer suite's 2025-11-25 set through `/mcp/{server}` in front of the reference server:
+/// every check as directly.
+#[tokio::test]
+async fn legacy_requirements_pass_through_the_gateway_check_by_check() {
+    let mut stack = Stack::start_reference().await;
+    let direct =
+        run_requirements(&stack, "legacy-direct", stack.upstream_url(), "2025-11-25").await;
+    let gateway = run_requirements(&stack, "legacy-gateway", stack.mcp_url(), "2025-11-25").await;
+    let diff = differences(&direct, &gateway);
+    assert!(
+        diff.is_empty(),
+        "through the gateway, not as directly: {diff:#?}"
+    );
+    let failed: Vec<_> = direct.iter().filter(|(_, st)| *st == "FAILURE").collect();
+    assert!(
+        failed.is_empty(),
+        "the reference server passes directly: {failed:?}"
+    );
     stack.assert_running();
 }
 

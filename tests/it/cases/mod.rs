@@ -3,6 +3,7 @@ mod aggregate;
 mod authn;
 mod body;
 mod config;
+mod era;
 mod errors;
 mod front;
 mod interface;
