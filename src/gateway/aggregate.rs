@@ -174,17 +174,10 @@ async fn post<'s, B: BodySource>(
         Err(reply) => return Plan::Answer(reply),
     };
     if era::of(req) == Era::Modern {
-        // Checked like everywhere, then declined: `/mcp` speaks the legacy era, and says so
-        // the way 2026-07-28 clients understand (they fall back to `initialize`).
         if let Err(reply) = era::check(req, &envelope, &bytes) {
             return Plan::Answer(reply);
         }
-        let requested = req.protocol_version.one().map(String::from_utf8_lossy);
-        return Plan::Answer(era::unsupported(
-            &envelope.error_id(),
-            requested.as_deref().unwrap_or_default(),
-            &agg::LEGACY_VERSIONS,
-        ));
+        return modern(snap, principal, envelope, bytes, obs);
     }
     let Some(msg) = envelope.single().filter(|_| !envelope.batch) else {
         let m = "Invalid Request: batches are not supported on /mcp; send one message per request";
@@ -257,6 +250,7 @@ async fn post<'s, B: BodySource>(
                     id: id.clone(),
                     kind,
                     cursors,
+                    modern: None,
                 },
             )
         }
@@ -289,7 +283,9 @@ async fn post<'s, B: BodySource>(
             match (resolved, leg) {
                 (Some((_, Resolved::Name(original))), Some(leg)) => {
                     let original = original.into_owned();
-                    route(snap, &principal, leg, envelope, &bytes, &original, obs)
+                    route(
+                        snap, &principal, leg, envelope, &bytes, &original, false, obs,
+                    )
                 }
                 (Some((_, Resolved::Shortened)), Some(leg)) => {
                     // Found in the upstream's list by the fan-out, then decided by `route`.
@@ -336,8 +332,103 @@ async fn post<'s, B: BodySource>(
                 via: Some(Via {
                     session: leg.session,
                     names: &snap.names,
+                    mcp_name: None,
                 }),
             })
+        }
+    }
+}
+
+/// A 2026-07-28 request on `/mcp` (its headers already checked): stateless, no session. Every
+/// running upstream the caller may reach is a leg; `server/discover` and lists fan out, a
+/// request naming a tool, prompt or resource goes to its owner with its own name in the body
+/// and in `Mcp-Name`. `subscriptions/listen` is not merged yet (and not advertised).
+fn modern<'s>(
+    snap: &'s Snapshot,
+    principal: Arc<Principal>,
+    envelope: Envelope,
+    bytes: Bytes,
+    obs: &mut Observation,
+) -> Plan<'s> {
+    let Some(Message::Request { id, method, uses }) = envelope.single() else {
+        // 2026-07-28 defines no notification from client to server over HTTP.
+        return Plan::Answer(Reply::accepted());
+    };
+    let fanout = |work| {
+        Plan::Fanout(Fanout {
+            snap,
+            legs: all_legs(snap, &principal),
+            principal: principal.clone(),
+            work,
+        })
+    };
+    if method == "server/discover" {
+        return fanout(Work::Discover {
+            id: id.clone(),
+            body: bytes,
+        });
+    }
+    if let Some(kind) = ListKind::for_method(method) {
+        let params: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let cursors = match params.pointer("/params/cursor") {
+            None | Some(Value::Null) => None,
+            Some(c) => match c.as_str().and_then(cursor::decode) {
+                Some(m) => Some(m),
+                None => {
+                    let m = "Invalid params: unknown cursor";
+                    return Plan::Answer(Reply::rpc_error(400, id, -32602, m));
+                }
+            },
+        };
+        let legs = all_legs(snap, &principal)
+            .into_iter()
+            .filter(|l| {
+                cursors
+                    .as_ref()
+                    .is_none_or(|c| c.contains_key(l.upstream.name()))
+            })
+            .collect();
+        let meta = params.pointer("/params/_meta").cloned();
+        return Plan::Fanout(Fanout {
+            snap,
+            legs,
+            principal,
+            work: Work::List {
+                id: id.clone(),
+                kind,
+                cursors,
+                modern: meta.or(Some(json!({}))),
+            },
+        });
+    }
+    let Some(used) = uses else {
+        let m = format!("Method not found: `{method}` is not available on /mcp at 2026-07-28");
+        return Plan::Answer(Reply::rpc_error(404, id, -32601, &m));
+    };
+    let exposed = used.name.as_str();
+    let resolved = match used.kind {
+        Kind::Resource => snap
+            .names
+            .resolve_uri(exposed)
+            .map(|(s, u)| (s, Resolved::Name(Cow::Borrowed(u)))),
+        _ => snap.names.resolve(exposed),
+    };
+    let leg = resolved.as_ref().and_then(|(server, _)| {
+        all_legs(snap, &principal)
+            .into_iter()
+            .find(|l| l.upstream.name() == *server)
+    });
+    match (resolved, leg) {
+        (Some((_, Resolved::Name(original))), Some(leg)) => {
+            let original = original.into_owned();
+            route(
+                snap, &principal, leg, envelope, &bytes, &original, true, obs,
+            )
+        }
+        _ => {
+            // Shortened names are not resolved at 2026-07-28 yet: unknown, like a hidden one.
+            let m = format!("Unknown {}: {exposed}", used.kind.as_str());
+            Plan::Answer(Reply::rpc_error(400, id, -32602, &m))
         }
     }
 }
@@ -356,6 +447,7 @@ fn unknown<'s>(id: &Value, kind: Kind, exposed: &str) -> Plan<'s> {
 /// Decide a covered request of `envelope` (one message) whose target was resolved to
 /// `original` on `leg`'s upstream: the policy on the upstream's own name, then a forward with
 /// that name restored. Also called once a shortened name was found in the upstream's list.
+#[allow(clippy::too_many_arguments)]
 pub fn route<'s>(
     snap: &'s Snapshot,
     principal: &Arc<Principal>,
@@ -363,6 +455,7 @@ pub fn route<'s>(
     envelope: Envelope,
     bytes: &[u8],
     original: &str,
+    modern: bool,
     obs: &mut Observation,
 ) -> Plan<'s> {
     let Some(Message::Request {
@@ -407,6 +500,7 @@ pub fn route<'s>(
         via: Some(Via {
             session: leg.session,
             names: &snap.names,
+            mcp_name: modern.then(|| original.to_owned()),
         }),
     })
 }

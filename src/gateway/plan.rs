@@ -63,6 +63,8 @@ pub struct Via<'s> {
     pub session: Option<String>,
     /// The snapshot's names: the answer's ids and URIs are namespaced with them.
     pub names: &'s Names,
+    /// 2026-07-28: the `Mcp-Name` the upstream gets (its own name for what the body names).
+    pub mcp_name: Option<String>,
 }
 
 /// One upstream of a fan-out.
@@ -95,6 +97,16 @@ pub enum Work {
         kind: ListKind,
         /// The legs' cursors from the client's cursor (`None`: the first page).
         cursors: Option<serde_json::Map<String, Value>>,
+        /// 2026-07-28: the client's `params._meta`, sent on with every leg's request (the
+        /// result is then a 2026-07-28 result).
+        modern: Option<Value>,
+    },
+    /// 2026-07-28 `server/discover`: every leg's, merged.
+    Discover {
+        /// The request's id.
+        id: Value,
+        /// The client's request, sent to every leg as is.
+        body: Bytes,
     },
     /// A message every leg gets (a notification; `logging/setLevel`); `answer`: the id of a
     /// request the gateway answers with an empty result once every leg has it.

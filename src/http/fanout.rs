@@ -47,9 +47,24 @@ pub async fn run<D: Downstream>(
         Work::Initialize { id, body, version } => {
             initialize(&f, view, traceparent, id, body, version).await
         }
-        Work::List { id, kind, cursors } => {
-            list(&f, view, traceparent, id, *kind, cursors.as_ref()).await
+        Work::List {
+            id,
+            kind,
+            cursors,
+            modern,
+        } => {
+            list(
+                &f,
+                view,
+                traceparent,
+                id,
+                *kind,
+                cursors.as_ref(),
+                modern.as_ref(),
+            )
+            .await
         }
+        Work::Discover { id, body } => discover(&f, view, traceparent, id, body).await,
         Work::Broadcast { body, answer } => {
             broadcast(&f, view, traceparent, body).await;
             match answer {
@@ -88,6 +103,7 @@ fn request<'a>(
         envelope,
         traceparent,
         session: SessionId::Held(leg.session.as_deref()),
+        mcp_name: None,
     }
 }
 
@@ -319,7 +335,9 @@ async fn resolve<D: Downstream>(
         write::reply(d, reply, false, obs).await;
         return Ended::Complete;
     };
-    match crate::gateway::aggregate::route(snap, &principal, leg, envelope, &body, &original, obs) {
+    match crate::gateway::aggregate::route(
+        snap, &principal, leg, envelope, &body, &original, false, obs,
+    ) {
         Plan::Forward(fwd) => routed(d, fwd, view, traceparent, obs).await,
         Plan::Answer(reply) => {
             write::reply(d, reply, false, obs).await;
@@ -342,6 +360,7 @@ fn list_method(kind: ListKind) -> &'static str {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn list(
     f: &Fanout<'_>,
     view: &RequestView<'_>,
@@ -349,11 +368,15 @@ async fn list(
     id: &Value,
     kind: ListKind,
     cursors: Option<&Map<String, Value>>,
+    modern: Option<&Value>,
 ) -> Reply {
     let ask = Value::from(1);
     let calls = f.legs.iter().map(|leg| {
         let cursor = cursors.and_then(|c| c.get(leg.upstream.name()));
-        let params = cursor.map_or_else(|| json!({}), |c| json!({ "cursor": c }));
+        let mut params = cursor.map_or_else(|| json!({}), |c| json!({ "cursor": c }));
+        if let Some(meta) = modern {
+            params["_meta"] = meta.clone();
+        }
         let body = Bytes::from(
             json!({ "jsonrpc": "2.0", "id": 1, "method": list_method(kind), "params": params })
                 .to_string(),
@@ -381,9 +404,12 @@ async fn list(
     };
     let mut items = Vec::new();
     let mut next = Map::new();
+    let mut ttl: Option<u64> = None;
     for (leg, page) in f.legs.iter().zip(pages) {
         let Some(page) = page else { continue };
         let server = leg.upstream.name();
+        let page_ttl = page.get("ttlMs").and_then(Value::as_u64).unwrap_or(0);
+        ttl = Some(ttl.map_or(page_ttl, |t| t.min(page_ttl)));
         if let Some(c) = agg::merge_page(kind, &f.snap.names, reader, server, page, &mut items) {
             next.insert(server.to_owned(), c);
         }
@@ -393,6 +419,58 @@ async fn list(
     if let Some(c) = crate::mcp::names::cursor::encode(&next) {
         result.insert("nextCursor".into(), Value::from(c));
     }
+    if modern.is_some() {
+        // The shortest time any upstream allows; filtered per caller, so never public.
+        result.insert("resultType".into(), Value::from("complete"));
+        result.insert("ttlMs".into(), Value::from(ttl.unwrap_or(0)));
+        result.insert("cacheScope".into(), Value::from("private"));
+        result.insert("_meta".into(), agg::gateway_meta());
+    }
+    Reply::json(
+        200,
+        &json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+    )
+}
+
+/// 2026-07-28 `server/discover` on every leg, merged (legs that do not speak 2026-07-28 are
+/// left out with a warning).
+async fn discover(
+    f: &Fanout<'_>,
+    view: &RequestView<'_>,
+    traceparent: &str,
+    id: &Value,
+    body: &Bytes,
+) -> Reply {
+    let envelope = classify(body).ok();
+    let calls = f.legs.iter().map(|leg| {
+        let envelope = envelope.as_ref();
+        async move {
+            let req = request(view, leg, body.clone(), envelope, traceparent);
+            let found = within(leg, async {
+                let answer = leg
+                    .upstream
+                    .call(&leg.permit, req)
+                    .await
+                    .map_err(|f| f.detail)?;
+                response(answer, id).await
+            })
+            .await;
+            found.map_err(|why| skipped(leg, &why)).ok()
+        }
+    });
+    let found = futures_util::future::join_all(calls).await;
+    let answered: Vec<Initialized<'_>> = f
+        .legs
+        .iter()
+        .zip(&found)
+        .filter_map(|(leg, r)| {
+            r.as_ref().map(|result| Initialized {
+                server: leg.upstream.name(),
+                result,
+            })
+        })
+        .collect();
+    let result = agg::merge_discover(&answered);
     Reply::json(
         200,
         &json!({ "jsonrpc": "2.0", "id": id, "result": result }),
@@ -523,6 +601,7 @@ pub async fn routed<D: Downstream>(
         envelope: fwd.envelope.as_ref(),
         traceparent,
         session: SessionId::Held(via.session.as_deref()),
+        mcp_name: via.mcp_name.as_deref(),
     };
     let answer = match fwd.upstream.call(&fwd.permit, req).await {
         Ok(a) => a,

@@ -54,6 +54,7 @@ pub async fn forward<D: Downstream>(
         envelope: fwd.envelope.as_ref(),
         traceparent,
         session: SessionId::Client,
+        mcp_name: None,
     };
     let answer = match fwd.op {
         Op::Call => fwd.upstream.call(&fwd.permit, req).await,

@@ -201,6 +201,36 @@ pub fn merge_initialize(version: &str, answered: &[Initialized<'_>]) -> Value {
     result
 }
 
+/// `_meta` of a result the gateway composes at 2026-07-28: its own identity.
+pub fn gateway_meta() -> Value {
+    json!({ "io.modelcontextprotocol/serverInfo": { "name": "portcullis", "version": env!("CARGO_PKG_VERSION") } })
+}
+
+/// The gateway's 2026-07-28 `server/discover` result over the upstreams that answered: the
+/// capabilities any of them has, less what `/mcp` does not serve yet (`subscriptions/listen`:
+/// no `listChanged`, no `subscribe`), the gateway's identity, each upstream's instructions.
+pub fn merge_discover(answered: &[Initialized<'_>]) -> Value {
+    let mut result = merge_initialize(super::era::MODERN, answered);
+    let Some(obj) = result.as_object_mut() else {
+        return result;
+    };
+    obj.remove("protocolVersion");
+    obj.remove("serverInfo");
+    if let Some(caps) = obj.get_mut("capabilities").and_then(Value::as_object_mut) {
+        for kind in ["tools", "prompts", "resources"] {
+            if caps.contains_key(kind) {
+                caps.insert(kind.into(), json!({}));
+            }
+        }
+    }
+    obj.insert("supportedVersions".into(), json!([super::era::MODERN]));
+    obj.insert("resultType".into(), Value::from("complete"));
+    obj.insert("ttlMs".into(), Value::from(0));
+    obj.insert("cacheScope".into(), Value::from("private"));
+    obj.insert("_meta".into(), gateway_meta());
+    result
+}
+
 /// Who reads a merged list: the policy and the caller's scopes (`None`: no authentication,
 /// nothing is filtered).
 #[derive(Clone, Copy)]

@@ -92,6 +92,23 @@ fn header_text(v: &[u8]) -> Option<Cow<'_, str>> {
     std::str::from_utf8(v).ok().map(Cow::Borrowed)
 }
 
+/// A name as an `Mcp-Name` value: as is when it is printable ASCII without surrounding
+/// whitespace, else `=?base64?...?=`.
+pub fn header_value(name: &str) -> Cow<'_, str> {
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) || b == b' ')
+        && !name.starts_with(' ')
+        && !name.ends_with(' ')
+        && !name.starts_with("=?base64?");
+    if plain {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(format!("=?base64?{}?=", STANDARD.encode(name.as_bytes())))
+    }
+}
+
 /// The per-request envelope of a modern request (`params._meta`).
 #[derive(Deserialize)]
 struct Top<'a> {

@@ -57,6 +57,8 @@ pub struct Request<'a> {
     pub traceparent: &'a str,
     /// Which session id goes upstream.
     pub session: SessionId<'a>,
+    /// 2026-07-28 on `/mcp`: the `Mcp-Name` the upstream gets in place of the client's.
+    pub mcp_name: Option<&'a str>,
 }
 
 /// Which `Mcp-Session-Id` a request carries upstream.
@@ -256,7 +258,10 @@ impl Upstream {
             http,
             Some(req.body.len()),
             req.traceparent,
-            req.held(),
+            http::head::Own {
+                session: req.held(),
+                mcp_name: req.mcp_name,
+            },
             &mut head,
         );
         if let Some(session) = req.session_id().one() {
@@ -341,7 +346,11 @@ impl Upstream {
             .then(|| req.session_id().one().map(|s| http.opening.enter(s)))
             .flatten();
         let mut head = Vec::with_capacity(512);
-        http::head::encode(req.view, http, None, req.traceparent, req.held(), &mut head);
+        let own = http::head::Own {
+            session: req.held(),
+            mcp_name: None,
+        };
+        http::head::encode(req.view, http, None, req.traceparent, own, &mut head);
         let (exchange, resp) = http.exchange(&head, b"", stream).await?;
         Ok(Answer::Http(HttpAnswer {
             head: resp,

@@ -454,16 +454,24 @@ async fn both_eras_of_the_python_client_work_where_the_gateway_serves_them() {
         "{r}"
     );
     assert!(!r["progress"].as_array().unwrap().is_empty(), "{r}");
-    // /mcp speaks the legacy era: `auto` falls back to initialize and works.
-    let r = client_mode(
-        &trio,
-        &trio.mcp(),
-        "auto",
-        "everything__echo",
-        r#"{"message":"b"}"#,
-    )
-    .await;
+    // /mcp in both eras: stdio and modern HTTP upstreams serve a 2026-07-28 client (a
+    // legacy-only HTTP upstream is left out of it, with a warning), legacy clients get all.
+    for mode in ["2026-07-28", "auto"] {
+        let r = client_mode(
+            &trio,
+            &trio.mcp(),
+            mode,
+            "everything__trigger-long-running-operation",
+            long,
+        )
+        .await;
+        assert_eq!(r["protocol"], "2026-07-28", "{r}");
+        assert_eq!(r["progress"].as_array().unwrap().len(), 2, "{r}");
+        let r = client_mode(&trio, &trio.mcp(), mode, "py__test_simple_text", "{}").await;
+        assert_eq!(r["call"]["is_error"], false, "{r}");
+    }
+    let r = client_mode(&trio, &trio.mcp(), "legacy", "ref__test_simple_text", "{}").await;
     assert_eq!(r["protocol"], "2025-11-25", "{r}");
-    assert!(r["call"]["text"].to_string().contains("Echo: b"), "{r}");
+    assert!(r["call"]["text"].to_string().contains("Plain text"), "{r}");
     trio.assert_running();
 }

@@ -36,16 +36,17 @@ fn dropped(name: &[u8], connection: Option<&[u8]>) -> bool {
 
 /// Encode the upstream request head for `view` as HTTP/1.1 bytes into `out`. `body_len`: the
 /// exact `Content-Length` of a body sent (`None`: no body, no length). `traceparent`: the
-/// gateway's own (W3C), replacing the client's. `held`: a session id the gateway holds for
-/// the client, written in place of the client's `Mcp-Session-Id` (`Some(None)`: none at all).
+/// gateway's own (W3C), replacing the client's. `own`: fields the gateway writes in place of
+/// the client's on the aggregated `/mcp`.
 pub fn encode(
     view: &RequestView<'_>,
     up: &HttpUpstream,
     body_len: Option<usize>,
     traceparent: &str,
-    held: Option<Option<&[u8]>>,
+    own: Own<'_>,
     out: &mut Vec<u8>,
 ) {
+    let held = own.session;
     let base = &up.target.path_and_query;
     out.extend_from_slice(view.method.as_str().as_bytes());
     out.push(b' ');
@@ -62,6 +63,7 @@ pub fn encode(
     for (name, value) in view.fields.iter() {
         if dropped(name, connection)
             || (held.is_some() && name.eq_ignore_ascii_case(b"mcp-session-id"))
+            || (own.mcp_name.is_some() && name.eq_ignore_ascii_case(b"mcp-name"))
             || (name.eq_ignore_ascii_case(b"authorization") && !cfg.forward_authorization)
             || cfg
                 .inject_headers
@@ -79,11 +81,28 @@ pub fn encode(
     if let Some(Some(id)) = held {
         push(out, b"mcp-session-id", id);
     }
+    if let Some(name) = own.mcp_name {
+        push(
+            out,
+            b"mcp-name",
+            crate::mcp::era::header_value(name).as_bytes(),
+        );
+    }
     if let Some(len) = body_len {
         // Written straight into the buffer: no temporary string per request.
         let _ = std::io::Write::write_fmt(out, format_args!("content-length: {len}\r\n"));
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Fields the gateway writes itself on the aggregated `/mcp`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Own<'a> {
+    /// A session id the gateway holds for the client, in place of the client's
+    /// `Mcp-Session-Id` (`Some(None)`: none at all); `None`: the client's, as sent.
+    pub session: Option<Option<&'a [u8]>>,
+    /// The upstream's own name, in place of the client's `Mcp-Name`.
+    pub mcp_name: Option<&'a str>,
 }
 
 fn push(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -126,7 +145,7 @@ mod tests {
             Fields::Map(&map),
         );
         let mut out = Vec::new();
-        encode(&view, up, len, "00-t-s-01", None, &mut out);
+        encode(&view, up, len, "00-t-s-01", Own::default(), &mut out);
         String::from_utf8(out).unwrap()
     }
 

@@ -222,8 +222,21 @@ async fn a_legacy_stdio_upstream_serves_2026_07_28_through_the_gateway() {
 }
 
 #[tokio::test]
-async fn the_aggregated_endpoint_declines_2026_07_28_so_clients_fall_back() {
-    let gw = Gateway::start(&stdio_config()).await;
+async fn the_aggregated_endpoint_serves_2026_07_28_statelessly() {
+    let up = Upstream::start().await;
+    let yaml = stdio_config().replace(
+        "  servers:\n",
+        &format!("  servers:\n    - name: up\n      type: streamable-http\n      connection: {{ url: \"http://{}/mcp\" }}\n", up.addr),
+    );
+    let gw = Gateway::start(&yaml).await;
+    let mux = gw
+        .store
+        .load()
+        .upstreams
+        .get("fx")
+        .and_then(|u| u.shared.clone())
+        .unwrap();
+    assert!(mux.until_ready(std::time::Duration::from_secs(20)).await);
     let discover =
         json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":meta()}});
     let (status, v) = send(
@@ -234,30 +247,75 @@ async fn the_aggregated_endpoint_declines_2026_07_28_so_clients_fall_back() {
         false,
     )
     .await;
+    assert_eq!(status, 200, "{v}");
+    let r = &v["result"];
+    assert_eq!(r["supportedVersions"], json!(["2026-07-28"]), "{v}");
     assert_eq!(
-        (status, v["error"]["code"].as_i64()),
-        (400, Some(-32022)),
+        r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "portcullis",
         "{v}"
     );
-    assert!(v["error"]["data"]["supported"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("2025-11-25")));
-    assert_eq!(v["error"]["data"]["requested"], "2026-07-28");
-    // Checked first: a mismatch is still -32020.
-    let (status, v) = send(
+    assert_eq!(
+        r["capabilities"]["tools"],
+        json!({}),
+        "listen is not served on /mcp: {v}"
+    );
+    assert!(
+        r.get("protocolVersion").is_none() && r.get("serverInfo").is_none(),
+        "{v}"
+    );
+    // Lists: namespaced, completed, private.
+    let list = json!({"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":meta()}});
+    let (_, v) = send(
         &gw,
         "/mcp",
         &[V, ("mcp-method", "tools/list")],
-        &discover,
+        &list,
         false,
     )
     .await;
+    let r = &v["result"];
+    assert!(r["tools"].to_string().contains("fx__echo"), "{v}");
+    assert_eq!(
+        (
+            r["resultType"].as_str(),
+            r["ttlMs"].as_u64(),
+            r["cacheScope"].as_str()
+        ),
+        (Some("complete"), Some(0), Some("private")),
+        "{v}"
+    );
+    // A call to the stdio upstream, by its namespaced name in body and header alike.
+    let headers = [V, ("mcp-method", "tools/call"), ("mcp-name", "fx__echo")];
+    let (_, v) = send(&gw, "/mcp", &headers, &call("fx__echo"), false).await;
+    assert_eq!(v["result"]["content"][0]["text"], "Echo: m", "{v}");
+    // To an HTTP upstream: the upstream's own name in the body and in Mcp-Name.
+    let posts = up.posts();
+    let headers = [V, ("mcp-method", "tools/call"), ("mcp-name", "up__echo")];
+    let (status, _) = send(&gw, "/mcp", &headers, &call("up__echo"), false).await;
+    assert_eq!(status, 200);
+    assert_eq!(up.posts(), posts + 1);
+    assert_eq!(up.last_headers()["mcp-name"], "echo");
+    assert!(up.last_headers().get("mcp-session-id").is_none());
+    // Checked first: a header naming another tool is -32020 and reaches nobody.
+    let posts = up.posts();
+    let headers = [V, ("mcp-method", "tools/call"), ("mcp-name", "up__other")];
+    let (status, v) = send(&gw, "/mcp", &headers, &call("up__echo"), false).await;
     assert_eq!(
         (status, v["error"]["code"].as_i64()),
         (400, Some(-32020)),
         "{v}"
     );
+    assert_eq!(up.posts(), posts);
+    // Removed methods, listen (not served yet), notifications, GET.
+    for method in ["initialize", "subscriptions/listen"] {
+        let body = json!({"jsonrpc":"2.0","id":3,"method":method,"params":{"_meta":meta()}});
+        let (status, v) = send(&gw, "/mcp", &[V, ("mcp-method", method)], &body, false).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_i64()),
+            (404, Some(-32601)),
+            "{method}: {v}"
+        );
+    }
     let resp = client()
         .get(gw.url("/mcp"))
         .header("mcp-protocol-version", "2026-07-28")

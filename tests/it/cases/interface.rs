@@ -56,6 +56,7 @@ async fn call_messages(
         envelope: Some(&envelope),
         traceparent: TRACEPARENT,
         session: SessionId::Client,
+        mcp_name: None,
     };
     let answer = upstream.call(&permit, req).await.unwrap();
     let mut reader = answer.into_messages();
