@@ -89,7 +89,7 @@ fn open(
     snap: &Snapshot,
     principal: &Principal,
     req: &RequestView<'_>,
-) -> Result<Option<Session>, Reply> {
+) -> Result<Option<Arc<Session>>, Reply> {
     match req.session_id {
         Single::Absent => Ok(None),
         Single::Many => {

@@ -14,7 +14,7 @@
 //! than [`MAX_AGE`], or belongs to another principal is refused, and the client gets 404 (it
 //! then initializes a new session).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -77,6 +77,19 @@ pub fn principal_tag(p: &Principal) -> [u8; 16] {
 /// A session key, ready to seal and open.
 pub struct SessionKey {
     key: LessSafeKey,
+    /// Tells this key's opened sessions apart from another key's in [`OPENED`].
+    generation: u64,
+}
+
+/// How many opened sessions each thread remembers.
+const REMEMBERED: usize = 16;
+
+thread_local! {
+    /// The sessions this thread opened last, by key generation and id: a client sends the same
+    /// id with every request, and opening it again would decrypt it again. Only ids that
+    /// authenticated are here; expiry and the caller are checked on every use.
+    static OPENED: std::cell::RefCell<std::collections::VecDeque<(u64, Box<[u8]>, Arc<Session>)>> =
+        std::cell::RefCell::new(std::collections::VecDeque::with_capacity(REMEMBERED));
 }
 
 impl SessionKey {
@@ -98,7 +111,9 @@ impl SessionKey {
             // 32 bytes is AES-256's key length: cannot fail.
             Err(_) => unreachable_key(),
         };
-        SessionKey { key }
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        SessionKey { key, generation }
     }
 
     /// Seal `s` into a session id.
@@ -131,7 +146,42 @@ impl SessionKey {
     }
 
     /// Open a session id for `principal` at `now`.
-    pub fn open(&self, id: &[u8], principal: &[u8; 16], now: u64) -> Result<Session, Refused> {
+    pub fn open(&self, id: &[u8], principal: &[u8; 16], now: u64) -> Result<Arc<Session>, Refused> {
+        let remembered = OPENED.with(|o| {
+            let mut o = o.borrow_mut();
+            let i = o
+                .iter()
+                .position(|(g, k, _)| *g == self.generation && **k == *id)?;
+            let hit = o.remove(i)?;
+            let s = hit.2.clone();
+            o.push_front(hit);
+            Some(s)
+        });
+        let s = match remembered {
+            Some(s) => s,
+            None => {
+                let s = Arc::new(self.unseal(id)?);
+                OPENED.with(|o| {
+                    let mut o = o.borrow_mut();
+                    if o.len() == REMEMBERED {
+                        o.pop_back();
+                    }
+                    o.push_front((self.generation, id.into(), s.clone()));
+                });
+                s
+            }
+        };
+        if now.saturating_sub(s.created) > MAX_AGE.as_secs() || s.created > now + 300 {
+            return Err(Refused::Expired);
+        }
+        if &s.principal != principal {
+            return Err(Refused::OtherPrincipal);
+        }
+        Ok(s)
+    }
+
+    /// Decrypt and decode an id.
+    fn unseal(&self, id: &[u8]) -> Result<Session, Refused> {
         let rest = id
             .strip_prefix(PREFIX.as_bytes())
             .filter(|r| r.len() <= MAX_ID)
@@ -150,14 +200,7 @@ impl SessionKey {
                 &mut blob[NONCE_LEN..],
             )
             .map_err(|_| Refused::Forged)?;
-        let s = decode(plain).ok_or(Refused::Forged)?;
-        if now.saturating_sub(s.created) > MAX_AGE.as_secs() || s.created > now + 300 {
-            return Err(Refused::Expired);
-        }
-        if &s.principal != principal {
-            return Err(Refused::OtherPrincipal);
-        }
-        Ok(s)
+        decode(plain).ok_or(Refused::Forged)
     }
 }
 
@@ -256,26 +299,39 @@ mod tests {
         let id = key.seal(&s).unwrap();
         assert!(id.starts_with(PREFIX));
         assert!(id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
-        assert_eq!(key.open(id.as_bytes(), &me, 1_000_010), Ok(s.clone()));
+        assert_eq!(
+            key.open(id.as_bytes(), &me, 1_000_010)
+                .map(|s| (*s).clone()),
+            Ok(s.clone())
+        );
         assert_eq!(s.upstream("everything"), Some("ps1-abc"));
         // Another caller, another key, a later time, a flipped byte, garbage: refused.
         assert_eq!(
-            key.open(id.as_bytes(), &[4; 16], 1_000_010),
+            key.open(id.as_bytes(), &[4; 16], 1_000_010).map(|_| ()),
             Err(Refused::OtherPrincipal)
         );
         let other = SessionKey::new(Some(&[2; 32]));
         assert_eq!(
-            other.open(id.as_bytes(), &me, 1_000_010),
+            other.open(id.as_bytes(), &me, 1_000_010).map(|_| ()),
             Err(Refused::Forged)
         );
         let late = 1_000_000 + MAX_AGE.as_secs() + 1;
-        assert_eq!(key.open(id.as_bytes(), &me, late), Err(Refused::Expired));
+        assert_eq!(
+            key.open(id.as_bytes(), &me, late).map(|_| ()),
+            Err(Refused::Expired)
+        );
         let mut bytes = id.clone().into_bytes();
         let i = bytes.len() - 10;
         bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
-        assert_eq!(key.open(&bytes, &me, 1_000_010), Err(Refused::Forged));
+        assert_eq!(
+            key.open(&bytes, &me, 1_000_010).map(|_| ()),
+            Err(Refused::Forged)
+        );
         for junk in [&b""[..], b"pcs1.", b"pcs1.AAAA", b"ps1-x", &[0xff; 40]] {
-            assert_eq!(key.open(junk, &me, 1_000_010), Err(Refused::Forged));
+            assert_eq!(
+                key.open(junk, &me, 1_000_010).map(|_| ()),
+                Err(Refused::Forged)
+            );
         }
         // Two seals of one session differ (fresh nonce).
         assert_ne!(key.seal(&s), key.seal(&s));
