@@ -84,12 +84,14 @@ pub struct SessionKey {
 /// How many opened sessions each thread remembers.
 const REMEMBERED: usize = 16;
 
+/// Sessions opened by this thread: (key generation, id, session), most recent first.
+type Opened = std::cell::RefCell<std::collections::VecDeque<(u64, Box<[u8]>, Arc<Session>)>>;
+
 thread_local! {
     /// The sessions this thread opened last, by key generation and id: a client sends the same
     /// id with every request, and opening it again would decrypt it again. Only ids that
     /// authenticated are here; expiry and the caller are checked on every use.
-    static OPENED: std::cell::RefCell<std::collections::VecDeque<(u64, Box<[u8]>, Arc<Session>)>> =
-        std::cell::RefCell::new(std::collections::VecDeque::with_capacity(REMEMBERED));
+    static OPENED: Opened = std::cell::RefCell::new(std::collections::VecDeque::with_capacity(REMEMBERED));
 }
 
 impl SessionKey {
