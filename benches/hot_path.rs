@@ -240,14 +240,18 @@ fn bench_session(c: &mut Criterion) {
         created: 1_800_000_000,
         principal: tag,
         protocol: "2025-11-25".into(),
-        upstreams: vec![
-            (
-                "everything".into(),
-                "ps1-9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c-3".into(),
-            ),
-            ("ref".into(), "5b0e2f5c-8a9d-4c3b-9e1f-7a6b5c4d3e2f".into()),
-            ("py".into(), "04b0232e019a46798a00987b2ff31724".into()),
-        ],
+        upstreams: [
+            ("everything", "ps1-9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c-3"),
+            ("ref", "5b0e2f5c-8a9d-4c3b-9e1f-7a6b5c4d3e2f"),
+            ("py", "04b0232e019a46798a00987b2ff31724"),
+        ]
+        .iter()
+        .map(|(s, id)| portcullis::mcp::session::Held {
+            server: (*s).into(),
+            session: (*id).into(),
+            version: "2025-11-25".into(),
+        })
+        .collect(),
     };
     let id = key.seal(&session).unwrap();
     c.bench_function("session_seal", |b| {

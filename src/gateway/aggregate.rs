@@ -25,8 +25,8 @@ use super::observe::Observation;
 use super::plan::{Fanout, Forward, Leg, Op, Plan, Via, Work};
 use super::Gateway;
 use crate::auth::Principal;
-use crate::mcp::aggregate::{self as agg, negotiate};
-use crate::mcp::era::{self, Era};
+use crate::mcp::aggregate as agg;
+use crate::mcp::era::{self, negotiate, Era};
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{Envelope, Message};
 use crate::mcp::names::{cursor, Resolved};
@@ -112,16 +112,7 @@ fn open(
 fn session_legs<'s>(snap: &'s Snapshot, principal: &Arc<Principal>, s: &Session) -> Vec<Leg<'s>> {
     s.upstreams
         .iter()
-        .filter_map(|(server, id)| {
-            let upstream = snap.upstreams.get(server)?;
-            let server = upstream.name();
-            let runs = upstream.http.is_some() || upstream.shared.is_some();
-            (runs && snap.policy.may_reach(principal, server)).then(|| Leg {
-                upstream,
-                permit: snap.policy.permit_session(principal, server),
-                session: (!id.is_empty()).then(|| id.clone()),
-            })
-        })
+        .filter_map(|h| session_leg(snap, principal, s, &h.server))
         .collect()
 }
 
@@ -132,14 +123,28 @@ fn session_leg<'s>(
     s: &Session,
     server: &str,
 ) -> Option<Leg<'s>> {
-    let id = s.upstream(server)?;
+    let held = s.upstream(server)?;
     let upstream = snap.upstreams.get(server)?;
     let server = upstream.name();
     let runs = upstream.http.is_some() || upstream.shared.is_some();
     (runs && snap.policy.may_reach(principal, server)).then(|| Leg {
         upstream,
         permit: snap.policy.permit_session(principal, server),
-        session: (!id.is_empty()).then(|| id.to_owned()),
+        session: (!held.session.is_empty()).then(|| held.session.clone()),
+        version: (!held.version.is_empty()).then(|| held.version.clone()),
+    })
+}
+
+/// `server` as a leg without a session (2026-07-28), if it runs and the caller may reach it.
+fn one_leg<'s>(snap: &'s Snapshot, principal: &Arc<Principal>, server: &str) -> Option<Leg<'s>> {
+    let upstream = snap.upstreams.get(server)?;
+    let server = upstream.name();
+    let runs = upstream.http.is_some() || upstream.shared.is_some();
+    (runs && snap.policy.may_reach(principal, server)).then(|| Leg {
+        upstream,
+        permit: snap.policy.permit_session(principal, server),
+        session: None,
+        version: None,
     })
 }
 
@@ -157,6 +162,7 @@ fn all_legs<'s>(snap: &'s Snapshot, principal: &Arc<Principal>) -> Vec<Leg<'s>> 
                 upstream,
                 permit: snap.policy.permit_session(principal, server),
                 session: None,
+                version: None,
             })
         })
         .collect()
@@ -283,9 +289,7 @@ async fn post<'s, B: BodySource>(
             match (resolved, leg) {
                 (Some((_, Resolved::Name(original))), Some(leg)) => {
                     let original = original.into_owned();
-                    route(
-                        snap, &principal, leg, envelope, &bytes, &original, false, obs,
-                    )
+                    route(snap, &principal, leg, envelope, &bytes, &original, obs)
                 }
                 (Some((_, Resolved::Shortened)), Some(leg)) => {
                     // Found in the upstream's list by the fan-out, then decided by `route`.
@@ -331,6 +335,7 @@ async fn post<'s, B: BodySource>(
                 list: None,
                 via: Some(Via {
                     session: leg.session,
+                    version: leg.version,
                     names: &snap.names,
                     mcp_name: None,
                 }),
@@ -413,22 +418,19 @@ fn modern<'s>(
             .map(|(s, u)| (s, Resolved::Name(Cow::Borrowed(u)))),
         _ => snap.names.resolve(exposed),
     };
-    let leg = resolved.as_ref().and_then(|(server, _)| {
-        all_legs(snap, &principal)
-            .into_iter()
-            .find(|l| l.upstream.name() == *server)
-    });
+    let leg = resolved
+        .as_ref()
+        .and_then(|(server, _)| one_leg(snap, &principal, server));
     match (resolved, leg) {
         (Some((_, Resolved::Name(original))), Some(leg)) => {
             let original = original.into_owned();
-            route(
-                snap, &principal, leg, envelope, &bytes, &original, true, obs,
-            )
+            route(snap, &principal, leg, envelope, &bytes, &original, obs)
         }
         _ => {
-            // Shortened names are not resolved at 2026-07-28 yet: unknown, like a hidden one.
+            // Shortened names are not resolved at 2026-07-28 yet: unknown, answered exactly
+            // like a hidden one (the status tells nothing apart).
             let m = format!("Unknown {}: {exposed}", used.kind.as_str());
-            Plan::Answer(Reply::rpc_error(400, id, -32602, &m))
+            Plan::Answer(Reply::rpc_error(200, id, -32602, &m))
         }
     }
 }
@@ -447,7 +449,6 @@ fn unknown<'s>(id: &Value, kind: Kind, exposed: &str) -> Plan<'s> {
 /// Decide a covered request of `envelope` (one message) whose target was resolved to
 /// `original` on `leg`'s upstream: the policy on the upstream's own name, then a forward with
 /// that name restored. Also called once a shortened name was found in the upstream's list.
-#[allow(clippy::too_many_arguments)]
 pub fn route<'s>(
     snap: &'s Snapshot,
     principal: &Arc<Principal>,
@@ -455,7 +456,6 @@ pub fn route<'s>(
     envelope: Envelope,
     bytes: &[u8],
     original: &str,
-    modern: bool,
     obs: &mut Observation,
 ) -> Plan<'s> {
     let Some(Message::Request {
@@ -499,8 +499,10 @@ pub fn route<'s>(
         list: None,
         via: Some(Via {
             session: leg.session,
+            version: leg.version,
             names: &snap.names,
-            mcp_name: modern.then(|| original.to_owned()),
+            // Always the upstream's own name: the client's header never reaches it.
+            mcp_name: Some(original.to_owned()),
         }),
     })
 }

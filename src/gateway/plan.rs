@@ -61,6 +61,8 @@ pub struct Via<'s> {
     /// The upstream's session id the gateway holds for the client (`None`: the upstream has
     /// no sessions).
     pub session: Option<String>,
+    /// The protocol version the upstream negotiated for the session.
+    pub version: Option<String>,
     /// The snapshot's names: the answer's ids and URIs are namespaced with them.
     pub names: &'s Names,
     /// 2026-07-28: the `Mcp-Name` the upstream gets (its own name for what the body names).
@@ -76,6 +78,9 @@ pub struct Leg<'s> {
     /// The session id held there for the client (none before `initialize`, or for an
     /// upstream without sessions).
     pub session: Option<String>,
+    /// The protocol version the upstream negotiated for the session (`MCP-Protocol-Version`
+    /// on its requests; none before `initialize` and at 2026-07-28: the client's).
+    pub version: Option<String>,
 }
 
 /// What a fan-out does.

@@ -8,29 +8,29 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
 
 use super::downstream::Downstream;
-use super::relay::{event, start_sse, Ended, KEEPALIVE};
+use super::stream::{event, start_sse, Ended, KEEPALIVE};
 use super::write;
-use crate::gateway::{Fanout, Forward, Leg, Observation, Plan, Work};
+use crate::gateway::{Fanout, Leg, Observation, Plan, Work};
 use crate::mcp::aggregate::{self as agg, Initialized, Reader};
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{classify, Envelope};
-use crate::mcp::outcome::{answer_is_error, Seen};
 use crate::mcp::reply::Reply;
-use crate::mcp::session::{self, principal_tag, Session};
+use crate::mcp::session::{self, principal_tag, Held, Session};
 use crate::policy::Kind;
 use crate::request::RequestView;
 use crate::telemetry::metrics::metrics;
 use crate::upstream::{Answer, Request, SessionId};
 
+/// Why a leg failed when its upstream answered 404: it no longer knows the session.
+const SESSION_GONE: &str = "the upstream no longer knows the session (HTTP 404)";
+
 /// The longest an upstream may take to answer its part of a fan-out.
 pub const FANOUT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most bytes of one upstream answer read whole.
-const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 /// Run a fan-out and answer the client.
 pub async fn run<D: Downstream>(
@@ -104,6 +104,7 @@ fn request<'a>(
         traceparent,
         session: SessionId::Held(leg.session.as_deref()),
         mcp_name: None,
+        protocol_version: leg.version.as_deref(),
     }
 }
 
@@ -150,6 +151,9 @@ async fn response(answer: Answer<'_>, id: &Value) -> Result<Value, String> {
         Answer::Local(r) => r.status,
         _ => 200,
     };
+    if status == 404 {
+        return Err(SESSION_GONE.into());
+    }
     if status != 200 {
         return Err(format!("answered HTTP {status}"));
     }
@@ -220,10 +224,17 @@ async fn initialize(
                 server: leg.upstream.name(),
                 result,
             });
-            upstreams.push((
-                leg.upstream.name().to_owned(),
-                sid.clone().unwrap_or_default(),
-            ));
+            upstreams.push(Held {
+                server: leg.upstream.name().to_owned(),
+                session: sid.clone().unwrap_or_default(),
+                // What it negotiated: its later requests say so (it may be older than the
+                // client's).
+                version: result
+                    .get("protocolVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or(version)
+                    .to_owned(),
+            });
         }
     }
     let sealed = f.snap.sessions.seal(&Session {
@@ -245,7 +256,7 @@ async fn initialize(
 }
 
 /// Most list pages read to find a shortened name.
-const RESOLVE_PAGES: usize = 50;
+const RESOLVE_PAGES: usize = 10;
 
 /// A covered request naming a shortened name: find the upstream name in the leg's list, then
 /// let the gateway decide it as if it had been named plainly.
@@ -335,10 +346,8 @@ async fn resolve<D: Downstream>(
         write::reply(d, reply, false, obs).await;
         return Ended::Complete;
     };
-    match crate::gateway::aggregate::route(
-        snap, &principal, leg, envelope, &body, &original, false, obs,
-    ) {
-        Plan::Forward(fwd) => routed(d, fwd, view, traceparent, obs).await,
+    match crate::gateway::aggregate::route(snap, &principal, leg, envelope, &body, &original, obs) {
+        Plan::Forward(fwd) => super::routed::forward(d, fwd, view, traceparent, obs).await,
         Plan::Answer(reply) => {
             write::reply(d, reply, false, obs).await;
             Ended::Complete
@@ -394,10 +403,22 @@ async fn list(
                 response(answer, ask).await
             })
             .await;
-            page.map_err(|why| skipped(leg, &why)).ok()
+            match page {
+                Err(why) if why == SESSION_GONE && leg.session.is_some() => Err(()),
+                Err(why) => {
+                    skipped(leg, &why);
+                    Ok(None)
+                }
+                Ok(p) => Ok(Some(p)),
+            }
         }
     });
     let pages = futures_util::future::join_all(calls).await;
+    // An upstream that no longer knows its part of the session (ended, restarted, expired):
+    // the session is over for the client too, which initializes a new one.
+    let Ok(pages) = pages.into_iter().collect::<Result<Vec<_>, ()>>() else {
+        return Reply::rpc_error(404, &Value::Null, -32001, "Session not found");
+    };
     let reader = Reader {
         policy: &f.snap.policy,
         scopes: (!f.principal.anonymous).then_some(&f.principal.scopes),
@@ -560,166 +581,6 @@ async fn events<D: Downstream>(
             next = merged.next() => match next {
                 Some((server, m)) => event(&agg::outward(names, server, &m).unwrap_or(m)),
                 None => break,
-            },
-            _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
-            hung_up = d.hangup(), if watching => {
-                if hung_up {
-                    return Ended::Broken;
-                }
-                watching = false;
-                continue;
-            }
-        };
-        if d.chunk(chunk).await.is_err() {
-            return Ended::Broken;
-        }
-    }
-    match d.end().await {
-        Ok(()) => Ended::Complete,
-        Err(_) => Ended::Broken,
-    }
-}
-
-/// A request routed to one upstream from `/mcp`: sent under the session held there, its answer
-/// relayed message by message (as SSE to a client that reads a stream, else the response as
-/// JSON), each message namespaced.
-pub async fn routed<D: Downstream>(
-    d: &mut D,
-    fwd: Forward<'_>,
-    view: &RequestView<'_>,
-    traceparent: &str,
-    obs: &mut Observation,
-) -> Ended {
-    let Some(via) = &fwd.via else {
-        return Ended::Complete;
-    };
-    let server = fwd.upstream.name();
-    let names = via.names;
-    let req = Request {
-        view,
-        body: fwd.body.clone(),
-        envelope: fwd.envelope.as_ref(),
-        traceparent,
-        session: SessionId::Held(via.session.as_deref()),
-        mcp_name: via.mcp_name.as_deref(),
-    };
-    let answer = match fwd.upstream.call(&fwd.permit, req).await {
-        Ok(a) => a,
-        Err(f) => {
-            metrics().upstream_error(server, f.kind);
-            crate::in_request!(warn, server, kind = f.kind, detail = %f.detail, "upstream request failed");
-            let reply = Reply::upstream_failure(f.status, &fwd.error_id(), server, &f.detail);
-            write::reply(d, reply, false, obs).await;
-            return Ended::Complete;
-        }
-    };
-    let watch = fwd.tool().is_some();
-    let outward = |m: Bytes| agg::outward(names, server, &m).unwrap_or(m);
-    let streamed = match &answer {
-        Answer::Http(h) => h.head.is_event_stream() && h.head.status() == 200,
-        Answer::Messages(_) | Answer::Events(_) => true,
-        Answer::Local(_) => false,
-    };
-    if !streamed {
-        let (status, body) = match answer {
-            Answer::Local(reply) => (reply.status, reply.body),
-            Answer::Http(mut h) => {
-                let status = h.head.status();
-                let mut all = BytesMut::new();
-                loop {
-                    match h.body.next_chunk().await {
-                        Ok(Some(c)) if all.len() + c.len() <= MAX_ANSWER => {
-                            all.extend_from_slice(&c)
-                        }
-                        Ok(None) => break,
-                        Ok(Some(_)) | Err(_) => {
-                            let reply = Reply::upstream_failure(
-                                502,
-                                &fwd.error_id(),
-                                server,
-                                "the answer could not be read",
-                            );
-                            write::reply(d, reply, false, obs).await;
-                            return Ended::Complete;
-                        }
-                    }
-                }
-                h.body.finish();
-                (status, all.freeze())
-            }
-            Answer::Messages(_) | Answer::Events(_) => (502, Bytes::new()),
-        };
-        if watch {
-            if let Some(is_error) = answer_is_error(&body) {
-                obs.answered(Seen::Answer { is_error }, status);
-            }
-        }
-        let reply = if body.is_empty() {
-            Reply {
-                content_type: None,
-                no_store: false,
-                ..Reply::bytes(status, "application/json", body)
-            }
-        } else {
-            Reply::bytes(status, "application/json", outward(body))
-        };
-        write::reply(d, reply, false, obs).await;
-        return Ended::Complete;
-    }
-    let mut r = answer.into_messages();
-    if !view.accepts_sse() {
-        // The response only, as JSON.
-        loop {
-            match r.next().await {
-                Ok(Some(m)) => {
-                    if let Some(is_error) = answer_is_error(&m) {
-                        if watch {
-                            obs.answered(Seen::Answer { is_error }, 200);
-                        }
-                        write::reply(
-                            d,
-                            Reply::bytes(200, "application/json", outward(m)),
-                            false,
-                            obs,
-                        )
-                        .await;
-                        return Ended::Complete;
-                    }
-                }
-                _ => {
-                    let reply = Reply::upstream_failure(502, &fwd.error_id(), server, "no answer");
-                    write::reply(d, reply, false, obs).await;
-                    return Ended::Complete;
-                }
-            }
-        }
-    }
-    if start_sse(d).await.is_err() {
-        obs.status(499);
-        return Ended::Broken;
-    }
-    obs.status(200);
-    let _open = obs.sse_stream();
-    let mut watching = true;
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            next = r.next() => match next {
-                Ok(Some(m)) => {
-                    if watch {
-                        if let Some(is_error) = answer_is_error(&m) {
-                            obs.answered(Seen::Answer { is_error }, 200);
-                        }
-                    }
-                    event(&outward(m))
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    crate::in_request!(warn, server, error = %e, "upstream failed mid-answer; closing the client connection");
-                    metrics().upstream_error(server, "aborted");
-                    d.abort().await;
-                    return Ended::Broken;
-                }
             },
             _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
             hung_up = d.hangup(), if watching => {

@@ -9,4 +9,6 @@ pub mod fanout;
 pub mod front;
 pub mod pingora;
 pub mod relay;
+pub mod routed;
+pub mod stream;
 pub mod write;

@@ -10,6 +10,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::downstream::Downstream;
+pub use super::stream::Ended;
+use super::stream::{event, gone, start_sse, KEEPALIVE};
 use super::write;
 use crate::gateway::{Forward, Observation, Op};
 use crate::mcp::filter::ListFilter;
@@ -21,19 +23,8 @@ use crate::telemetry::metrics::metrics;
 use crate::upstream::shared::session::{Events, Item, Messages};
 use crate::upstream::{Answer, HttpAnswer, Request, SessionId};
 
-/// A comment is sent on an idle SSE answer this often, so intermediaries keep it open.
-pub(super) const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Most bytes of a JSON list answer held for filtering.
 const MAX_JSON_LIST: usize = 16 * 1024 * 1024;
-
-/// How a relay ended, for the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    /// The answer was written whole: the connection may serve another request.
-    Complete,
-    /// The answer was cut short or the client went away: the connection is done.
-    Broken,
-}
 
 /// Send `fwd` upstream and relay the answer to `d`. `traceparent` is the gateway's for this
 /// request.
@@ -45,7 +36,7 @@ pub async fn forward<D: Downstream>(
     obs: &mut Observation,
 ) -> Ended {
     if fwd.via.is_some() {
-        return super::fanout::routed(d, fwd, view, traceparent, obs).await;
+        return super::routed::forward(d, fwd, view, traceparent, obs).await;
     }
     let server = fwd.upstream.name();
     let req = Request {
@@ -55,6 +46,7 @@ pub async fn forward<D: Downstream>(
         traceparent,
         session: SessionId::Client,
         mcp_name: None,
+        protocol_version: None,
     };
     let answer = match fwd.op {
         Op::Call => fwd.upstream.call(&fwd.permit, req).await,
@@ -253,24 +245,6 @@ async fn http<D: Downstream>(
     Ended::Complete
 }
 
-/// One SSE `message` event.
-pub(super) fn event(json: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(json.len() + 24);
-    out.extend_from_slice(b"event: message\ndata: ");
-    out.extend_from_slice(json);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
-}
-
-/// Send the head of an SSE answer the gateway frames itself.
-pub(super) async fn start_sse<D: Downstream>(d: &mut D) -> std::io::Result<()> {
-    let mut head = Head::new(200);
-    head.push("content-type", "text/event-stream");
-    head.push("cache-control", "no-cache");
-    head.push("x-accel-buffering", "no");
-    d.head(head, false).await
-}
-
 /// Relay one call through a shared session: as SSE events (progress, server-to-client
 /// requests, then the answer) to a client that reads a stream, else the answer as JSON.
 async fn messages<D: Downstream>(
@@ -359,13 +333,6 @@ async fn next_answer(m: &mut Messages) -> Item {
             Item::Quiet | Item::Message(_) => continue,
             other => return other,
         }
-    }
-}
-
-/// Resolves when the client hangs up (bytes of a next request do not count).
-async fn gone<D: Downstream>(d: &mut D) {
-    if !d.hangup().await {
-        std::future::pending::<()>().await;
     }
 }
 

@@ -12,23 +12,11 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use super::era::MODERN;
 use super::filter::ListKind;
 use super::jsonrpc::Use;
 use super::names::Names;
 use crate::policy::{Kind, Policy, Target};
-
-/// Protocol versions of the legacy era the gateway speaks to clients, newest first.
-pub const LEGACY_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-
-/// The version answered to a client that asked for `requested`: that one when the gateway
-/// speaks it, else the newest.
-pub fn negotiate(requested: Option<&str>) -> &'static str {
-    LEGACY_VERSIONS
-        .iter()
-        .find(|v| Some(**v) == requested)
-        .copied()
-        .unwrap_or(LEGACY_VERSIONS[0])
-}
 
 /// A covered request (`body`) with its target `used` (per [`Target`]) set to `original`, the
 /// upstream's own name; every other byte as received. The name is replaced where the
@@ -117,9 +105,10 @@ fn mentions(message: &[u8]) -> bool {
     use std::sync::LazyLock;
     static METHOD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"method\""));
     static URI: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"uri\""));
-    // Escaped keys (`"\u0075ri"`) are rare but legal: fall back to a parse when a backslash
-    // appears in a key position we cannot rule out cheaply.
-    METHOD.find(message).is_some() || URI.find(message).is_some() || message.contains(&b'\\')
+    // A key written with escapes (`"\u0075ri"`) is not seen: an upstream that does so gets its
+    // own messages un-namespaced (its requests' answers and URIs then do not find it again);
+    // nothing of another upstream's or caller's is reachable that way.
+    METHOD.find(message).is_some() || URI.find(message).is_some()
 }
 
 fn namespace_uri(names: &Names, server: &str, slot: Option<&mut Value>) -> bool {
@@ -210,7 +199,7 @@ pub fn gateway_meta() -> Value {
 /// capabilities any of them has, less what `/mcp` does not serve yet (`subscriptions/listen`:
 /// no `listChanged`, no `subscribe`), the gateway's identity, each upstream's instructions.
 pub fn merge_discover(answered: &[Initialized<'_>]) -> Value {
-    let mut result = merge_initialize(super::era::MODERN, answered);
+    let mut result = merge_initialize(MODERN, answered);
     let Some(obj) = result.as_object_mut() else {
         return result;
     };
@@ -223,7 +212,7 @@ pub fn merge_discover(answered: &[Initialized<'_>]) -> Value {
             }
         }
     }
-    obj.insert("supportedVersions".into(), json!([super::era::MODERN]));
+    obj.insert("supportedVersions".into(), json!([MODERN]));
     obj.insert("resultType".into(), Value::from("complete"));
     obj.insert("ttlMs".into(), Value::from(0));
     obj.insert("cacheScope".into(), Value::from("private"));

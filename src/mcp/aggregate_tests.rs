@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::load_str;
+use crate::mcp::era::negotiate;
 use crate::policy::Kind;
 
 fn config(auth: &str) -> crate::config::Config {

@@ -26,10 +26,22 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::aggregate::LEGACY_VERSIONS;
 use super::jsonrpc::{Envelope, Message};
 use super::reply::Reply;
 use crate::request::{RequestView, Single};
+
+/// Protocol versions of the legacy era the gateway speaks to clients, newest first.
+pub const LEGACY_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// The version answered to a client that asked for `requested`: that one when the gateway
+/// speaks it, else the newest.
+pub fn negotiate(requested: Option<&str>) -> &'static str {
+    LEGACY_VERSIONS
+        .iter()
+        .find(|v| Some(**v) == requested)
+        .copied()
+        .unwrap_or(LEGACY_VERSIONS[0])
+}
 
 /// The stateless protocol version.
 pub const MODERN: &str = "2026-07-28";

@@ -6,7 +6,8 @@
 //! ```text
 //!  id = "pcs1." base64url( nonce[12] | AES-256-GCM( plaintext ) | tag[16] )   AAD "portcullis/session/1"
 //!  plaintext = version 1 | created (unix s, u64) | principal (16 bytes of SHA-256(issuer NUL subject))
-//!              | protocol version (u8 len) | upstreams: count (u8), each server (u8 len) + upstream session id (u16 len)
+//!              | protocol version (u8 len) | upstreams: count (u8), each server (u8 len) + upstream
+//!              session id (u16 len) + the version it negotiated (u8 len)
 //! ```
 //!
 //! The key is prepared once per config load (no derivation per request); a random 96-bit nonce
@@ -40,18 +41,25 @@ pub struct Session {
     pub principal: [u8; 16],
     /// The protocol version negotiated with the client.
     pub protocol: String,
-    /// Each upstream in the session, in config order: server name and its session id there
-    /// (empty for a server that runs without sessions).
-    pub upstreams: Vec<(String, String)>,
+    /// Each upstream in the session, in config order.
+    pub upstreams: Vec<Held>,
+}
+
+/// One upstream's part of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The server's name.
+    pub server: String,
+    /// Its session id there (empty for a server that runs without sessions).
+    pub session: String,
+    /// The protocol version it negotiated (its requests carry it in `MCP-Protocol-Version`).
+    pub version: String,
 }
 
 impl Session {
-    /// The upstream session id held for `server`, if the server is part of the session.
-    pub fn upstream(&self, server: &str) -> Option<&str> {
-        self.upstreams
-            .iter()
-            .find(|(s, _)| s == server)
-            .map(|(_, id)| id.as_str())
+    /// What the session holds for `server`, if the server is part of it.
+    pub fn upstream(&self, server: &str) -> Option<&Held> {
+        self.upstreams.iter().find(|h| h.server == server)
     }
 }
 
@@ -126,11 +134,12 @@ impl SessionKey {
         plain.extend_from_slice(&s.principal);
         put8(&mut plain, s.protocol.as_bytes())?;
         plain.push(u8::try_from(s.upstreams.len()).ok()?);
-        for (server, id) in &s.upstreams {
-            put8(&mut plain, server.as_bytes())?;
-            let len = u16::try_from(id.len()).ok()?;
+        for h in &s.upstreams {
+            put8(&mut plain, h.server.as_bytes())?;
+            let len = u16::try_from(h.session.len()).ok()?;
             plain.extend_from_slice(&len.to_be_bytes());
-            plain.extend_from_slice(id.as_bytes());
+            plain.extend_from_slice(h.session.as_bytes());
+            put8(&mut plain, h.version.as_bytes())?;
         }
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).ok()?;
@@ -266,7 +275,11 @@ fn decode(plain: &[u8]) -> Option<Session> {
     let n = c.u8()?;
     let mut upstreams = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
-        upstreams.push((c.str8()?, c.str16()?));
+        upstreams.push(Held {
+            server: c.str8()?,
+            session: c.str16()?,
+            version: c.str8()?,
+        });
     }
     c.0.is_empty().then_some(Session {
         created,
@@ -287,8 +300,16 @@ mod tests {
             principal,
             protocol: "2025-11-25".into(),
             upstreams: vec![
-                ("everything".into(), "ps1-abc".into()),
-                ("web".into(), String::new()),
+                Held {
+                    server: "everything".into(),
+                    session: "ps1-abc".into(),
+                    version: "2025-06-18".into(),
+                },
+                Held {
+                    server: "web".into(),
+                    session: String::new(),
+                    version: "2025-11-25".into(),
+                },
             ],
         }
     }
@@ -306,7 +327,10 @@ mod tests {
                 .map(|s| (*s).clone()),
             Ok(s.clone())
         );
-        assert_eq!(s.upstream("everything"), Some("ps1-abc"));
+        assert_eq!(
+            s.upstream("everything").map(|h| h.session.as_str()),
+            Some("ps1-abc")
+        );
         // Another caller, another key, a later time, a flipped byte, garbage: refused.
         assert_eq!(
             key.open(id.as_bytes(), &[4; 16], 1_000_010).map(|_| ()),

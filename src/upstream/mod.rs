@@ -57,8 +57,10 @@ pub struct Request<'a> {
     pub traceparent: &'a str,
     /// Which session id goes upstream.
     pub session: SessionId<'a>,
-    /// 2026-07-28 on `/mcp`: the `Mcp-Name` the upstream gets in place of the client's.
+    /// On `/mcp`: the `Mcp-Name` the upstream gets in place of the client's.
     pub mcp_name: Option<&'a str>,
+    /// On `/mcp`: the `MCP-Protocol-Version` the upstream negotiated, in place of the client's.
+    pub protocol_version: Option<&'a str>,
 }
 
 /// Which `Mcp-Session-Id` a request carries upstream.
@@ -261,6 +263,7 @@ impl Upstream {
             http::head::Own {
                 session: req.held(),
                 mcp_name: req.mcp_name,
+                protocol_version: req.protocol_version,
             },
             &mut head,
         );
@@ -349,6 +352,7 @@ impl Upstream {
         let own = http::head::Own {
             session: req.held(),
             mcp_name: None,
+            protocol_version: req.protocol_version,
         };
         http::head::encode(req.view, http, None, req.traceparent, own, &mut head);
         let (exchange, resp) = http.exchange(&head, b"", stream).await?;

@@ -333,6 +333,7 @@ fn names(
     prefix: Option<String>,
     aliases: Option<crate::config::raw::OrderedMap<Option<String>>>,
 ) -> (Option<String>, Vec<(String, String)>) {
+    let sp_has_prefix = prefix.is_some();
     let prefix = match prefix {
         Some(p) if !valid_name(&p) => {
             ctx.error(
@@ -353,6 +354,21 @@ fn names(
         Some(p) => Some(p),
         None => name.map(str::to_owned),
     };
+    // `PREFIX{separator}NAME` is split at the first separator: a prefix whose end and the
+    // separator make an earlier one (`git_` + `__`) would send its names to another server.
+    let prefix = prefix.filter(|p| {
+        let joined = format!("{p}{separator}");
+        let clean = separator.is_empty() || joined.find(separator) == Some(p.len());
+        if !clean {
+            let field = if sp_has_prefix { "prefix" } else { "name" };
+            ctx.error(
+                &sp.key(field),
+                format!("`{p}` ends in a way that makes `{p}{separator}NAME` split too early"),
+                Some(format!("on /mcp names are split at the first `{separator}`; end the {field} with a character other than `{}`", separator.chars().next().unwrap_or('_'))),
+            );
+        }
+        clean
+    });
     // A shortened name needs 9 characters of its own (`-` and 8 hex digits) and one more.
     let prefix = prefix.filter(|p| {
         let room = 64usize.saturating_sub(p.len() + separator.len());

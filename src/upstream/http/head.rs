@@ -64,6 +64,8 @@ pub fn encode(
         if dropped(name, connection)
             || (held.is_some() && name.eq_ignore_ascii_case(b"mcp-session-id"))
             || (own.mcp_name.is_some() && name.eq_ignore_ascii_case(b"mcp-name"))
+            || (own.protocol_version.is_some()
+                && name.eq_ignore_ascii_case(b"mcp-protocol-version"))
             || (name.eq_ignore_ascii_case(b"authorization") && !cfg.forward_authorization)
             || cfg
                 .inject_headers
@@ -80,6 +82,9 @@ pub fn encode(
     push(out, b"traceparent", traceparent.as_bytes());
     if let Some(Some(id)) = held {
         push(out, b"mcp-session-id", id);
+    }
+    if let Some(v) = own.protocol_version {
+        push(out, b"mcp-protocol-version", v.as_bytes());
     }
     if let Some(name) = own.mcp_name {
         push(
@@ -103,6 +108,8 @@ pub struct Own<'a> {
     pub session: Option<Option<&'a [u8]>>,
     /// The upstream's own name, in place of the client's `Mcp-Name`.
     pub mcp_name: Option<&'a str>,
+    /// The version the upstream negotiated, in place of the client's `MCP-Protocol-Version`.
+    pub protocol_version: Option<&'a str>,
 }
 
 fn push(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -129,6 +136,15 @@ mod tests {
     }
 
     fn encode_str(headers: &[(&str, &str)], up: &HttpUpstream, len: Option<usize>) -> String {
+        encode_own(headers, up, len, Own::default())
+    }
+
+    fn encode_own(
+        headers: &[(&str, &str)],
+        up: &HttpUpstream,
+        len: Option<usize>,
+        own: Own<'_>,
+    ) -> String {
         let mut map = http::HeaderMap::new();
         for (n, v) in headers {
             map.append(
@@ -145,8 +161,48 @@ mod tests {
             Fields::Map(&map),
         );
         let mut out = Vec::new();
-        encode(&view, up, len, "00-t-s-01", Own::default(), &mut out);
+        encode(&view, up, len, "00-t-s-01", own, &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fields_the_gateway_owns_on_mcp_replace_the_clients() {
+        let up = upstream("");
+        let client = [
+            ("mcp-session-id", "pcs1.sealed"),
+            ("Mcp-Name", "P__forbidden"),
+            ("mcp-protocol-version", "2025-11-25"),
+            ("accept", "application/json"),
+        ];
+        let own = Own {
+            session: Some(Some(b"upstream-1")),
+            mcp_name: Some("allowed"),
+            protocol_version: Some("2025-06-18"),
+        };
+        let head = encode_own(&client, &up, Some(2), own).to_ascii_lowercase();
+        for gone in ["pcs1.sealed", "p__forbidden", "2025-11-25"] {
+            assert!(!head.contains(gone), "{gone} reached the upstream:\n{head}");
+        }
+        for there in [
+            "mcp-session-id: upstream-1\r\n",
+            "mcp-name: allowed\r\n",
+            "mcp-protocol-version: 2025-06-18\r\n",
+            "accept: application/json\r\n",
+        ] {
+            assert_eq!(head.matches(there).count(), 1, "{there}:\n{head}");
+        }
+        // No session held: the client's id is dropped and none is sent.
+        let none = Own {
+            session: Some(None),
+            ..Own::default()
+        };
+        assert!(!encode_own(&client, &up, None, none).contains("mcp-session-id"));
+        // A name that is not plain ASCII goes base64-wrapped.
+        let wrapped = Own {
+            mcp_name: Some("écho"),
+            ..Own::default()
+        };
+        assert!(encode_own(&[], &up, None, wrapped).contains("mcp-name: =?base64?w6ljaG8=?=\r\n"));
     }
 
     #[test]

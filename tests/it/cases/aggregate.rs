@@ -233,6 +233,10 @@ async fn one_session_lists_every_upstream_filtered_and_routes_calls_by_name() {
         status, 404,
         "a call after DELETE reaches a closed upstream session"
     );
+    // A list too: the upstreams no longer know the session, so neither does /mcp.
+    let list = json!({"jsonrpc":"2.0","id":6,"method":"tools/list"});
+    let (status, v) = json_of(post(&gw, &user, Some(&sid), &list)).await;
+    assert_eq!(status, 404, "{v}");
 }
 
 #[tokio::test]
@@ -316,7 +320,11 @@ async fn session_ids_that_do_not_open_for_this_caller_are_404() {
             created: portcullis::mcp::session::now(),
             principal: portcullis::mcp::session::principal_tag(&principal),
             protocol: "2025-11-25".into(),
-            upstreams: vec![("a".into(), String::new())],
+            upstreams: vec![portcullis::mcp::session::Held {
+                server: "a".into(),
+                session: String::new(),
+                version: "2025-11-25".into(),
+            }],
         })
         .unwrap();
     for bad in [foreign.as_str(), "pcs1.", "garbage", "ps1-deadbeef"] {

@@ -57,6 +57,7 @@ async fn call_messages(
         traceparent: TRACEPARENT,
         session: SessionId::Client,
         mcp_name: None,
+        protocol_version: None,
     };
     let answer = upstream.call(&permit, req).await.unwrap();
     let mut reader = answer.into_messages();
