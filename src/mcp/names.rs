@@ -55,6 +55,7 @@ pub struct Names {
     separator: Box<str>,
     servers: Vec<Server>,
     by_prefix: HashMap<Box<str>, usize>,
+    by_name: HashMap<Box<str>, usize>,
 }
 
 impl Names {
@@ -84,15 +85,21 @@ impl Names {
             .enumerate()
             .map(|(i, s)| (s.prefix.clone(), i))
             .collect();
+        let by_name = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
         Names {
             separator: config.proxy.separator.as_str().into(),
             servers,
             by_prefix,
+            by_name,
         }
     }
 
     fn server(&self, name: &str) -> Option<&Server> {
-        self.servers.iter().find(|s| &*s.name == name)
+        self.by_name.get(name).map(|&i| &self.servers[i])
     }
 
     /// The name a tool or prompt `name` of `server` has on `/mcp`.
