@@ -257,9 +257,20 @@ fn bench_session(c: &mut Criterion) {
     c.bench_function("session_seal", |b| {
         b.iter(|| key.seal(black_box(&session)).unwrap())
     });
-    c.bench_function("session_open", |b| {
+    // The same id again (what a client sends with every request): remembered per thread.
+    c.bench_function("session_open_again", |b| {
         b.iter(|| {
             key.open(black_box(id.as_bytes()), &tag, 1_800_000_100)
+                .unwrap()
+        })
+    });
+    // More ids than a thread remembers, in turn: every open decrypts.
+    let ids: Vec<String> = (0..64).map(|_| key.seal(&session).unwrap()).collect();
+    let mut i = 0;
+    c.bench_function("session_open_first", |b| {
+        b.iter(|| {
+            i = (i + 1) % ids.len();
+            key.open(black_box(ids[i].as_bytes()), &tag, 1_800_000_100)
                 .unwrap()
         })
     });
