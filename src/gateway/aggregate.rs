@@ -28,7 +28,7 @@ use crate::auth::Principal;
 use crate::mcp::aggregate as agg;
 use crate::mcp::era::{self, negotiate, Era};
 use crate::mcp::filter::ListKind;
-use crate::mcp::jsonrpc::{Envelope, Message};
+use crate::mcp::jsonrpc::{Envelope, Message, Use};
 use crate::mcp::names::{cursor, Resolved};
 use crate::mcp::reply::Reply;
 use crate::mcp::session::{self, principal_tag, Session};
@@ -232,15 +232,12 @@ async fn post<'s, B: BodySource>(
         Message::Request { id, method, .. } if ListKind::for_method(method).is_some() => {
             let kind = ListKind::for_method(method).unwrap_or(ListKind::Tools);
             let params: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let cursors = match params.pointer("/params/cursor") {
-                None | Some(Value::Null) => None,
-                Some(c) => match c.as_str().and_then(cursor::decode) {
-                    Some(m) => Some(m),
-                    None => {
-                        let m = "Invalid params: unknown cursor";
-                        return Plan::Answer(Reply::rpc_error(200, id, -32602, m));
-                    }
-                },
+            let cursors = match cursors_of(&params) {
+                Ok(c) => c,
+                Err(()) => {
+                    let m = "Invalid params: unknown cursor";
+                    return Plan::Answer(Reply::rpc_error(200, id, -32602, m));
+                }
             };
             let legs = session_legs(snap, &principal, &session)
                 .into_iter()
@@ -276,13 +273,7 @@ async fn post<'s, B: BodySource>(
                 return unknown_method(id, method);
             }
             let exposed = used.name.as_str();
-            let resolved = match used.kind {
-                Kind::Resource => snap
-                    .names
-                    .resolve_uri(exposed)
-                    .map(|(s, u)| (s, Resolved::Name(Cow::Borrowed(u)))),
-                _ => snap.names.resolve(exposed),
-            };
+            let resolved = resolve(snap, used);
             let leg = resolved
                 .as_ref()
                 .and_then(|(server, _)| session_leg(snap, &principal, &session, server));
@@ -375,15 +366,12 @@ fn modern<'s>(
     }
     if let Some(kind) = ListKind::for_method(method) {
         let params: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let cursors = match params.pointer("/params/cursor") {
-            None | Some(Value::Null) => None,
-            Some(c) => match c.as_str().and_then(cursor::decode) {
-                Some(m) => Some(m),
-                None => {
-                    let m = "Invalid params: unknown cursor";
-                    return Plan::Answer(Reply::rpc_error(400, id, -32602, m));
-                }
-            },
+        let cursors = match cursors_of(&params) {
+            Ok(c) => c,
+            Err(()) => {
+                let m = "Invalid params: unknown cursor";
+                return Plan::Answer(Reply::rpc_error(400, id, -32602, m));
+            }
         };
         let legs = all_legs(snap, &principal)
             .into_iter()
@@ -411,13 +399,7 @@ fn modern<'s>(
         return Plan::Answer(Reply::rpc_error(404, id, -32601, &m));
     };
     let exposed = used.name.as_str();
-    let resolved = match used.kind {
-        Kind::Resource => snap
-            .names
-            .resolve_uri(exposed)
-            .map(|(s, u)| (s, Resolved::Name(Cow::Borrowed(u)))),
-        _ => snap.names.resolve(exposed),
-    };
+    let resolved = resolve(snap, used);
     let leg = resolved
         .as_ref()
         .and_then(|(server, _)| one_leg(snap, &principal, server));
@@ -432,6 +414,26 @@ fn modern<'s>(
             let m = format!("Unknown {}: {exposed}", used.kind.as_str());
             Plan::Answer(Reply::rpc_error(200, id, -32602, &m))
         }
+    }
+}
+
+/// The server a used name belongs to, and how its upstream name is found.
+fn resolve<'s, 'u>(snap: &'s Snapshot, used: &'u Use) -> Option<(&'s str, Resolved<'u>)> {
+    match used.kind {
+        Kind::Resource => snap
+            .names
+            .resolve_uri(&used.name)
+            .map(|(s, u)| (s, Resolved::Name(Cow::Borrowed(u)))),
+        _ => snap.names.resolve(&used.name),
+    }
+}
+
+/// The upstreams' cursors in a list request's `params.cursor` (`Ok(None)`: the first page;
+/// `Err`: not a cursor this gateway made).
+fn cursors_of(params: &Value) -> Result<Option<serde_json::Map<String, Value>>, ()> {
+    match params.pointer("/params/cursor") {
+        None | Some(Value::Null) => Ok(None),
+        Some(c) => c.as_str().and_then(cursor::decode).map(Some).ok_or(()),
     }
 }
 

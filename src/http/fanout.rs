@@ -143,6 +143,28 @@ async fn drain(answer: Answer<'_>) {
     while let Ok(Some(_)) = r.next().await {}
 }
 
+/// Send `body` (a request with id `id`) to `leg`, bounded by its timeout: the response's
+/// `result`, or why there is none.
+async fn ask_leg(
+    leg: &Leg<'_>,
+    view: &RequestView<'_>,
+    body: Bytes,
+    traceparent: &str,
+    id: &Value,
+) -> Result<Value, String> {
+    let envelope = classify(&body).ok();
+    let req = request(view, leg, body.clone(), envelope.as_ref(), traceparent);
+    within(leg, async {
+        let answer = leg
+            .upstream
+            .call(&leg.permit, req)
+            .await
+            .map_err(|f| f.detail)?;
+        response(answer, id).await
+    })
+    .await
+}
+
 /// The response with id `id` in an answer (other messages are skipped): its `result`, or the
 /// upstream's error as text.
 async fn response(answer: Answer<'_>, id: &Value) -> Result<Value, String> {
@@ -299,27 +321,10 @@ async fn resolve<D: Downstream>(
             .take()
             .map_or_else(|| json!({}), |c| json!({ "cursor": c }));
         let list = Bytes::from(
-            json!({ "jsonrpc": "2.0", "id": 1, "method": list_method(list_kind), "params": params })
+            json!({ "jsonrpc": "2.0", "id": 1, "method": list_kind.method(), "params": params })
                 .to_string(),
         );
-        let list_envelope = classify(&list).ok();
-        let req = request(
-            view,
-            &leg,
-            list.clone(),
-            list_envelope.as_ref(),
-            traceparent,
-        );
-        let page = within(&leg, async {
-            let answer = leg
-                .upstream
-                .call(&leg.permit, req)
-                .await
-                .map_err(|f| f.detail)?;
-            response(answer, &ask).await
-        })
-        .await;
-        let page = match page {
+        let page = match ask_leg(&leg, view, list, traceparent, &ask).await {
             Ok(p) => p,
             Err(why) => {
                 skipped(&leg, &why);
@@ -360,15 +365,6 @@ async fn resolve<D: Downstream>(
     }
 }
 
-fn list_method(kind: ListKind) -> &'static str {
-    match kind {
-        ListKind::Tools => "tools/list",
-        ListKind::Prompts => "prompts/list",
-        ListKind::Resources => "resources/list",
-        ListKind::Templates => "resources/templates/list",
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn list(
     f: &Fanout<'_>,
@@ -387,23 +383,12 @@ async fn list(
             params["_meta"] = meta.clone();
         }
         let body = Bytes::from(
-            json!({ "jsonrpc": "2.0", "id": 1, "method": list_method(kind), "params": params })
+            json!({ "jsonrpc": "2.0", "id": 1, "method": kind.method(), "params": params })
                 .to_string(),
         );
         let ask = &ask;
         async move {
-            let envelope = classify(&body).ok();
-            let req = request(view, leg, body.clone(), envelope.as_ref(), traceparent);
-            let page = within(leg, async {
-                let answer = leg
-                    .upstream
-                    .call(&leg.permit, req)
-                    .await
-                    .map_err(|f| f.detail)?;
-                response(answer, ask).await
-            })
-            .await;
-            match page {
+            match ask_leg(leg, view, body, traceparent, ask).await {
                 Err(why) if why == SESSION_GONE && leg.session.is_some() => Err(()),
                 Err(why) => {
                     skipped(leg, &why);
@@ -462,22 +447,11 @@ async fn discover(
     id: &Value,
     body: &Bytes,
 ) -> Reply {
-    let envelope = classify(body).ok();
-    let calls = f.legs.iter().map(|leg| {
-        let envelope = envelope.as_ref();
-        async move {
-            let req = request(view, leg, body.clone(), envelope, traceparent);
-            let found = within(leg, async {
-                let answer = leg
-                    .upstream
-                    .call(&leg.permit, req)
-                    .await
-                    .map_err(|f| f.detail)?;
-                response(answer, id).await
-            })
-            .await;
-            found.map_err(|why| skipped(leg, &why)).ok()
-        }
+    let calls = f.legs.iter().map(|leg| async move {
+        ask_leg(leg, view, body.clone(), traceparent, id)
+            .await
+            .map_err(|why| skipped(leg, &why))
+            .ok()
     });
     let found = futures_util::future::join_all(calls).await;
     let answered: Vec<Initialized<'_>> = f

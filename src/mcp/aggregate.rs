@@ -240,12 +240,7 @@ pub fn merge_page(
     result: Value,
     items: &mut Vec<Value>,
 ) -> Option<Value> {
-    let (list, field, policy_kind) = match kind {
-        ListKind::Tools => ("tools", "name", Kind::Tool),
-        ListKind::Prompts => ("prompts", "name", Kind::Prompt),
-        ListKind::Resources => ("resources", "uri", Kind::Resource),
-        ListKind::Templates => ("resourceTemplates", "uriTemplate", Kind::Resource),
-    };
+    let (list, field, policy_kind) = kind.fields();
     let Value::Object(mut result) = result else {
         return None;
     };
@@ -276,12 +271,7 @@ pub fn merge_page(
 
 /// The list field of `kind` in a result.
 pub fn list_field(kind: ListKind) -> &'static str {
-    match kind {
-        ListKind::Tools => "tools",
-        ListKind::Prompts => "prompts",
-        ListKind::Resources => "resources",
-        ListKind::Templates => "resourceTemplates",
-    }
+    kind.fields().0
 }
 
 #[cfg(test)]

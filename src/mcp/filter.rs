@@ -37,7 +37,18 @@ impl ListKind {
         }
     }
 
-    fn fields(self) -> (&'static str, &'static str, Kind) {
+    /// The JSON-RPC method that asks for this list.
+    pub fn method(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools/list",
+            ListKind::Prompts => "prompts/list",
+            ListKind::Resources => "resources/list",
+            ListKind::Templates => "resources/templates/list",
+        }
+    }
+
+    /// The result's list member, each item's name member, and what the policy calls an item.
+    pub fn fields(self) -> (&'static str, &'static str, Kind) {
         match self {
             ListKind::Tools => ("tools", "name", Kind::Tool),
             ListKind::Prompts => ("prompts", "name", Kind::Prompt),
