@@ -55,6 +55,7 @@ pub fn answer(
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             let (statuses, _) = health.current(live);
+            let seen = live.names.seen();
             let upstreams: Vec<_> = live
                 .config
                 .proxy
@@ -66,6 +67,11 @@ pub fn answer(
                         "transport": u.transport.kind(),
                         "health": statuses.get(&u.name),
                         "process": live.upstreams.get(&u.name).and_then(|up| up.shared.as_ref()).map(|m| m.status()),
+                        "on_mcp": {
+                            "prefix": u.prefix,
+                            "aliases": u.aliases.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                            "tools_seen": seen.get(&u.name),
+                        },
                     })
                 })
                 .collect();

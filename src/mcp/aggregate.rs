@@ -250,21 +250,53 @@ pub fn merge_page(
     let Some(Value::Array(page)) = result.remove(list) else {
         return next;
     };
+    let mut seen = crate::mcp::names::Seen::default();
+    let head_len = names.head(server).len();
+    let mut exposed_here: std::collections::HashMap<String, String> = Default::default();
     for mut item in page {
         let Some(name) = item.get(field).and_then(Value::as_str).map(str::to_owned) else {
             continue;
         };
+        let exposed = match policy_kind {
+            Kind::Resource => names.expose_uri(server, &name),
+            _ => names.expose(server, &name),
+        };
+        if policy_kind != Kind::Resource {
+            // The name must lead back to this tool: an alias that equals another tool's
+            // name takes that name, and the other tool cannot be reached on /mcp.
+            match names.resolve(&exposed) {
+                Some((_, super::names::Resolved::Name(back))) if back == name.as_str() => {}
+                Some((_, super::names::Resolved::Shortened)) => {
+                    // (A name that only looks shortened is exposed as it is.)
+                    if exposed.len() != head_len + name.len() || !exposed.ends_with(name.as_str()) {
+                        seen.shortened.push((name.clone(), exposed.clone()));
+                    }
+                }
+                _ => {
+                    seen.collisions.push(format!(
+                        "`{name}` is hidden: `{exposed}` is another tool's alias"
+                    ));
+                    continue;
+                }
+            }
+        }
+        // Two upstream names that would still be one name here: the first keeps it.
+        if let Some(first) = exposed_here.get(&exposed) {
+            seen.collisions
+                .push(format!("`{first}` and `{name}` both become `{exposed}`"));
+            continue;
+        }
+        exposed_here.insert(exposed.clone(), name.clone());
         if let Some(scopes) = reader.scopes {
             if !reader.policy.visible(scopes, policy_kind, server, &name) {
                 continue;
             }
         }
-        let exposed = match policy_kind {
-            Kind::Resource => names.expose_uri(server, &name),
-            _ => names.expose(server, &name),
-        };
         item[field] = Value::from(exposed);
         items.push(item);
+    }
+    if kind == ListKind::Tools {
+        names.observe(server, seen);
     }
     next
 }

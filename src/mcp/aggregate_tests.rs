@@ -166,3 +166,32 @@ fn initialize_results_merge_capabilities_and_name_the_gateway() {
     assert_eq!(negotiate(Some("1999-01-01")), "2025-11-25");
     assert_eq!(negotiate(None), "2025-11-25");
 }
+
+#[test]
+fn live_names_that_collide_or_were_shortened_are_reported_and_only_reachable_ones_listed() {
+    let n = names();
+    let policy = Policy::from_config(&config("oauth:\n  enabled: false\n"));
+    let open = Reader {
+        policy: &policy,
+        scopes: None,
+    };
+    let long = "l".repeat(70);
+    // `calc` is also the alias of `calculator`: wf__calc means `calculator`, so the upstream's
+    // own `calc` cannot be reached on /mcp and is left out (whatever the list's order).
+    let page = json!({"tools":[{"name":"calc"},{"name":"calculator"},{"name": long},{"name":"build-deadbeef"}]});
+    let mut items = Vec::new();
+    merge_page(ListKind::Tools, &n, open, "n8n", page, &mut items);
+    let listed: Vec<&str> = items.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[0], "wf__calc");
+    assert!(
+        listed[1].starts_with("wf__lll") && listed[1].len() <= 64,
+        "{listed:?}"
+    );
+    assert_eq!(listed[2], "wf__build-deadbeef");
+    let seen = n.seen();
+    let report = &seen["n8n"];
+    assert_eq!(report.collisions.len(), 1, "{report:?}");
+    assert!(report.collisions[0].contains("`calc`"), "{report:?}");
+    assert_eq!(report.shortened, vec![(long.clone(), listed[1].to_owned())]);
+}

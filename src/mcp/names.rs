@@ -56,6 +56,18 @@ pub struct Names {
     servers: Vec<Server>,
     by_prefix: HashMap<Box<str>, usize>,
     by_name: HashMap<Box<str>, usize>,
+    /// What the last lists merged on `/mcp` showed of each server's live names (for `/status`).
+    seen: arc_swap::ArcSwap<std::collections::BTreeMap<String, Seen>>,
+}
+
+/// What a server's live list showed on `/mcp`: names shortened to fit, and names that two
+/// upstream names would share (the later one is left out of lists).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Seen {
+    /// Upstream name -> the shortened name it is exposed as.
+    pub shortened: Vec<(String, String)>,
+    /// "`a` and `b` both become `P__x`".
+    pub collisions: Vec<String>,
 }
 
 impl Names {
@@ -95,6 +107,7 @@ impl Names {
             servers,
             by_prefix,
             by_name,
+            seen: arc_swap::ArcSwap::default(),
         }
     }
 
@@ -161,6 +174,24 @@ impl Names {
         let (prefix, uri) = rest.split_once('/')?;
         let s = &self.servers[*self.by_prefix.get(prefix)?];
         (!uri.is_empty()).then_some((&*s.name, uri))
+    }
+
+    /// Record what a merged list of `server` showed (only when it changed: lists are merged
+    /// often, reports rarely change).
+    pub fn observe(&self, server: &str, seen: Seen) {
+        if self.seen.load().get(server) == Some(&seen) {
+            return;
+        }
+        self.seen.rcu(|all| {
+            let mut all = (**all).clone();
+            all.insert(server.to_owned(), seen.clone());
+            all
+        });
+    }
+
+    /// What lists showed of each server's live names.
+    pub fn seen(&self) -> std::sync::Arc<std::collections::BTreeMap<String, Seen>> {
+        self.seen.load_full()
     }
 
     /// Names of `/mcp` that two upstream names of `server` would share, and upstream names

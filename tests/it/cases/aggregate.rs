@@ -203,6 +203,22 @@ async fn one_session_lists_every_upstream_filtered_and_routes_calls_by_name() {
         "{names:?}"
     );
 
+    // /status shows how each server appears on /mcp, and what its live list showed.
+    let status: Value = client()
+        .get(gw.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b = &status["upstreams"][1]["on_mcp"];
+    assert_eq!(
+        (b["prefix"].as_str(), &b["aliases"]),
+        (Some("bee"), &json!({"echo": "say"})),
+        "{status}"
+    );
+    assert_eq!(b["tools_seen"]["collisions"], json!([]), "{status}");
     let (_, v) = json_of(post(&gw, &user, Some(&sid), &call(2, "a__echo"))).await;
     assert_eq!(v["result"]["content"][0]["text"], "Echo: m", "{v}");
     assert_eq!(v["id"], 2);
