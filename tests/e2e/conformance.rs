@@ -183,11 +183,7 @@ async fn reference_server_behind_the_aggregated_endpoint_fails_only_by_name() {
         "bare names cannot work on /mcp: {results:#?}"
     );
     for (check, message) in &failed {
-        let by_name = ["Unknown tool: ", "Unknown prompt: ", "Unknown resource: "]
-            .iter()
-            .find_map(|p| message.split_once(p).map(|(_, name)| name));
-        let bare =
-            by_name.is_some_and(|n| !n.starts_with("everything__") && !n.starts_with("mcp://"));
+        let bare = bare_name(message);
         assert!(
             bare,
             "{check} failed for another reason than a bare name: {message}"
@@ -308,6 +304,79 @@ async fn legacy_requirements_pass_through_the_gateway_check_by_check() {
         failed.is_empty(),
         "the reference server passes directly: {failed:?}"
     );
+    stack.assert_running();
+}
+
+/// Whether a failed check's message says the suite called a bare (un-namespaced) name.
+fn bare_name(message: &str) -> bool {
+    let bare = |n: &str| !n.starts_with("everything__") && !n.starts_with("mcp://");
+    let unknown = ["Unknown tool: ", "Unknown prompt: ", "Unknown resource: "]
+        .iter()
+        .find_map(|p| message.split_once(p).map(|(_, name)| name))
+        .is_some_and(bare);
+    // "Tool 'json_schema_2020_12_tool' not found. Available tools: everything__..."
+    let not_listed = message
+        .strip_prefix("Tool '")
+        .and_then(|r| r.split_once("' not found"))
+        .is_some_and(|(n, _)| bare(n));
+    unknown || not_listed
+}
+
+/// The newer suite against `/mcp`: 2025-11-25 in front of the reference server fails only on
+/// bare names; 2026-07-28 in front of the Python SDK's server passes every scenario that
+/// names nothing (header validation and caching included).
+#[tokio::test]
+async fn both_requirement_sets_against_the_aggregated_endpoint() {
+    let mut stack = Stack::start_reference().await;
+    let url = format!("{}/mcp", stack.base_url());
+    let legacy = run_requirements(&stack, "aggregate-legacy", &url, "2025-11-25").await;
+    let failed = failed_checks(&stack, "aggregate-legacy");
+    assert!(!failed.is_empty(), "bare names cannot work on /mcp");
+    for (check, message) in &failed {
+        assert!(
+            bare_name(message),
+            "{check} failed for another reason than a bare name: {message}"
+        );
+    }
+    for scenario in [
+        "server-initialize",
+        "tools-list",
+        "prompts-list",
+        "resources-list",
+    ] {
+        let ok = legacy
+            .iter()
+            .filter(|((s, _), _)| s == scenario)
+            .all(|(_, st)| st != "FAILURE");
+        assert!(
+            ok && legacy.keys().any(|(s, _)| s == scenario),
+            "{scenario}"
+        );
+    }
+    stack.assert_running();
+
+    let mut stack = Stack::start_upstream(Upstream::Python, crate::harness::gateway_yaml).await;
+    let url = format!("{}/mcp", stack.base_url());
+    let modern = run_requirements(&stack, "aggregate-modern", &url, "2026-07-28").await;
+    for scenario in [
+        "tools-list",
+        "prompts-list",
+        "resources-list",
+        "caching",
+        "http-header-validation",
+        "dns-rebinding-protection",
+        "sep-2164-resource-not-found",
+    ] {
+        let failed: Vec<_> = modern
+            .iter()
+            .filter(|((s, _), st)| s == scenario && *st == "FAILURE")
+            .collect();
+        assert!(failed.is_empty(), "{scenario} on /mcp: {failed:?}");
+        assert!(
+            modern.keys().any(|(s, _)| s == scenario),
+            "{scenario} did not run"
+        );
+    }
     stack.assert_running();
 }
 
