@@ -124,18 +124,15 @@ fn session_leg<'s>(
     server: &str,
 ) -> Option<Leg<'s>> {
     let held = s.upstream(server)?;
-    let upstream = snap.upstreams.get(server)?;
-    let server = upstream.name();
-    let runs = upstream.http.is_some() || upstream.shared.is_some();
-    (runs && snap.policy.may_reach(principal, server)).then(|| Leg {
-        upstream,
-        permit: snap.policy.permit_session(principal, server),
+    one_leg(snap, principal, server).map(|leg| Leg {
         session: (!held.session.is_empty()).then(|| held.session.clone()),
         version: (!held.version.is_empty()).then(|| held.version.clone()),
+        ..leg
     })
 }
 
-/// `server` as a leg without a session (2026-07-28), if it runs and the caller may reach it.
+/// `server` as a leg without a session (2026-07-28, `initialize`), if it runs and the caller
+/// may reach it.
 fn one_leg<'s>(snap: &'s Snapshot, principal: &Arc<Principal>, server: &str) -> Option<Leg<'s>> {
     let upstream = snap.upstreams.get(server)?;
     let server = upstream.name();
@@ -154,17 +151,7 @@ fn all_legs<'s>(snap: &'s Snapshot, principal: &Arc<Principal>) -> Vec<Leg<'s>> 
         .proxy
         .servers
         .iter()
-        .filter_map(|up| {
-            let upstream = snap.upstreams.get(&up.name)?;
-            let server = upstream.name();
-            let runs = upstream.http.is_some() || upstream.shared.is_some();
-            (runs && snap.policy.may_reach(principal, server)).then(|| Leg {
-                upstream,
-                permit: snap.policy.permit_session(principal, server),
-                session: None,
-                version: None,
-            })
-        })
+        .filter_map(|up| one_leg(snap, principal, &up.name))
         .collect()
 }
 
