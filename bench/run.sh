@@ -19,6 +19,8 @@
 #              h2load instead of wrk (the nginx listeners the client hits speak h2c; the proxies'
 #              upstream hop stays HTTP/1.1, to a listener of `direct` of its own; the latency
 #              columns are h2load's mean, p99 is not measured)]
+#   BENCH_RATE_LIMIT [0; 1: a `principal` and a `tool` rate limit checked on every request, never
+#                     refusing]
 #   BENCH_DURATION [10s]  BENCH_ROUNDS [3]  BENCH_WARMUP [2s]  BENCH_CONNECTIONS [32]
 #   BENCH_WRK_THREADS [1]  BENCH_GATEWAY_THREADS [1]  BENCH_PIN [1: taskset when >= 2 cpus]
 #   BENCH_SERVER_CPUS [0]  BENCH_CLIENT_CPUS [1]
@@ -199,6 +201,19 @@ proxy:
         url: "http://127.0.0.1:$PORT_DIRECT/mcp"
         timeout: 30s
 EOF
+# BENCH_RATE_LIMIT=1: rules that never refuse (a huge budget) but are checked on every request:
+# the cost of the limiter (an older portcullis-b parses the key and ignores it).
+if [ "${BENCH_RATE_LIMIT:-0}" = 1 ]; then
+    cat >>"$WORK/gateway.yaml" <<EOF
+rate_limits:
+  - key: principal
+    requests_per_second: 100000000
+    burst: 100000000
+  - key: tool
+    requests_per_second: 100000000
+    burst: 100000000
+EOF
+fi
 # portcullis-b (an older build) may not know newer keys: it runs on the file as generated so far.
 cp "$WORK/gateway.yaml" "$WORK/gateway-base.yaml"
 if [ "${BENCH_FAST_PATH:-1}" = 0 ]; then

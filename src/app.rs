@@ -120,6 +120,13 @@ pub fn assemble(
             ))),
         ),
         (
+            "rate-limit buckets",
+            Background(Arc::new(crate::state::sweeper::Sweeper {
+                store: store.clone(),
+                interval: crate::state::sweeper::SWEEP_INTERVAL,
+            })),
+        ),
+        (
             "upstream health",
             Background(Arc::new(Prober {
                 health,

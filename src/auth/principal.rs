@@ -21,6 +21,46 @@ pub struct Principal {
     pub anonymous: bool,
     /// [`Principal::tag`], computed once (a principal lives as long as its cached token).
     pub tag: std::sync::OnceLock<[u8; 16]>,
+    /// The token's claims (`claim:NAME` rate limits read them); not shown by `Debug`.
+    pub claims: Claims,
+}
+
+/// A verified token's claims, kept for decisions that read a claim; `Debug` shows only the
+/// claim names (values may identify a person).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Claims(pub Value);
+
+impl Claims {
+    /// The string values of `claim`: its value if a string, its string elements if an array
+    /// (e.g. `groups`), numbers and booleans as written; nothing when absent.
+    pub fn values<'a>(&'a self, claim: &str) -> impl Iterator<Item = std::borrow::Cow<'a, str>> {
+        let v = self.0.get(claim);
+        let one = |v: &'a Value| match v {
+            Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
+            Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
+            Value::Bool(b) => Some(std::borrow::Cow::Borrowed(if *b {
+                "true"
+            } else {
+                "false"
+            })),
+            _ => None,
+        };
+        let (single, many) = match v {
+            Some(Value::Array(a)) => (None, a.as_slice()),
+            Some(v) => (one(v), &[][..]),
+            None => (None, &[][..]),
+        };
+        single.into_iter().chain(many.iter().filter_map(one))
+    }
+}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Value::Object(m) => f.debug_set().entries(m.keys()).finish(),
+            _ => f.write_str("{}"),
+        }
+    }
 }
 
 impl Principal {
@@ -51,6 +91,7 @@ impl Principal {
             scopes,
             anonymous: false,
             tag: std::sync::OnceLock::new(),
+            claims: Claims(claims.clone()),
         }
     }
 

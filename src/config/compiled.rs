@@ -286,17 +286,30 @@ impl fmt::Debug for StdioCommand {
 }
 
 /// What a rate-limit bucket is keyed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RateLimitKey {
-    /// The authenticated principal.
+    /// The authenticated principal (issuer and subject).
     Principal,
-    /// The upstream server.
+    /// The upstream server a request is forwarded to.
     Server,
-    /// The principal and the tool.
+    /// The principal and the tool (`tools/call` only).
     Tool,
+    /// Each value of this claim of the caller's token (e.g. every group it lists).
+    Claim(String),
 }
 
-/// A token bucket.
+impl std::fmt::Display for RateLimitKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RateLimitKey::Principal => f.write_str("principal"),
+            RateLimitKey::Server => f.write_str("server"),
+            RateLimitKey::Tool => f.write_str("principal and tool"),
+            RateLimitKey::Claim(c) => write!(f, "value of claim `{c}`"),
+        }
+    }
+}
+
+/// A token bucket per key (`rate_limits[]`), enforced per replica by [`crate::policy::limit`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimit {
     /// Bucket key.
@@ -305,6 +318,10 @@ pub struct RateLimit {
     pub requests_per_second: f64,
     /// Bucket size.
     pub burst: u32,
+    /// `(server, tool)` glob patterns; empty: the rule counts every request.
+    pub tools: Vec<(String, String)>,
+    /// Where it is written: `rate_limits[0]` (the metric's `rule` label).
+    pub source: String,
 }
 
 fn dur(d: Duration) -> String {
@@ -417,14 +434,15 @@ impl Config {
             out.push("rate limits: none".into());
         }
         for r in &self.rate_limits {
-            let key = match r.key {
-                RateLimitKey::Principal => "principal",
-                RateLimitKey::Server => "server",
-                RateLimitKey::Tool => "principal and tool",
+            let tools = if r.tools.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = r.tools.iter().map(|(s, t)| format!("{s}:{t}")).collect();
+                format!(", tools {}", list.join(", "))
             };
             out.push(format!(
-                "rate limit: per {key} {}/s burst {}",
-                r.requests_per_second, r.burst
+                "rate limit ({}): per {} {}/s burst {}{tools}",
+                r.source, r.key, r.requests_per_second, r.burst
             ));
         }
         for w in &self.warnings {

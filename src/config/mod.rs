@@ -11,7 +11,8 @@
 //! | `compile/mod.rs`       | raw -> [`Config`]: requiredness and semantics, all errors at once (`server`, `oauth`, `proxy`) |
 //! | `compile/ctx.rs`       | positions, collected errors and warnings, shared checks         |
 //! | `compile/servers.rs`   | one `proxy.servers[]` entry -> `Upstream`                       |
-//! | `compile/auth.rs`      | `auth` (mappings, permission patterns) and `rate_limits`        |
+//! | `compile/auth.rs`      | `auth` (mappings, permission patterns)                          |
+//! | `compile/limits.rs`    | `rate_limits` (keys, rates, `tools` patterns)                   |
 //! | `compiled.rs`          | the typed result (no serde, secrets redacted in `Debug`)       |
 //! | `glob.rs`              | `*` globs, shared with the policy                               |
 //! | `diagnostic.rs`        | `file:line:col`, field path, hint, rendering, "did you mean"   |

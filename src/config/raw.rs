@@ -231,24 +231,15 @@ pub(crate) enum RawAuthType {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRateLimit {
-    /// What the bucket is keyed by.
-    pub(crate) key: Option<RawRateLimitKey>,
+    /// What the bucket is keyed by: `principal`, `server`, `tool` or `claim:NAME`.
+    pub(crate) key: Option<String>,
     /// Sustained rate.
     pub(crate) requests_per_second: Option<f64>,
     /// Bucket size. Default: the rate rounded up, at least 1.
     pub(crate) burst: Option<u32>,
-}
-
-/// `rate_limits[].key`.
-#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum RawRateLimitKey {
-    /// Per authenticated principal.
-    Principal,
-    /// Per upstream server.
-    Server,
-    /// Per principal and tool.
-    Tool,
+    /// `server:tool` patterns: the rule counts only calls of these tools (and overrides the
+    /// rule of the same key without `tools` for them).
+    pub(crate) tools: Option<List<String>>,
 }
 
 /// A list whose entries keep their index: an entry removed after an error (or written as null)

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::decide::{denial, read_json};
+use super::limit;
 use super::observe::Observation;
 use super::plan::{Fanout, Forward, Leg, Op, Plan, Via, Work};
 use super::Gateway;
@@ -178,6 +179,9 @@ async fn post<'s, B: BodySource>(
     };
     if let Message::Request { id, method, .. } = msg {
         if method == "initialize" {
+            if let Err(reply) = limit::admit(snap, &principal, false, &envelope, None, None, obs) {
+                return Plan::Answer(reply);
+            }
             let requested = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
                 v.pointer("/params/protocolVersion")
                     .and_then(Value::as_str)
@@ -203,6 +207,14 @@ async fn post<'s, B: BodySource>(
         }
         Err(reply) => return Plan::Answer(reply),
     };
+    let covered =
+        matches!(msg, Message::Request { method, .. } if policy::covered(method).is_some());
+    if !covered {
+        // Covered requests are charged once routed, with their server and tool (`route`).
+        if let Err(reply) = limit::admit(snap, &principal, true, &envelope, None, None, obs) {
+            return Plan::Answer(reply);
+        }
+    }
     let fanout = |legs, work| {
         Plan::Fanout(Fanout {
             snap,
@@ -267,7 +279,9 @@ async fn post<'s, B: BodySource>(
             match (resolved, leg) {
                 (Some((_, Resolved::Name(original))), Some(leg)) => {
                     let original = original.into_owned();
-                    route(snap, &principal, leg, envelope, &bytes, &original, obs)
+                    route(
+                        snap, &principal, leg, envelope, &bytes, &original, true, obs,
+                    )
                 }
                 (Some((_, Resolved::Shortened)), Some(leg)) => {
                     // Found in the upstream's list by the fan-out, then decided by `route`.
@@ -337,6 +351,12 @@ fn modern<'s>(
         // 2026-07-28 defines no notification from client to server over HTTP.
         return Plan::Answer(Reply::accepted());
     };
+    if uses.is_none() {
+        // A request naming a tool, prompt or resource is charged once routed (`route`).
+        if let Err(reply) = limit::admit(snap, &principal, false, &envelope, None, None, obs) {
+            return Plan::Answer(reply);
+        }
+    }
     let fanout = |work| {
         Plan::Fanout(Fanout {
             snap,
@@ -393,7 +413,9 @@ fn modern<'s>(
     match (resolved, leg) {
         (Some((_, Resolved::Name(original))), Some(leg)) => {
             let original = original.into_owned();
-            route(snap, &principal, leg, envelope, &bytes, &original, obs)
+            route(
+                snap, &principal, leg, envelope, &bytes, &original, false, obs,
+            )
         }
         _ => {
             // Shortened names are not resolved at 2026-07-28 yet: unknown, answered exactly
@@ -437,7 +459,10 @@ fn unknown<'s>(id: &Value, kind: Kind, exposed: &str) -> Plan<'s> {
 
 /// Decide a covered request of `envelope` (one message) whose target was resolved to
 /// `original` on `leg`'s upstream: the policy on the upstream's own name, then a forward with
-/// that name restored. Also called once a shortened name was found in the upstream's list.
+/// that name restored, charged to the rate limits with its server and tool (`in_session`: a
+/// legacy session's request). Also called once a shortened name was found in the upstream's
+/// list.
+#[allow(clippy::too_many_arguments)]
 pub fn route<'s>(
     snap: &'s Snapshot,
     principal: &Arc<Principal>,
@@ -445,6 +470,7 @@ pub fn route<'s>(
     envelope: Envelope,
     bytes: &[u8],
     original: &str,
+    in_session: bool,
     obs: &mut Observation,
 ) -> Plan<'s> {
     let Some(Message::Request {
@@ -476,6 +502,18 @@ pub fn route<'s>(
             return Plan::Answer(denial(snap, None, &envelope, id, noun, &used.name, &denied));
         }
     };
+    let tool = (method == "tools/call").then_some(original);
+    if let Err(reply) = limit::admit(
+        snap,
+        principal,
+        in_session,
+        &envelope,
+        Some(server),
+        tool,
+        obs,
+    ) {
+        return Plan::Answer(reply);
+    }
     let Some(body) = agg::rename_target(bytes, used, target, original) else {
         return unknown(id, used.kind, &used.name);
     };

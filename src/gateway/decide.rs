@@ -29,7 +29,7 @@ use crate::mcp::era::{self, Era};
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{self, Envelope};
 use crate::mcp::reply::Reply;
-use crate::request::{BodyError, BodySource, RequestView};
+use crate::request::{BodyError, BodySource, RequestView, Single};
 use crate::state::Snapshot;
 use crate::telemetry::metrics::RouteLabel;
 use crate::upstream::Upstream;
@@ -206,6 +206,18 @@ impl Gateway {
                 ));
             }
         };
+        let in_session = matches!(req.session_id, Single::One(_));
+        if let Err(reply) = super::limit::admit(
+            snap,
+            &principal,
+            in_session,
+            &envelope,
+            Some(server),
+            None,
+            obs,
+        ) {
+            return Plan::Answer(reply);
+        }
         Plan::Forward(Forward {
             op: Op::Call,
             upstream,

@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 mod decide;
+pub mod limit;
 pub mod observe;
 pub mod plan;
 pub mod trace;

@@ -7,6 +7,7 @@
 //! - `ok`: the upstream answered with a result that is not `isError: true`, relayed to the end;
 //! - `error`: it answered with a JSON-RPC error, or a result with `isError: true`;
 //! - `denied`: the policy refused it; the upstream never saw it;
+//! - `limited`: a rate limit refused it; the upstream never saw it;
 //! - `failed`: no answer reached the client (upstream unavailable, timed out, cut off
 //!   mid-answer, answered without a JSON-RPC response, or the client went away first).
 
@@ -23,7 +24,7 @@ pub struct Observation {
     method: usize,
     status: u16,
     /// The counters of the tool a `tools/call` used (resolved once, no label strings kept).
-    tool: Option<std::sync::Arc<[prometheus::IntCounter; 4]>>,
+    tool: Option<std::sync::Arc<[prometheus::IntCounter; 5]>>,
     outcome: ToolOutcome,
 }
 
@@ -75,6 +76,13 @@ impl Observation {
     pub fn denied(&mut self, server: &str, kind: Kind) {
         metrics().denial(server, kind.as_str());
         self.outcome = ToolOutcome::Denied;
+    }
+
+    /// A rate limit (`rule`) refused the request (`server`: where it was going, `/mcp` when it
+    /// names no single upstream).
+    pub fn limited(&mut self, server: &str, rule: &str) {
+        metrics().rate_limited(server, rule);
+        self.outcome = ToolOutcome::Limited;
     }
 
     /// An SSE answer is open until the returned guard is dropped.

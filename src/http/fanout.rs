@@ -351,7 +351,9 @@ async fn resolve<D: Downstream>(
         write::reply(d, reply, false, obs).await;
         return Ended::Complete;
     };
-    match crate::gateway::aggregate::route(snap, &principal, leg, envelope, &body, &original, obs) {
+    match crate::gateway::aggregate::route(
+        snap, &principal, leg, envelope, &body, &original, true, obs,
+    ) {
         Plan::Forward(fwd) => super::routed::forward(d, fwd, view, traceparent, obs).await,
         Plan::Answer(reply) => {
             write::reply(d, reply, false, obs).await;

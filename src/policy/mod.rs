@@ -25,7 +25,9 @@
 //! |--------------|--------------------------------------------|
 //! | `mod.rs`     | [`Policy`], [`Permit`], [`Denied`], [`covered`] |
 //! | `pattern.rs` | [`pattern::Pattern`], specificity          |
+//! | `limit.rs`   | [`limit::Limits`]: `rate_limits` buckets   |
 
+pub mod limit;
 pub mod pattern;
 
 use std::collections::BTreeSet;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::mcp::names::Names;
 use crate::mcp::session::SessionKey;
+use crate::policy::limit::Limits;
 use crate::policy::Policy;
 use crate::upstream::registry::Registry;
 use crate::upstream::routes::Upstreams;
@@ -25,33 +26,46 @@ pub struct Snapshot {
     pub names: Names,
     /// The key sealing `/mcp` session ids.
     pub sessions: SessionKey,
+    /// `rate_limits` and their buckets (kept from the previous snapshot for unchanged rules).
+    pub limits: Limits,
 }
 
 impl Snapshot {
     /// Prepare a compiled config for serving, without shared-session upstreams (stdio, legacy
     /// SSE): for tools that only need the policy.
     pub fn new(config: Config) -> Self {
-        Self::assemble(config, HashMap::new())
+        Self::assemble(config, HashMap::new(), None)
     }
 
     /// Prepare a compiled config for serving, with its stdio and legacy SSE upstreams started
-    /// or reused from `registry`. Also returns the upstreams to retire once this is live.
-    pub fn with_upstreams(config: Config, registry: &Registry) -> (Self, Vec<Arc<Mux>>) {
+    /// or reused from `registry`, and the rate-limit buckets of `previous` kept for unchanged
+    /// rules. Also returns the upstreams to retire once this is live.
+    pub fn with_upstreams(
+        config: Config,
+        registry: &Registry,
+        previous: Option<&Snapshot>,
+    ) -> (Self, Vec<Arc<Mux>>) {
         let (muxes, gone) = registry.reconcile(&config);
-        (Self::assemble(config, muxes), gone)
+        (Self::assemble(config, muxes, previous), gone)
     }
 
-    fn assemble(config: Config, muxes: HashMap<String, Arc<Mux>>) -> Self {
+    fn assemble(
+        config: Config,
+        muxes: HashMap<String, Arc<Mux>>,
+        previous: Option<&Snapshot>,
+    ) -> Self {
         let upstreams = Upstreams::build(&config, muxes);
         let policy = Policy::from_config(&config);
         let names = Names::new(&config);
         let sessions = SessionKey::new(config.proxy.session_key.as_ref());
+        let limits = Limits::new(&config.rate_limits, previous.map(|p| &p.limits));
         Snapshot {
             config,
             upstreams,
             policy,
             names,
             sessions,
+            limits,
         }
     }
 }

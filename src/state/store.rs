@@ -66,7 +66,7 @@ impl Store {
         let at = unix_seconds(&config);
         let (generation, _) = watch::channel(0);
         let registry = Registry::new();
-        let (live, _) = Snapshot::with_upstreams(config, &registry);
+        let (live, _) = Snapshot::with_upstreams(config, &registry, None);
         let snap = Arc::new(Store {
             current: ArcSwap::from_pointee(live),
             registry,
@@ -144,7 +144,7 @@ impl Store {
         let hash = new.source.hash.clone();
         let at = unix_seconds(&new);
         let grace = new.server.grace_period;
-        let (live, gone) = Snapshot::with_upstreams(new, &self.registry);
+        let (live, gone) = Snapshot::with_upstreams(new, &self.registry, Some(&old));
         self.current.store(Arc::new(live));
         Registry::retire(gone, grace);
         metrics().reload(ReloadResult::Success, Some(&hash), at);

@@ -31,6 +31,8 @@ pub const FRONT_REQUESTS: &str = "portcullis_front_requests_total";
 pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
 /// `portcullis_fanout_skipped_total{server,reason}`: an upstream left out of an `/mcp` answer.
 pub const FANOUT_SKIPPED: &str = "portcullis_fanout_skipped_total";
+/// `portcullis_rate_limited_total{server,rule}`: requests refused by a rate limit.
+pub const RATE_LIMITED: &str = "portcullis_rate_limited_total";
 /// `portcullis_jwt_validations_total{result}`: `valid`, `missing`, or the rejection reason.
 pub const JWT_VALIDATIONS: &str = "portcullis_jwt_validations_total";
 /// `portcullis_policy_denials_total{server,kind}`.
@@ -103,6 +105,7 @@ pub struct Metrics {
     pub sse_open: IntGauge,
     upstream_errors: IntCounterVec,
     fanout_skipped: IntCounterVec,
+    rate_limited: IntCounterVec,
     upstream_latency: HistogramVec,
     /// Upstream reachability by server (set by the health prober).
     pub upstream_up: IntGaugeVec,
@@ -146,15 +149,18 @@ pub enum ToolOutcome {
     Denied,
     /// The upstream failed (down, timeout, exited mid-call) or the client went away.
     Failed,
+    /// Refused by a rate limit; the upstream never saw it.
+    Limited,
 }
 
 impl ToolOutcome {
     /// Every outcome, in index order (`outcome as usize`).
-    pub const ALL: [ToolOutcome; 4] = [
+    pub const ALL: [ToolOutcome; 5] = [
         ToolOutcome::Ok,
         ToolOutcome::Error,
         ToolOutcome::Denied,
         ToolOutcome::Failed,
+        ToolOutcome::Limited,
     ];
 
     /// The label value.
@@ -164,13 +170,14 @@ impl ToolOutcome {
             ToolOutcome::Error => "error",
             ToolOutcome::Denied => "denied",
             ToolOutcome::Failed => "failed",
+            ToolOutcome::Limited => "limited",
         }
     }
 }
 
 /// `portcullis_tool_calls_total` counters resolved per server and tool label, one per
 /// [`ToolOutcome`] (indexed by `outcome as usize`).
-type ToolCounters = HashMap<String, HashMap<String, Arc<[IntCounter; 4]>>>;
+type ToolCounters = HashMap<String, HashMap<String, Arc<[IntCounter; 5]>>>;
 
 /// Most distinct (server, tool) label pairs of `portcullis_tool_calls_total`.
 pub const MAX_TOOL_LABELS: usize = 2000;
@@ -257,6 +264,14 @@ impl Metrics {
             &["server", "reason"],
         )
         .expect("metric definition");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                RATE_LIMITED,
+                "Requests refused by a rate limit, by server (`/mcp` when it names none) and rule (`rate_limits[i]`).",
+            ),
+            &["server", "rule"],
+        )
+        .expect("metric definition");
         let upstream_latency = HistogramVec::new(
             HistogramOpts::new(
                 UPSTREAM_LATENCY,
@@ -329,6 +344,7 @@ impl Metrics {
             Box::new(sse_open.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(fanout_skipped.clone()),
+            Box::new(rate_limited.clone()),
             Box::new(upstream_latency.clone()),
         ] {
             registry.register(c).expect("metric registration");
@@ -343,6 +359,7 @@ impl Metrics {
             sse_open,
             upstream_errors,
             fanout_skipped,
+            rate_limited,
             upstream_latency,
             upstream_up,
             upstream_restarts,
@@ -408,7 +425,7 @@ impl Metrics {
     /// label set is bounded: the first [`MAX_TOOL_LABELS`] distinct names get their own label,
     /// later ones `(other)`. A known name costs one lock-free map lookup (its counters are
     /// resolved once); a new name publishes a changed copy of the map (read-copy-update), once.
-    pub fn tool_counters(&self, server: &str, tool: &str) -> Arc<[IntCounter; 4]> {
+    pub fn tool_counters(&self, server: &str, tool: &str) -> Arc<[IntCounter; 5]> {
         const OTHER: &str = "(other)";
         let tool = if tool.len() > 64 { OTHER } else { tool };
         if let Some(c) = self
@@ -466,6 +483,11 @@ impl Metrics {
         self.fanout_skipped
             .with_label_values(&[server, reason])
             .inc();
+    }
+
+    /// Count a request refused by rate limit `rule`.
+    pub fn rate_limited(&self, server: &str, rule: &str) {
+        self.rate_limited.with_label_values(&[server, rule]).inc();
     }
 
     /// The latency histogram of one upstream, resolved once per config load (not per request).

@@ -1,14 +1,10 @@
 //! Compiling the policy sections: `auth` (claims, `claim:value` mappings, `server:name`
-//! permission patterns checked against the configured servers) and `rate_limits`.
-
-use std::collections::HashMap;
+//! permission patterns checked against the configured servers).
 
 use super::ctx::{root, Ctx};
-use crate::config::compiled::{
-    Auth, OnDenied, Permission, Proxy, RateLimit, RateLimitKey, ScopeMode,
-};
+use crate::config::compiled::{Auth, OnDenied, Permission, Proxy, ScopeMode};
 use crate::config::diagnostic::did_you_mean;
-use crate::config::raw::{List, RawAuth, RawOnDenied, RawRateLimit, RawRateLimitKey, RawScopeMode};
+use crate::config::raw::{RawAuth, RawOnDenied, RawScopeMode};
 
 /// Compiles `auth`; permission patterns are checked against the configured servers.
 pub(crate) fn compile_auth(raw: RawAuth, proxy: &Proxy, ctx: &mut Ctx<'_>) -> Auth {
@@ -57,12 +53,7 @@ pub(crate) fn compile_auth(raw: RawAuth, proxy: &Proxy, ctx: &mut Ctx<'_>) -> Au
                 ),
             );
         }
-        let split = pattern.split_once(':').or_else(|| {
-            pattern
-                .split_once(proxy.separator.as_str())
-                .filter(|_| !proxy.separator.is_empty())
-        });
-        let Some((server, name)) = split.filter(|(s, n)| !s.is_empty() && !n.is_empty()) else {
+        let Some((server, name)) = split_pattern(&pattern, &proxy.separator) else {
             ctx.key_error(
                 &pp,
                 format!("invalid permission pattern `{pattern}`"),
@@ -125,67 +116,14 @@ pub(crate) fn compile_auth(raw: RawAuth, proxy: &Proxy, ctx: &mut Ctx<'_>) -> Au
     }
 }
 
-/// Compiles `rate_limits`.
-pub(crate) fn compile_rate_limits(
-    raw: Option<List<RawRateLimit>>,
-    ctx: &mut Ctx<'_>,
-) -> Vec<RateLimit> {
-    let mut out = Vec::new();
-    let mut seen: HashMap<RateLimitKey, usize> = HashMap::new();
-    for (i, r) in ctx.entries(&root().key("rate_limits"), raw) {
-        let p = root().key("rate_limits").index(i);
-        let key = match r.key {
-            Some(RawRateLimitKey::Principal) => Some(RateLimitKey::Principal),
-            Some(RawRateLimitKey::Server) => Some(RateLimitKey::Server),
-            Some(RawRateLimitKey::Tool) => Some(RateLimitKey::Tool),
-            None => {
-                ctx.missing(
-                    &p.key("key"),
-                    "a rate limit needs a `key`".into(),
-                    Some("one of `principal`, `server`, `tool`".into()),
-                );
-                None
-            }
-        };
-        if let Some(k) = key {
-            if let Some(first) = seen.insert(k, i) {
-                ctx.error(
-                    &p.key("key"),
-                    "duplicate rate limit key".into(),
-                    Some(format!("`rate_limits[{first}]` already limits by this key")),
-                );
-            }
-        }
-        let rps = match r.requests_per_second {
-            Some(v) if v.is_finite() && v > 0.0 => Some(v),
-            Some(v) => {
-                ctx.error(
-                    &p.key("requests_per_second"),
-                    format!("`requests_per_second` is {v}"),
-                    Some("use a positive number, e.g. `2` or `0.5`".into()),
-                );
-                None
-            }
-            None => {
-                ctx.missing(
-                    &p.key("requests_per_second"),
-                    "a rate limit needs `requests_per_second`".into(),
-                    None,
-                );
-                None
-            }
-        };
-        if r.burst == Some(0) {
-            ctx.error(&p.key("burst"), "`burst` must be at least 1".into(), None);
-        }
-        if let (Some(key), Some(rps)) = (key, rps) {
-            let default_burst = rps.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
-            out.push(RateLimit {
-                key,
-                requests_per_second: rps,
-                burst: r.burst.unwrap_or(default_burst),
-            });
-        }
-    }
-    out
+/// A `server:name` (or `server{separator}name`) pattern's two parts, both non-empty.
+pub(super) fn split_pattern<'p>(pattern: &'p str, separator: &str) -> Option<(&'p str, &'p str)> {
+    pattern
+        .split_once(':')
+        .or_else(|| {
+            pattern
+                .split_once(separator)
+                .filter(|_| !separator.is_empty())
+        })
+        .filter(|(s, n)| !s.is_empty() && !n.is_empty())
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 mod auth;
 mod ctx;
+mod limits;
 mod servers;
 
 pub(crate) use ctx::Ctx;
@@ -25,7 +26,7 @@ pub(crate) fn compile(raw: RawConfig, ctx: &mut Ctx<'_>, source: SourceInfo) -> 
     let oauth = compile_oauth(raw.oauth, &server, ctx);
     let proxy = compile_proxy(raw.proxy.unwrap_or_default(), ctx);
     let auth = auth::compile_auth(raw.auth.unwrap_or_default(), &proxy, ctx);
-    let rate_limits = auth::compile_rate_limits(raw.rate_limits, ctx);
+    let rate_limits = limits::compile_rate_limits(raw.rate_limits, &proxy, ctx);
     if !ctx.errors.is_empty() {
         return None;
     }

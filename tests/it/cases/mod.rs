@@ -8,6 +8,7 @@ mod errors;
 mod front;
 mod interface;
 mod jwt;
+mod limits;
 mod matrix;
 mod outcomes;
 mod policy;
