@@ -175,6 +175,7 @@ pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
         work_stealing: false,
         ..ServerConf::default()
     };
+    let grace = config.server.grace_period;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let parts = assemble(path, config, &server.configuration, Options::default())?;
@@ -184,8 +185,73 @@ pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
     for (name, svc) in parts.services {
         server.add_service(background_service(name, svc));
     }
+    server.add_service(background_service(
+        "drain on shutdown",
+        Drain {
+            registry: parts.store.registry().clone(),
+            grace,
+        },
+    ));
     tracing::info!(listen = %parts.listen, "portcullis listening");
     Ok(server)
+}
+
+/// Ends the process once a graceful shutdown (SIGTERM) has drained, instead of sleeping out
+/// Pingora's whole grace period: Pingora stops accepting and tells every service; this waits
+/// until no request is being served (SSE streams included; at most `grace`), then until the
+/// stdio and legacy SSE upstreams have stopped (their children reaped; at most what is left of
+/// `grace`, at least 1 s), and exits with status 0. An idle gateway exits within a few hundred
+/// milliseconds. Production only: in-process tests never exit their test process.
+struct Drain {
+    registry: Arc<crate::upstream::registry::Registry>,
+    grace: Duration,
+}
+
+/// How long the gateway must stay idle before it exits: covers a connection accepted just
+/// before the shutdown whose request head is still being read.
+const SETTLE: Duration = Duration::from_millis(100);
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let busy = crate::gateway::observe::in_flight();
+        tracing::info!(in_flight = busy, grace = ?self.grace, "shutting down: draining the requests in flight");
+        let drained = tokio::time::timeout_at(deadline, async {
+            loop {
+                crate::gateway::observe::until_idle().await;
+                tokio::time::sleep(SETTLE).await;
+                if crate::gateway::observe::in_flight() == 0 {
+                    return;
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                in_flight = crate::gateway::observe::in_flight(),
+                "the grace period is over; exiting with requests in flight"
+            );
+        }
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(1));
+        if tokio::time::timeout(left, self.registry.until_stopped())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stdio / legacy SSE upstreams did not stop in time");
+        }
+        tracing::info!(
+            after_ms = started.elapsed().as_millis() as u64,
+            "drained; exiting"
+        );
+        std::process::exit(0);
+    }
 }
 
 /// The front door as a Pingora listening app (Pingora owns the listener, TLS, shutdown).

@@ -11,11 +11,36 @@
 //! - `failed`: no answer reached the client (upstream unavailable, timed out, cut off
 //!   mid-answer, answered without a JSON-RPC response, or the client went away first).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::mcp::outcome::Seen;
 use crate::policy::Kind;
 use crate::telemetry::metrics::{method_index, metrics, RouteLabel, ToolOutcome};
+
+/// Requests being served in this process (both front ends, streams included), for the drain
+/// on shutdown ([`until_idle`]). One gateway per process in production; in-process tests run
+/// several and never drain.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static IDLE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Requests being served now.
+pub fn in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::Acquire)
+}
+
+/// Returns once no request is being served.
+pub async fn until_idle() {
+    loop {
+        let idle = IDLE.notified();
+        tokio::pin!(idle);
+        idle.as_mut().enable();
+        if in_flight() == 0 {
+            return;
+        }
+        idle.await;
+    }
+}
 
 /// What one request did, counted when it is dropped.
 pub struct Observation {
@@ -31,6 +56,7 @@ pub struct Observation {
 impl Observation {
     /// A request with `method` starts now.
     pub fn start(method: &http::Method) -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
         Observation {
             started: Instant::now(),
             route: RouteLabel::Unknown,
@@ -103,6 +129,9 @@ impl Drop for Observation {
         );
         if let Some(counters) = &self.tool {
             counters[self.outcome as usize].inc();
+        }
+        if IN_FLIGHT.fetch_sub(1, Ordering::AcqRel) == 1 {
+            IDLE.notify_waiters();
         }
     }
 }

@@ -106,6 +106,19 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Returns once every upstream of the registry is stopped (after [`Registry::retire_all`]).
+    pub async fn until_stopped(&self) {
+        let running: Vec<Arc<Mux>> = match self.running.lock() {
+            Ok(r) => r.values().cloned().collect(),
+            Err(_) => return,
+        };
+        for m in running {
+            m.until_stopped().await;
+        }
+    }
+}
+
 /// Stops the shared-session upstreams when the server shuts down, so children do not wait
 /// for the end of Pingora's grace period to see their stdin close.
 pub struct Shutdown {

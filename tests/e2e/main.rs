@@ -20,5 +20,6 @@ mod oauth;
 mod protocol;
 mod python_sdk;
 mod session;
+mod shutdown;
 mod sse;
 mod upstreams;

@@ -384,6 +384,13 @@ impl Mux {
         self.status.load_full()
     }
 
+    /// Returns once the upstream is stopped for good (after [`Mux::retire`]; a stdio child is
+    /// then reaped).
+    pub async fn until_stopped(&self) {
+        let mut phase = self.phase.clone();
+        let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
+    }
+
     /// Wait up to `limit` for the upstream to be ready. `Err` says why it is not.
     pub async fn ready(&self, limit: Duration) -> Result<Arc<Value>, String> {
         let _ = self.wake.send_if_modified(|w| !std::mem::replace(w, true));
