@@ -187,6 +187,7 @@ fn bench_decide(c: &mut Criterion) {
     let gw = Gateway {
         authn: None,
         health: Default::default(),
+        listener: Default::default(),
     };
     let body = bytes::Bytes::from(tools_call(0));
     let mut headers = http::HeaderMap::new();

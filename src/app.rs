@@ -20,7 +20,7 @@ use pingora_core::services::listening::Service;
 
 use crate::auth::{Authn, JwksRefresher};
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Listener};
 use crate::http::front::Front;
 use crate::http::pingora::PingoraPath;
 use crate::state::probe::{Health, Prober};
@@ -54,6 +54,8 @@ impl BackgroundService for Background {
 pub struct Parts {
     /// The listener's application.
     pub front: Arc<Front>,
+    /// The admin listener's application and address (`server.admin_listen`).
+    pub admin: Option<(Arc<Front>, SocketAddr)>,
     /// The live snapshot and its reloads.
     pub store: Arc<Store>,
     /// Token verification and upstream health (what decisions use beyond the snapshot).
@@ -89,6 +91,7 @@ pub fn assemble(
 ) -> anyhow::Result<Parts> {
     check_servable(&config)?;
     let listen = config.server.listen;
+    let admin_listen = config.server.admin_listen;
     let grace = config.server.grace_period;
     let authn = Authn::from_config(&config).context("cannot set up token verification")?;
     let store = Store::new(path, config);
@@ -96,13 +99,17 @@ pub fn assemble(
     let gateway = Arc::new(Gateway {
         authn: authn.clone(),
         health: health.clone(),
+        listener: Listener::Main,
     });
-    let mut proxy =
-        pingora_proxy::http_proxy(conf, PingoraPath::new(store.clone(), gateway.clone()));
-    let mut opts = HttpServerOptions::default();
-    opts.h2c = true; // HTTP/2 with prior knowledge on cleartext listeners.
-    proxy.server_options = Some(opts);
-    let front = Arc::new(Front::new(proxy, store.clone(), gateway.clone()));
+    let front = front_for(conf, &store, gateway.clone());
+    let admin = admin_listen.map(|addr| {
+        let gateway = Arc::new(Gateway {
+            authn: authn.clone(),
+            health: health.clone(),
+            listener: Listener::Admin,
+        });
+        (front_for(conf, &store, gateway), addr)
+    });
 
     let mut services: Vec<(&'static str, Background)> = vec![
         (
@@ -147,11 +154,22 @@ pub fn assemble(
     }
     Ok(Parts {
         front,
+        admin,
         store,
         gateway,
         services,
         listen,
     })
+}
+
+/// A listener's application deciding with `gateway`: the front door before Pingora's proxy.
+fn front_for(conf: &Arc<ServerConf>, store: &Arc<Store>, gateway: Arc<Gateway>) -> Arc<Front> {
+    let mut proxy =
+        pingora_proxy::http_proxy(conf, PingoraPath::new(store.clone(), gateway.clone()));
+    let mut opts = HttpServerOptions::default();
+    opts.h2c = true; // HTTP/2 with prior knowledge on cleartext listeners.
+    proxy.server_options = Some(opts);
+    Arc::new(Front::new(proxy, store.clone(), gateway))
 }
 
 /// Build the whole Pingora server for `config` (already loaded from `path`).
@@ -182,6 +200,12 @@ pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
     let mut listener = Service::new("portcullis proxy".to_string(), FrontApp(parts.front));
     listener.add_tcp(&parts.listen.to_string());
     server.add_service(listener);
+    if let Some((front, addr)) = parts.admin {
+        let mut admin = Service::new("portcullis admin".to_string(), FrontApp(front));
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+        tracing::info!(listen = %addr, "admin endpoints on their own listener");
+    }
     for (name, svc) in parts.services {
         server.add_service(background_service(name, svc));
     }
@@ -288,6 +312,8 @@ pub struct Embedded {
     pub parts: Parts,
     /// Where it serves.
     pub addr: SocketAddr,
+    /// Where the admin listener serves, if configured (bound here; port 0 allowed).
+    pub admin_addr: Option<SocketAddr>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -309,8 +335,24 @@ impl Embedded {
             tokio::spawn(async move { svc.start(watch).await });
         }
         let addr = listener.local_addr()?;
+        let admin_addr = match &parts.admin {
+            Some((front, at)) => {
+                let admin = tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("cannot bind the admin listener {at}"))?;
+                let bound = admin.local_addr()?;
+                tokio::spawn(serve_listener(front.clone(), admin, watch.clone()));
+                Some(bound)
+            }
+            None => None,
+        };
         tokio::spawn(serve_listener(parts.front.clone(), listener, watch));
-        Ok(Embedded { parts, addr, stop })
+        Ok(Embedded {
+            parts,
+            addr,
+            admin_addr,
+            stop,
+        })
     }
 
     /// Stop serving and stop the background services.

@@ -59,6 +59,30 @@ pub struct Server {
     pub grace_period: Duration,
     /// Plain HTTP/1.1 requests are served by the front door; `false`: all by Pingora's proxy.
     pub fast_path: bool,
+    /// The admin listener (`/live /ready /metrics /status` leave the main one). Startup-only.
+    pub admin_listen: Option<SocketAddr>,
+    /// The scope a token needs for `/status` on the main listener (authentication on).
+    pub admin_scope: Option<String>,
+    /// Basic auth required for `/metrics`, on whichever listener serves it.
+    pub metrics_auth: Option<BasicAuth>,
+}
+
+/// A user name and password (`server.metrics_auth`); `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
 }
 
 /// Identity provider flavour.
@@ -344,6 +368,23 @@ impl Config {
             out.push(format!("public url: {}", redacted_url(u)));
         }
         out.push(format!("max body: {} bytes", s.max_body_bytes));
+        let admin_at = match s.admin_listen {
+            Some(a) => format!("on {a} (off the main listener)"),
+            None => "on the main listener".to_owned(),
+        };
+        let status = match (&s.admin_scope, self.oauth.enabled, s.admin_listen) {
+            (_, _, Some(_)) | (_, false, None) => "open".to_owned(),
+            (Some(scope), true, None) => format!("needs scope `{scope}`"),
+            (None, true, None) => "closed (set admin_scope or admin_listen)".to_owned(),
+        };
+        let metrics = if s.metrics_auth.is_some() {
+            "basic auth"
+        } else {
+            "open"
+        };
+        out.push(format!(
+            "admin endpoints: {admin_at}; /status {status}; /metrics {metrics}"
+        ));
         if !s.allowed_origins.is_empty() {
             out.push(format!("allowed origins: {}", s.allowed_origins.join(", ")));
         }
@@ -468,6 +509,9 @@ impl Config {
         }
         if self.server.grace_period != new.server.grace_period {
             out.push("server.grace_period");
+        }
+        if self.server.admin_listen != new.server.admin_listen {
+            out.push("server.admin_listen");
         }
         // The verifier and the key sources are built at start (the refresher keeps keys
         // current); changing who may issue tokens needs a restart for now.

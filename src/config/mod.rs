@@ -44,8 +44,9 @@ mod source;
 use std::path::Path;
 
 pub use compiled::{
-    redacted_url, Auth, Config, HttpTarget, OAuth, OnDenied, Permission, Provider, Proxy,
-    RateLimit, RateLimitKey, ScopeMode, Server, SourceInfo, StdioCommand, Transport, Upstream,
+    redacted_url, Auth, BasicAuth, Config, HttpTarget, OAuth, OnDenied, Permission, Provider,
+    Proxy, RateLimit, RateLimitKey, ScopeMode, Server, SourceInfo, StdioCommand, Transport,
+    Upstream,
 };
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use glob::Glob;

@@ -51,6 +51,23 @@ pub(crate) struct RawServer {
     /// Serve plain HTTP/1.1 requests on the front door (default `true`); `false` sends every
     /// request through Pingora's proxy (an escape hatch when a divergence is suspected).
     pub(crate) fast_path: Option<bool>,
+    /// A second listener for `/live /ready /metrics /status` (they leave the main one);
+    /// startup-only.
+    pub(crate) admin_listen: Option<String>,
+    /// The scope a token needs for `/status` on the main listener.
+    pub(crate) admin_scope: Option<String>,
+    /// Basic auth for `/metrics` (seed key; both set: required).
+    pub(crate) metrics_auth: Option<RawBasicAuth>,
+}
+
+/// `server.metrics_auth`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBasicAuth {
+    /// User name.
+    pub(crate) username: Option<String>,
+    /// Password.
+    pub(crate) password: Option<String>,
 }
 
 /// `oauth`.

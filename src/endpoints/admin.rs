@@ -1,13 +1,42 @@
-//! Admin endpoints on the main listener: `/live`, `/ready`, `/metrics`, `/status`.
+//! Admin endpoints: `/live`, `/ready`, `/metrics`, `/status` (on the main listener, or on
+//! `server.admin_listen`; who may read them is decided in [`crate::gateway::Gateway::decide`]).
 
 use bytes::Bytes;
 use serde_json::json;
 
 use super::Admin;
+use crate::config::BasicAuth;
 use crate::mcp::reply::Reply;
+use crate::request::Single;
 use crate::state::probe::Health;
 use crate::state::Snapshot;
 use crate::telemetry::metrics::metrics;
+
+/// Whether `authorization` is `Basic` with exactly `auth`'s user name and password (compared
+/// through SHA-256 digests, so the time taken tells nothing about the expected value).
+pub fn basic_auth_ok(authorization: Single<'_>, auth: &BasicAuth) -> bool {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let Single::One(value) = authorization else {
+        return false;
+    };
+    let Some(encoded) = value
+        .get(..6)
+        .filter(|s| s.eq_ignore_ascii_case(b"basic "))
+        .map(|_| value[6..].trim_ascii())
+    else {
+        return false;
+    };
+    let Ok(sent) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
+        return false;
+    };
+    let expected = format!("{}:{}", auth.username, auth.password);
+    let (a, b) = (Sha256::digest(&sent), Sha256::digest(expected.as_bytes()));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
 
 /// The answer to an admin request. `keys_ready` is false while authentication is on and no
 /// signing key set has loaded yet.

@@ -21,10 +21,10 @@ use serde_json::Value;
 
 use super::observe::Observation;
 use super::plan::{Forward, Op, Plan};
-use super::Gateway;
+use super::{Gateway, Listener};
 use crate::auth::{bearer, Principal};
 use crate::config::OnDenied;
-use crate::endpoints::{admin, guard, oauth, Endpoint};
+use crate::endpoints::{admin, guard, oauth, Admin, Endpoint};
 use crate::mcp::era::{self, Era};
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{self, Envelope};
@@ -46,19 +46,14 @@ impl Gateway {
     ) -> Plan<'s> {
         let endpoint = req.path.map_or(Endpoint::NotFound, Endpoint::parse);
         obs.route(label(&endpoint));
+        if self.listener == Listener::Admin && !matches!(endpoint, Endpoint::Admin(_)) {
+            let m = "the admin listener serves /live, /ready, /metrics and /status only";
+            return Plan::Answer(Reply::error(404, "not_found", m));
+        }
         let name = match endpoint {
             Endpoint::Server(name) => Some(name),
             Endpoint::Aggregate => None,
-            Endpoint::Admin(which) => {
-                let keys_ready = self.authn.as_ref().is_none_or(|a| a.ready());
-                return Plan::Answer(admin::answer(
-                    &req.method,
-                    snap,
-                    &self.health,
-                    keys_ready,
-                    which,
-                ));
-            }
+            Endpoint::Admin(which) => return Plan::Answer(self.admin(snap, req, which).await),
             Endpoint::WellKnown(path) if self.authn.is_some() => {
                 return Plan::Answer(oauth::metadata(&snap.config, path))
             }
@@ -145,6 +140,58 @@ impl Gateway {
                     .with_header("allow", "GET, POST, DELETE"),
             ),
         }
+    }
+
+    /// An admin endpoint: moved to the admin listener when there is one; `/metrics` behind
+    /// `server.metrics_auth` on any listener; `/status` on the main listener, with
+    /// authentication on, only for a token holding `server.admin_scope`.
+    async fn admin(&self, snap: &Snapshot, req: &RequestView<'_>, which: Admin) -> Reply {
+        let server = &snap.config.server;
+        if self.listener == Listener::Main && server.admin_listen.is_some() {
+            let m = "this endpoint is served on the admin listener (server.admin_listen)";
+            return Reply::error(404, "not_found", m);
+        }
+        match which {
+            Admin::Metrics => {
+                if let Some(auth) = &server.metrics_auth {
+                    if !admin::basic_auth_ok(req.authorization, auth) {
+                        return Reply::error(401, "unauthorized", "/metrics needs basic auth")
+                            .with_header(
+                                "www-authenticate",
+                                "Basic realm=\"portcullis metrics\", charset=\"UTF-8\"",
+                            );
+                    }
+                }
+            }
+            Admin::Status if self.listener == Listener::Main => {
+                if let Some(authn) = &self.authn {
+                    let token = bearer(req.authorization.one());
+                    let principal = match authn.authenticate(snap.policy.scope_map(), token).await {
+                        Ok(p) => p,
+                        Err(refusal) => return oauth::unauthorized(&snap.config, None, refusal),
+                    };
+                    let Some(scope) = &server.admin_scope else {
+                        let m = "/status on this listener needs `server.admin_scope` (a token holding it) or `server.admin_listen`";
+                        return Reply::error(403, "forbidden", m);
+                    };
+                    if !principal.scopes.contains(scope) {
+                        crate::in_request!(info, subject = %principal.subject, "refused /status: the token lacks the admin scope");
+                        return Reply::error(
+                            403,
+                            "insufficient_scope",
+                            "/status needs the admin scope",
+                        )
+                        .with_header(
+                            "www-authenticate",
+                            oauth::insufficient_scope(&snap.config, None, scope),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+        let keys_ready = self.authn.as_ref().is_none_or(|a| a.ready());
+        admin::answer(&req.method, snap, &self.health, keys_ready, which)
     }
 
     /// `POST /mcp/{server}`: the body is read, classified and authorized.

@@ -19,10 +19,24 @@ pub use observe::Observation;
 pub use plan::{Fanout, Forward, Leg, Op, Plan, Via, Work};
 pub use trace::Trace;
 
-/// The services a decision needs beyond the snapshot: token verification and upstream health.
+/// The services a decision needs beyond the snapshot: token verification and upstream health;
+/// and which listener it decides for.
 pub struct Gateway {
     /// `Some` when `oauth.enabled`.
     pub authn: Option<Arc<Authn>>,
     /// Upstream reachability, for `/ready` and `/status`.
     pub health: Arc<Health>,
+    /// The listener whose requests this decides.
+    pub listener: Listener,
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Listener {
+    /// `server.listen`: MCP endpoints, metadata, and the admin endpoints unless
+    /// `server.admin_listen` is set.
+    #[default]
+    Main,
+    /// `server.admin_listen`: `/live /ready /metrics /status` only, `/status` without a token.
+    Admin,
 }

@@ -16,7 +16,9 @@ mod servers;
 pub(crate) use ctx::Ctx;
 use ctx::{http_url, is_loopback_host, root};
 
-use crate::config::compiled::{Config, OAuth, Provider, Proxy, Server, SourceInfo, Upstream};
+use crate::config::compiled::{
+    BasicAuth, Config, OAuth, Provider, Proxy, Server, SourceInfo, Upstream,
+};
 use crate::config::diagnostic::FieldPath;
 use crate::config::raw::{RawConfig, RawOAuth, RawProvider, RawProxy, RawServer};
 
@@ -27,6 +29,15 @@ pub(crate) fn compile(raw: RawConfig, ctx: &mut Ctx<'_>, source: SourceInfo) -> 
     let proxy = compile_proxy(raw.proxy.unwrap_or_default(), ctx);
     let auth = auth::compile_auth(raw.auth.unwrap_or_default(), &proxy, ctx);
     let rate_limits = limits::compile_rate_limits(raw.rate_limits, &proxy, ctx);
+    if let Some(s) = server.server.as_ref() {
+        if s.admin_scope.is_some() && !oauth.enabled {
+            ctx.warn(
+                &root().key("server").key("admin_scope"),
+                "`admin_scope` has no effect: authentication is off, so `/status` is open on this loopback listener".into(),
+                None,
+            );
+        }
+    }
     if !ctx.errors.is_empty() {
         return None;
     }
@@ -66,6 +77,7 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
             None
         }
     };
+    let admin = compile_admin(&raw, listen, ctx);
     let max_body = raw.max_body_bytes.map_or(4 << 20, |b| b.0);
     let body_ok = (1024..=256 << 20).contains(&max_body);
     if !body_ok {
@@ -110,19 +122,107 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
         );
     }
     let grace_period = raw.grace_period.map_or(Duration::from_secs(30), |d| d.0);
-    let server = match listen {
-        Some(listen) if !bad_url && body_ok && origins_ok && threads_ok => Some(Server {
-            public_url,
-            listen,
-            max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
-            allowed_origins: origins,
-            threads: usize::try_from(threads).unwrap_or(1),
-            grace_period,
-            fast_path: raw.fast_path.unwrap_or(true),
-        }),
+    let server = match (listen, admin) {
+        (Some(listen), Some((admin_listen, admin_scope, metrics_auth)))
+            if !bad_url && body_ok && origins_ok && threads_ok =>
+        {
+            Some(Server {
+                public_url,
+                listen,
+                max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+                allowed_origins: origins,
+                threads: usize::try_from(threads).unwrap_or(1),
+                grace_period,
+                fast_path: raw.fast_path.unwrap_or(true),
+                admin_listen,
+                admin_scope,
+                metrics_auth,
+            })
+        }
         _ => None,
     };
     ServerOut { server, listen }
+}
+
+type Admin = (Option<SocketAddr>, Option<String>, Option<BasicAuth>);
+
+/// `server.admin_listen`, `admin_scope`, `metrics_auth`; `None` after an error.
+fn compile_admin(raw: &RawServer, listen: Option<SocketAddr>, ctx: &mut Ctx<'_>) -> Option<Admin> {
+    let p = root().key("server");
+    let mut ok = true;
+    let admin_listen = match raw.admin_listen.as_deref().map(str::trim) {
+        None => None,
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(a) if listen.is_some_and(|l| l.port() == a.port() && a.port() != 0) => {
+                ok = false;
+                ctx.error(
+                    &p.key("admin_listen"),
+                    format!("`admin_listen` `{a}` uses the port of `server.listen`"),
+                    Some("give the admin listener a port of its own, e.g. `127.0.0.1:9090`".into()),
+                );
+                None
+            }
+            Ok(a) => Some(a),
+            Err(_) => {
+                ok = false;
+                ctx.error(
+                    &p.key("admin_listen"),
+                    format!("invalid admin listen address `{text}`"),
+                    Some(
+                        "write an IP address and a port, e.g. `127.0.0.1:9090` or `0.0.0.0:9090`"
+                            .into(),
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let admin_scope = match raw.admin_scope.as_deref().map(str::trim) {
+        Some("") => {
+            ok = false;
+            ctx.error(
+                &p.key("admin_scope"),
+                "`admin_scope` is empty".into(),
+                Some("name a scope, e.g. `scope:admin`".into()),
+            );
+            None
+        }
+        other => other.map(str::to_owned),
+    };
+    let metrics_auth = match &raw.metrics_auth {
+        None => None,
+        Some(b) => {
+            let user = b.username.as_deref().unwrap_or_default();
+            let pass = b.password.as_deref().unwrap_or_default();
+            if user.is_empty() && pass.is_empty() {
+                // The seed's rule: basic auth is required when both are set, so
+                // `${METRICS_USER:-}` / `${METRICS_PASS:-}` left empty leave `/metrics` open.
+                None
+            } else if user.is_empty() || pass.is_empty() {
+                ok = false;
+                ctx.error(
+                    &p.key("metrics_auth"),
+                    "`metrics_auth` sets only one of `username` and `password`".into(),
+                    Some("set both (basic auth is then required), or neither (`/metrics` stays open)".into()),
+                );
+                None
+            } else if user.contains(':') {
+                ok = false;
+                ctx.error(
+                    &p.key("metrics_auth").key("username"),
+                    "a basic-auth user name cannot contain `:`".into(),
+                    None,
+                );
+                None
+            } else {
+                Some(BasicAuth {
+                    username: user.to_owned(),
+                    password: pass.to_owned(),
+                })
+            }
+        }
+    };
+    ok.then_some((admin_listen, admin_scope, metrics_auth))
 }
 
 fn compile_oauth(raw: Option<RawOAuth>, server: &ServerOut, ctx: &mut Ctx<'_>) -> OAuth {

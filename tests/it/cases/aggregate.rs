@@ -25,6 +25,7 @@ fn config() -> String {
     format!(
         r#"server:
   listen: "127.0.0.1:8080"
+  admin_scope: "scope:admin"
 oauth:
   enabled: true
   provider: okta
@@ -206,6 +207,10 @@ async fn one_session_lists_every_upstream_filtered_and_routes_calls_by_name() {
     // /status shows how each server appears on /mcp, and what its live list showed.
     let status: Value = client()
         .get(gw.url("/status"))
+        .header(
+            "authorization",
+            format!("Bearer {}", token("ops", &["Admin"])),
+        )
         .send()
         .await
         .unwrap()

@@ -6,21 +6,16 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
+use crate::common::jwt::{oauth_section, token};
 use crate::common::{client, Gateway, Upstream};
 
-const ISSUER: &str = "https://issuer.example.com/oauth2/default";
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/it/fixtures/stdio_server.py"
 );
 const KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
-
-fn jwt_fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Authentication on, one HTTP upstream `up` (everything allowed to `scope:user` except
 /// `up:secret_*`), the given `rate_limits` and `server` extras.
@@ -29,13 +24,7 @@ fn config(upstream: std::net::SocketAddr, server: &str, limits: &str) -> String 
         r#"server:
   listen: "127.0.0.1:8080"
 {server}
-oauth:
-  enabled: true
-  provider: okta
-  authorization_servers: ["{ISSUER}"]
-  audiences: ["api://default"]
-  jwks_uri: "file://{jwks}"
-auth:
+{oauth}auth:
   claims: ["groups"]
   mappings:
     "groups:User": ["scope:user"]
@@ -51,23 +40,8 @@ proxy:
 rate_limits:
 {limits}
 "#,
-        jwks = jwt_fixture("jwks.json")
+        oauth = oauth_section()
     )
-}
-
-fn token(sub: &str, groups: &[&str]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-1".into());
-    let claims = json!({
-        "iss": ISSUER, "aud": "api://default", "sub": sub,
-        "iat": now, "exp": now + 600, "groups": groups,
-    });
-    let key = EncodingKey::from_rsa_pem(&std::fs::read(jwt_fixture("rsa1.pem")).unwrap()).unwrap();
-    encode(&header, &claims, &key).unwrap()
 }
 
 fn call(id: u32, name: &str) -> Value {
@@ -311,13 +285,7 @@ async fn on_mcp_calls_are_charged_by_server_and_upstream_tool_name() {
     let yaml = format!(
         r#"server:
   listen: "127.0.0.1:8080"
-oauth:
-  enabled: true
-  provider: okta
-  authorization_servers: ["{ISSUER}"]
-  audiences: ["api://default"]
-  jwks_uri: "file://{jwks}"
-auth:
+{oauth}auth:
   claims: ["groups"]
   mappings:
     "groups:User": ["scope:user"]
@@ -342,7 +310,7 @@ rate_limits:
     {SLOW}
     burst: 6
 "#,
-        jwks = jwt_fixture("jwks.json")
+        oauth = oauth_section()
     );
     let gw = Gateway::start(&yaml).await;
     for name in ["a", "b"] {

@@ -1,4 +1,5 @@
 mod admin;
+mod admin_access;
 mod aggregate;
 mod authn;
 mod body;

@@ -3,6 +3,7 @@
 //! Readiness is structural: both listeners are bound before anything connects, so no test
 //! waits or sleeps for a server to come up.
 
+pub mod jwt;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ pub use upstream::Upstream;
 /// builder as production (`app::assemble`: watcher, prober, key refresher, registry included).
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The admin listener (`server.admin_listen`), if configured.
+    pub admin: Option<SocketAddr>,
     pub store: Arc<Store>,
     pub health: Arc<Health>,
     pub dir: tempfile::TempDir,
@@ -60,6 +63,7 @@ impl Gateway {
         }
         Gateway {
             addr: embedded.addr,
+            admin: embedded.admin_addr,
             store: embedded.parts.store.clone(),
             health: embedded.parts.gateway.health.clone(),
             dir,
@@ -93,6 +97,11 @@ impl Gateway {
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin.expect("an admin listener"), path)
     }
 }
 
