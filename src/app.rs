@@ -245,22 +245,15 @@ impl BackgroundService for Drain {
         let deadline = tokio::time::Instant::now() + self.grace;
         let busy = crate::gateway::observe::in_flight();
         tracing::info!(in_flight = busy, grace = ?self.grace, "shutting down: draining the requests in flight");
-        let drained = tokio::time::timeout_at(deadline, async {
-            loop {
-                crate::gateway::observe::until_idle().await;
-                tokio::time::sleep(SETTLE).await;
-                if crate::gateway::observe::in_flight() == 0 {
-                    return;
-                }
-            }
-        })
-        .await;
+        let drained = tokio::time::timeout_at(deadline, idle_for(SETTLE)).await;
         if drained.is_err() {
             tracing::warn!(
                 in_flight = crate::gateway::observe::in_flight(),
                 "the grace period is over; exiting with requests in flight"
             );
         }
+        // Also what a reload racing the shutdown may have started.
+        self.registry.retire_all(self.grace);
         let left = deadline
             .saturating_duration_since(tokio::time::Instant::now())
             .max(Duration::from_secs(1));
@@ -270,11 +263,26 @@ impl BackgroundService for Drain {
         {
             tracing::warn!("stdio / legacy SSE upstreams did not stop in time");
         }
+        // A request that began meanwhile (its head was still being read) gets its answer.
+        if crate::gateway::observe::in_flight() > 0 {
+            let _ = tokio::time::timeout_at(deadline, idle_for(SETTLE)).await;
+        }
         tracing::info!(
             after_ms = started.elapsed().as_millis() as u64,
             "drained; exiting"
         );
         std::process::exit(0);
+    }
+}
+
+/// Returns once no request has been in flight for `settle`.
+async fn idle_for(settle: Duration) {
+    loop {
+        crate::gateway::observe::until_idle().await;
+        tokio::time::sleep(settle).await;
+        if crate::gateway::observe::in_flight() == 0 {
+            return;
+        }
     }
 }
 

@@ -146,7 +146,7 @@ impl Store {
         let grace = new.server.grace_period;
         let (live, gone) = Snapshot::with_upstreams(new, &self.registry, Some(&old));
         self.current.store(Arc::new(live));
-        Registry::retire(gone, grace);
+        self.registry.retire(gone, grace);
         metrics().reload(ReloadResult::Success, Some(&hash), at);
         tracing::info!(file = %file, hash = %hash, "config reloaded");
         Outcome::Applied(hash)

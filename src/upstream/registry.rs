@@ -21,6 +21,8 @@ use crate::config::{Config, Transport};
 pub struct Registry {
     rt: Option<tokio::runtime::Runtime>,
     running: Mutex<HashMap<String, Arc<Mux>>>,
+    /// Retired and still draining (kept until stopped, so shutdown can wait for them too).
+    retiring: Mutex<Vec<Arc<Mux>>>,
 }
 
 impl Registry {
@@ -37,6 +39,7 @@ impl Registry {
         Arc::new(Registry {
             rt,
             running: Mutex::new(HashMap::new()),
+            retiring: Mutex::new(Vec::new()),
         })
     }
 
@@ -89,31 +92,37 @@ impl Registry {
     }
 
     /// Drain and stop upstreams the live config no longer has.
-    pub fn retire(gone: Vec<Arc<Mux>>, grace: Duration) {
+    pub fn retire(&self, gone: Vec<Arc<Mux>>, grace: Duration) {
+        if let Ok(mut retiring) = self.retiring.lock() {
+            retiring.retain(|m| m.status().phase != super::shared::mux::Phase::Stopped);
+            retiring.extend(gone.iter().cloned());
+        }
         for m in gone {
             tracing::info!(server = %m.name(), grace = ?grace, "draining removed or changed upstream");
             m.retire(grace);
         }
     }
-}
 
-impl Registry {
     /// Drain and stop every upstream (process shutdown): in-flight calls get `grace`.
     pub fn retire_all(&self, grace: Duration) {
-        if let Ok(running) = self.running.lock() {
-            Self::retire(running.values().cloned().collect(), grace);
-        }
-    }
-}
-
-impl Registry {
-    /// Returns once every upstream of the registry is stopped (after [`Registry::retire_all`]).
-    pub async fn until_stopped(&self) {
         let running: Vec<Arc<Mux>> = match self.running.lock() {
             Ok(r) => r.values().cloned().collect(),
             Err(_) => return,
         };
-        for m in running {
+        self.retire(running, grace);
+    }
+
+    /// Returns once every upstream the registry runs or retired is stopped (after
+    /// [`Registry::retire_all`]).
+    pub async fn until_stopped(&self) {
+        let mut all: Vec<Arc<Mux>> = match self.running.lock() {
+            Ok(r) => r.values().cloned().collect(),
+            Err(_) => return,
+        };
+        if let Ok(r) = self.retiring.lock() {
+            all.extend(r.iter().cloned());
+        }
+        for m in all {
             m.until_stopped().await;
         }
     }
