@@ -208,10 +208,10 @@ if [ "${BENCH_RATE_LIMIT:-0}" = 1 ]; then
 rate_limits:
   - key: principal
     requests_per_second: 100000000
-    burst: 100000000
+    burst: 1000000
   - key: tool
     requests_per_second: 100000000
-    burst: 100000000
+    burst: 1000000
 EOF
 fi
 # portcullis-b (an older build) may not know newer keys: it runs on the file as generated so far.

@@ -31,26 +31,11 @@ pub struct Principal {
 pub struct Claims(pub Value);
 
 impl Claims {
-    /// The string values of `claim`: its value if a string, its string elements if an array
-    /// (e.g. `groups`), numbers and booleans as written; nothing when absent.
-    pub fn values<'a>(&'a self, claim: &str) -> impl Iterator<Item = std::borrow::Cow<'a, str>> {
-        let v = self.0.get(claim);
-        let one = |v: &'a Value| match v {
-            Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
-            Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
-            Value::Bool(b) => Some(std::borrow::Cow::Borrowed(if *b {
-                "true"
-            } else {
-                "false"
-            })),
-            _ => None,
-        };
-        let (single, many) = match v {
-            Some(Value::Array(a)) => (None, a.as_slice()),
-            Some(v) => (one(v), &[][..]),
-            None => (None, &[][..]),
-        };
-        single.into_iter().chain(many.iter().filter_map(one))
+    /// The values of `claim`, read as `auth.claims` reads them
+    /// ([`crate::auth::scopes::claim_values`]: dotted paths, space-separated strings, arrays of
+    /// strings; no duplicates); empty when absent.
+    pub fn values(&self, claim: &str) -> Vec<&str> {
+        crate::auth::scopes::claim_values(&self.0, claim)
     }
 }
 

@@ -33,6 +33,7 @@ use crate::mcp::jsonrpc::{Envelope, Message, Use};
 use crate::mcp::names::{cursor, Resolved};
 use crate::mcp::reply::Reply;
 use crate::mcp::session::{self, principal_tag, Session};
+use crate::policy::limit::{Charge, Part};
 use crate::policy::{self, Kind};
 use crate::request::{BodySource, RequestView, Single};
 use crate::state::Snapshot;
@@ -64,6 +65,9 @@ impl Gateway {
                     }
                     Err(reply) => return Plan::Answer(reply),
                 };
+                if let Err(reply) = limit::admit_stream(snap, &principal, true, None, obs) {
+                    return Plan::Answer(reply);
+                }
                 let work = if req.method == http::Method::GET {
                     Work::Events
                 } else {
@@ -179,7 +183,9 @@ async fn post<'s, B: BodySource>(
     };
     if let Message::Request { id, method, .. } = msg {
         if method == "initialize" {
-            if let Err(reply) = limit::admit(snap, &principal, false, &envelope, None, None, obs) {
+            if let Err(reply) =
+                limit::admit(snap, &principal, false, &envelope, Charge::default(), obs)
+            {
                 return Plan::Answer(reply);
             }
             let requested = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
@@ -211,7 +217,8 @@ async fn post<'s, B: BodySource>(
         matches!(msg, Message::Request { method, .. } if policy::covered(method).is_some());
     if !covered {
         // Covered requests are charged once routed, with their server and tool (`route`).
-        if let Err(reply) = limit::admit(snap, &principal, true, &envelope, None, None, obs) {
+        if let Err(reply) = limit::admit(snap, &principal, true, &envelope, Charge::default(), obs)
+        {
             return Plan::Answer(reply);
         }
     }
@@ -280,11 +287,30 @@ async fn post<'s, B: BodySource>(
                 (Some((_, Resolved::Name(original))), Some(leg)) => {
                     let original = original.into_owned();
                     route(
-                        snap, &principal, leg, envelope, &bytes, &original, true, obs,
+                        snap,
+                        &principal,
+                        leg,
+                        envelope,
+                        &bytes,
+                        &original,
+                        true,
+                        Part::All,
+                        obs,
                     )
                 }
-                (Some((_, Resolved::Shortened)), Some(leg)) => {
+                (Some((server, Resolved::Shortened)), Some(leg)) => {
                     // Found in the upstream's list by the fan-out, then decided by `route`.
+                    // The lookup reaches the upstream: the rules that need no tool name are
+                    // charged now, the others once it is known.
+                    let target = Charge {
+                        server: Some(server),
+                        tool: None,
+                        part: Part::WithoutTool,
+                    };
+                    if let Err(reply) = limit::admit(snap, &principal, true, &envelope, target, obs)
+                    {
+                        return Plan::Answer(reply);
+                    }
                     let kind = used.kind;
                     let exposed = exposed.to_owned();
                     fanout(
@@ -353,7 +379,8 @@ fn modern<'s>(
     };
     if uses.is_none() {
         // A request naming a tool, prompt or resource is charged once routed (`route`).
-        if let Err(reply) = limit::admit(snap, &principal, false, &envelope, None, None, obs) {
+        if let Err(reply) = limit::admit(snap, &principal, false, &envelope, Charge::default(), obs)
+        {
             return Plan::Answer(reply);
         }
     }
@@ -414,7 +441,15 @@ fn modern<'s>(
         (Some((_, Resolved::Name(original))), Some(leg)) => {
             let original = original.into_owned();
             route(
-                snap, &principal, leg, envelope, &bytes, &original, false, obs,
+                snap,
+                &principal,
+                leg,
+                envelope,
+                &bytes,
+                &original,
+                false,
+                Part::All,
+                obs,
             )
         }
         _ => {
@@ -471,6 +506,7 @@ pub fn route<'s>(
     bytes: &[u8],
     original: &str,
     in_session: bool,
+    part: Part,
     obs: &mut Observation,
 ) -> Plan<'s> {
     let Some(Message::Request {
@@ -502,16 +538,12 @@ pub fn route<'s>(
             return Plan::Answer(denial(snap, None, &envelope, id, noun, &used.name, &denied));
         }
     };
-    let tool = (method == "tools/call").then_some(original);
-    if let Err(reply) = limit::admit(
-        snap,
-        principal,
-        in_session,
-        &envelope,
-        Some(server),
-        tool,
-        obs,
-    ) {
+    let charge = Charge {
+        server: Some(server),
+        tool: (method == "tools/call").then_some(original),
+        part,
+    };
+    if let Err(reply) = limit::admit(snap, principal, in_session, &envelope, charge, obs) {
         return Plan::Answer(reply);
     }
     let Some(body) = agg::rename_target(bytes, used, target, original) else {

@@ -29,6 +29,7 @@ use crate::mcp::era::{self, Era};
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{self, Envelope};
 use crate::mcp::reply::Reply;
+use crate::policy::limit::Charge;
 use crate::request::{BodyError, BodySource, RequestView, Single};
 use crate::state::Snapshot;
 use crate::telemetry::metrics::RouteLabel;
@@ -122,19 +123,27 @@ impl Gateway {
                 self.decide_post(snap, upstream, principal, req, body, obs)
                     .await
             }
-            http::Method::GET | http::Method::DELETE => Plan::Forward(Forward {
-                op: if req.method == http::Method::GET {
-                    Op::Events
-                } else {
-                    Op::Delete
-                },
-                upstream,
-                permit: snap.policy.permit_session(&principal, server),
-                body: Bytes::new(),
-                envelope: None,
-                list: None,
-                via: None,
-            }),
+            http::Method::GET | http::Method::DELETE => {
+                let in_session = matches!(req.session_id, Single::One(_));
+                if let Err(reply) =
+                    super::limit::admit_stream(snap, &principal, in_session, Some(server), obs)
+                {
+                    return Plan::Answer(reply);
+                }
+                Plan::Forward(Forward {
+                    op: if req.method == http::Method::GET {
+                        Op::Events
+                    } else {
+                        Op::Delete
+                    },
+                    upstream,
+                    permit: snap.policy.permit_session(&principal, server),
+                    body: Bytes::new(),
+                    envelope: None,
+                    list: None,
+                    via: None,
+                })
+            }
             _ => Plan::Answer(
                 Reply::error(405, "method_not_allowed", "use POST, GET or DELETE")
                     .with_header("allow", "GET, POST, DELETE"),
@@ -254,15 +263,13 @@ impl Gateway {
             }
         };
         let in_session = matches!(req.session_id, Single::One(_));
-        if let Err(reply) = super::limit::admit(
-            snap,
-            &principal,
-            in_session,
-            &envelope,
-            Some(server),
-            None,
-            obs,
-        ) {
+        let target = Charge {
+            server: Some(server),
+            ..Charge::default()
+        };
+        if let Err(reply) =
+            super::limit::admit(snap, &principal, in_session, &envelope, target, obs)
+        {
             return Plan::Answer(reply);
         }
         Plan::Forward(Forward {

@@ -352,7 +352,15 @@ async fn resolve<D: Downstream>(
         return Ended::Complete;
     };
     match crate::gateway::aggregate::route(
-        snap, &principal, leg, envelope, &body, &original, true, obs,
+        snap,
+        &principal,
+        leg,
+        envelope,
+        &body,
+        &original,
+        true,
+        crate::policy::limit::Part::ToolOnly,
+        obs,
     ) {
         Plan::Forward(fwd) => super::routed::forward(d, fwd, view, traceparent, obs).await,
         Plan::Answer(reply) => {

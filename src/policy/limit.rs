@@ -3,19 +3,24 @@
 //!
 //! Semantics:
 //! - Every JSON-RPC *request* a caller sends is one unit (a batch counts each element;
-//!   notifications and answers to server requests count nothing). It is charged after the
-//!   policy allowed it, so a denied or hidden name never answers 429 (that would reveal it).
+//!   notifications and answers to server requests count nothing), and so is every GET (an
+//!   event stream) and DELETE. It is charged after the policy allowed it, so a denied or hidden
+//!   name never answers 429 (that would reveal it).
 //! - `principal`: one bucket per caller (issuer and subject; every anonymous caller shares one).
 //!   `server`: one bucket per upstream a request is forwarded to (lists that `/mcp` fans out
 //!   name no single server and are not counted by `server` rules). `tool`: one bucket per
-//!   caller and tool, `tools/call` only. `claim:NAME`: one bucket per value of that claim (a
-//!   caller in two groups is charged in both; a token without the claim is not limited by it).
+//!   caller and tool, `tools/call` only. `claim:NAME`: one bucket per value of that claim, read
+//!   as `auth.claims` reads claims (a caller in two groups is charged in both; a token without
+//!   the claim is not limited by it).
 //! - `tools: [patterns]`: the rule counts only `tools/call` of matching tools and, for those
 //!   calls, overrides the rule of the same key without `tools` (the first matching one written
 //!   wins), so write-like tools get their own, smaller budget.
+//! - A message is admitted whole or not at all per bucket: its units are summed per bucket and
+//!   taken at once. Buckets of the caller alone (`principal`, `tool`) are tried before shared
+//!   ones (`claim:`, `server`), so a caller over its own limit never drains a bucket it shares
+//!   with others. A message needing more units than a bucket holds ([`Refused::TooLarge`]) can
+//!   never pass and is told so, without a retry time.
 //! - A reload keeps the buckets of every rule whose key, rate, burst and tools are unchanged.
-//! - Units are taken rule by rule: a request refused by a later rule keeps what earlier rules
-//!   charged (as nginx's `limit_req` does).
 
 use std::hash::{BuildHasher, Hash};
 use std::num::NonZeroU32;
@@ -29,6 +34,19 @@ use super::pattern::Pattern;
 use crate::auth::Principal;
 use crate::config::{RateLimit, RateLimitKey};
 
+/// Which of a request's rules to charge ([`Charge::part`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Part {
+    /// Every rule that applies.
+    #[default]
+    All,
+    /// Only rules that do not need the tool's name (`/mcp`, before a shortened name is looked
+    /// up in the upstream's list: that lookup reaches the upstream).
+    WithoutTool,
+    /// Only rules that need it (`tool`, `tools:`), once the name is known.
+    ToolOnly,
+}
+
 /// One request to charge: the upstream it goes to and, for `tools/call`, the tool (its
 /// upstream's own name), if known.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,15 +55,38 @@ pub struct Charge<'a> {
     pub server: Option<&'a str>,
     /// The tool a `tools/call` calls.
     pub tool: Option<&'a str>,
+    /// Which rules to charge.
+    pub part: Part,
 }
 
-/// A request over a limit.
+/// Why a message is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limited<'a> {
-    /// The rule, as written in the config (`rate_limits[1]`).
-    pub rule: &'a str,
-    /// How long until the bucket holds a unit again.
-    pub retry_after: Duration,
+pub enum Refused<'a> {
+    /// A bucket is empty for now.
+    Limited {
+        /// The rule, as written in the config (`rate_limits[1]`).
+        rule: &'a str,
+        /// How long until the bucket holds the units again.
+        retry_after: Duration,
+    },
+    /// The message needs more units than the rule's burst: it can never pass.
+    TooLarge {
+        /// The rule.
+        rule: &'a str,
+        /// Units the message needs from one bucket.
+        units: u32,
+        /// The rule's burst.
+        burst: u32,
+    },
+}
+
+impl Refused<'_> {
+    /// The rule that refused.
+    pub fn rule(&self) -> &str {
+        match self {
+            Refused::Limited { rule, .. } | Refused::TooLarge { rule, .. } => rule,
+        }
+    }
 }
 
 struct Rule {
@@ -107,44 +148,69 @@ impl Limits {
         self.rules.is_empty()
     }
 
-    /// Charge one unit per request in `charges` for `principal`; the first rule over its limit
-    /// refuses the whole message.
+    /// Charge one unit per request in `charges` for `principal`: all of a bucket's units at
+    /// once, the caller's own buckets first; the first bucket that cannot give them refuses
+    /// the whole message.
     pub fn admit<'a>(
         &self,
         principal: &Principal,
         charges: impl IntoIterator<Item = Charge<'a>>,
-    ) -> Result<(), Limited<'_>> {
+    ) -> Result<(), Refused<'_>> {
         if self.rules.is_empty() {
             return Ok(());
         }
+        // (rule, bucket key, units): a few entries (rules x distinct targets of one message).
+        let mut units: Vec<(usize, u64, u32)> = Vec::with_capacity(self.rules.len());
+        let mut add = |rule: usize, key: u64| match units
+            .iter_mut()
+            .find(|(r, k, _)| *r == rule && *k == key)
+        {
+            Some(u) => u.2 = u.2.saturating_add(1),
+            None => units.push((rule, key, 1)),
+        };
         for charge in charges {
             for (i, rule) in self.rules.iter().enumerate() {
                 if !self.applies(i, charge) {
                     continue;
                 }
-                let take = |key: u64| {
-                    rule.buckets.check_key(&key).map_err(|not_until| Limited {
-                        rule: &rule.spec.source,
-                        retry_after: not_until.wait_time_from(rule.buckets.clock().now()),
-                    })
-                };
                 match &rule.spec.key {
-                    RateLimitKey::Principal => take(self.hash(&principal.tag()))?,
+                    RateLimitKey::Principal => add(i, self.hash(&principal.tag())),
                     RateLimitKey::Server => {
                         if let Some(server) = charge.server {
-                            take(self.hash(server))?;
+                            add(i, self.hash(server));
                         }
                     }
                     RateLimitKey::Tool => {
                         if let (Some(server), Some(tool)) = (charge.server, charge.tool) {
-                            take(self.hash(&(principal.tag(), server, tool)))?;
+                            add(i, self.hash(&(principal.tag(), server, tool)));
                         }
                     }
                     RateLimitKey::Claim(claim) => {
                         for value in principal.claims.values(claim) {
-                            take(self.hash(&value))?;
+                            add(i, self.hash(value));
                         }
                     }
+                }
+            }
+        }
+        units.sort_by_key(|&(i, _, _)| (shared(&self.rules[i].spec.key), i));
+        for (i, key, n) in units {
+            let rule = &self.rules[i];
+            let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+            match rule.buckets.check_key_n(&key, n) {
+                Ok(Ok(())) => {}
+                Ok(Err(not_until)) => {
+                    return Err(Refused::Limited {
+                        rule: &rule.spec.source,
+                        retry_after: not_until.wait_time_from(rule.buckets.clock().now()),
+                    })
+                }
+                Err(_) => {
+                    return Err(Refused::TooLarge {
+                        rule: &rule.spec.source,
+                        units: n.get(),
+                        burst: rule.spec.burst,
+                    })
                 }
             }
         }
@@ -154,6 +220,12 @@ impl Limits {
     /// Whether rule `i` counts `charge` (see the module's semantics on `tools`).
     fn applies(&self, i: usize, charge: Charge<'_>) -> bool {
         let rule = &self.rules[i];
+        let needs_tool = rule.spec.key == RateLimitKey::Tool || !rule.tools.is_empty();
+        match charge.part {
+            Part::WithoutTool if needs_tool => return false,
+            Part::ToolOnly if !needs_tool => return false,
+            _ => {}
+        }
         let matches = |r: &Rule| match (charge.server, charge.tool) {
             (Some(s), Some(t)) => r.tools.iter().any(|p| p.matches(s, t)),
             _ => false,
@@ -187,6 +259,11 @@ impl Limits {
     pub fn buckets(&self) -> usize {
         self.rules.iter().map(|r| r.buckets.len()).sum()
     }
+}
+
+/// Whether a key's buckets are shared between callers (tried after the caller's own).
+fn shared(key: &RateLimitKey) -> bool {
+    matches!(key, RateLimitKey::Claim(_) | RateLimitKey::Server)
 }
 
 fn same_rule(a: &RateLimit, b: &RateLimit) -> bool {
@@ -241,6 +318,7 @@ mod tests {
         Charge {
             server: Some(server),
             tool: Some(tool),
+            part: Part::All,
         }
     }
 
@@ -259,19 +337,19 @@ mod tests {
         assert!(limits.admit(&p, [call("n8n", "delete_a")]).is_ok());
         assert!(limits.admit(&p, [call("n8n", "delete_b")]).is_ok());
         let err = limits.admit(&p, [call("n8n", "delete_c")]).unwrap_err();
-        assert_eq!(err.rule, "rate_limits[1]");
+        assert_eq!(err.rule(), "rate_limits[1]");
         // Any other tool: rule 2 (`*:*` overrides the general rule for every tool call).
         for _ in 0..5 {
             assert!(limits.admit(&p, [call("gh", "read")]).is_ok());
         }
         assert_eq!(
-            limits.admit(&p, [call("gh", "read")]).unwrap_err().rule,
+            limits.admit(&p, [call("gh", "read")]).unwrap_err().rule(),
             "rate_limits[2]"
         );
         // A request that calls no tool: the general rule.
         assert!(limits.admit(&p, [Charge::default()]).is_ok());
         assert_eq!(
-            limits.admit(&p, [Charge::default()]).unwrap_err().rule,
+            limits.admit(&p, [Charge::default()]).unwrap_err().rule(),
             "rate_limits[0]"
         );
     }
@@ -312,16 +390,116 @@ mod tests {
         assert!(limits.admit(&p, [call("a", "x")]).is_ok());
         // Server `a` is spent, whatever the tool.
         let err = limits.admit(&p, [call("a", "y")]).unwrap_err();
-        assert_eq!(err.rule, "rate_limits[0]");
+        assert_eq!(err.rule(), "rate_limits[0]");
         // Server `b` has its own bucket; the tool `x` on `b` too.
         assert!(limits.admit(&p, [call("b", "x")]).is_ok());
     }
 
     #[test]
-    fn a_batch_is_charged_per_request() {
-        let limits = Limits::new(&[rule(RateLimitKey::Principal, 2, &[], 0)], None);
+    fn a_batch_is_charged_per_request_and_whole() {
+        let limits = Limits::new(&[rule(RateLimitKey::Principal, 3, &[], 0)], None);
         let p = who("alice", json!({}));
-        assert!(limits.admit(&p, [Charge::default(); 3]).is_err());
+        assert!(limits.admit(&p, [Charge::default(); 2]).is_ok());
+        // Two more do not fit in the one unit left: refused, and the unit stays.
+        assert!(matches!(
+            limits.admit(&p, [Charge::default(); 2]).unwrap_err(),
+            Refused::Limited { .. }
+        ));
+        assert!(limits.admit(&p, [Charge::default()]).is_ok());
+        // More than the burst can never pass.
+        let fresh = who("bob", json!({}));
+        assert_eq!(
+            limits.admit(&fresh, [Charge::default(); 4]).unwrap_err(),
+            Refused::TooLarge {
+                rule: "rate_limits[0]",
+                units: 4,
+                burst: 3
+            }
+        );
+        assert!(limits.admit(&fresh, [Charge::default(); 3]).is_ok());
+    }
+
+    #[test]
+    fn a_caller_over_its_own_limit_does_not_drain_a_shared_bucket() {
+        let limits = Limits::new(
+            &[
+                rule(RateLimitKey::Server, 5, &[], 0),
+                rule(RateLimitKey::Principal, 1, &[], 1),
+            ],
+            None,
+        );
+        let (alice, bob) = (who("alice", json!({})), who("bob", json!({})));
+        assert!(limits.admit(&alice, [call("s", "x")]).is_ok());
+        for _ in 0..4 {
+            let err = limits.admit(&alice, [call("s", "x")]).unwrap_err();
+            assert_eq!(err.rule(), "rate_limits[1]");
+        }
+        // The server bucket lost only alice's one admitted call.
+        for b in 0..4 {
+            let bob = who(&format!("bob{b}"), json!({}));
+            assert!(limits.admit(&bob, [call("s", "x")]).is_ok(), "{b}");
+        }
+        assert_eq!(
+            limits.admit(&bob, [call("s", "x")]).unwrap_err().rule(),
+            "rate_limits[0]"
+        );
+    }
+
+    #[test]
+    fn claims_are_read_as_auth_reads_them() {
+        let limits = Limits::new(
+            &[
+                rule(RateLimitKey::Claim("realm_access.roles".into()), 1, &[], 0),
+                rule(RateLimitKey::Claim("scp".into()), 2, &[], 1),
+            ],
+            None,
+        );
+        let p = who(
+            "x",
+            json!({"realm_access": {"roles": ["a", "a"]}, "scp": "read write read"}),
+        );
+        // Dotted path; duplicates count once; a space-separated string is split.
+        assert!(limits.admit(&p, [Charge::default()]).is_ok());
+        assert_eq!(
+            limits.admit(&p, [Charge::default()]).unwrap_err().rule(),
+            "rate_limits[0]"
+        );
+        let q = who("y", json!({"scp": "write"}));
+        assert!(limits.admit(&q, [Charge::default()]).is_ok());
+        assert_eq!(
+            limits.admit(&q, [Charge::default()]).unwrap_err().rule(),
+            "rate_limits[1]"
+        );
+    }
+
+    #[test]
+    fn parts_split_the_rules_by_whether_they_need_the_tool() {
+        let limits = Limits::new(
+            &[
+                rule(RateLimitKey::Principal, 1, &[], 0),
+                rule(RateLimitKey::Tool, 1, &[], 1),
+            ],
+            None,
+        );
+        let p = who("alice", json!({}));
+        let before = Charge {
+            part: Part::WithoutTool,
+            ..call("s", "x")
+        };
+        let after = Charge {
+            part: Part::ToolOnly,
+            ..call("s", "x")
+        };
+        assert!(limits.admit(&p, [before]).is_ok());
+        assert!(limits.admit(&p, [after]).is_ok());
+        assert_eq!(
+            limits.admit(&p, [before]).unwrap_err().rule(),
+            "rate_limits[0]"
+        );
+        assert_eq!(
+            limits.admit(&p, [after]).unwrap_err().rule(),
+            "rate_limits[1]"
+        );
     }
 
     #[test]
@@ -338,7 +516,7 @@ mod tests {
             Some(&old),
         );
         assert_eq!(
-            kept.admit(&p, [Charge::default()]).unwrap_err().rule,
+            kept.admit(&p, [Charge::default()]).unwrap_err().rule(),
             "rate_limits[1]"
         );
         let changed = Limits::new(&[rule(RateLimitKey::Principal, 2, &[], 0)], Some(&kept));

@@ -10,10 +10,18 @@ use crate::config::raw::{List, RawRateLimit};
 
 const KEYS: [&str; 4] = ["principal", "server", "tool", "claim:NAME"];
 
-/// Compiles `rate_limits`; `tools` patterns are checked against `proxy`'s servers.
+/// Bounds that keep the limiter's arithmetic (nanoseconds per unit times burst, in 64 bits)
+/// exact: at most 1e13 ns per unit times 1e6 units.
+const MIN_RATE: f64 = 0.0001;
+const MAX_RATE: f64 = 1e9;
+const MAX_BURST: u32 = 1_000_000;
+
+/// Compiles `rate_limits`; `tools` patterns are checked against `proxy`'s servers, `claim:`
+/// keys against whether tokens are read at all.
 pub(crate) fn compile_rate_limits(
     raw: Option<List<RawRateLimit>>,
     proxy: &Proxy,
+    oauth_enabled: bool,
     ctx: &mut Ctx<'_>,
 ) -> Vec<RateLimit> {
     let mut out: Vec<RateLimit> = Vec::new();
@@ -75,12 +83,12 @@ pub(crate) fn compile_rate_limits(
             }
         }
         let rps = match r.requests_per_second {
-            Some(v) if v.is_finite() && v > 0.0 && v <= 1e9 => Some(v),
+            Some(v) if v.is_finite() && (MIN_RATE..=MAX_RATE).contains(&v) => Some(v),
             Some(v) => {
                 ctx.error(
                     &p.key("requests_per_second"),
                     format!("`requests_per_second` is {v}"),
-                    Some("use a positive number, e.g. `2` or `0.5`".into()),
+                    Some(format!("use a number from {MIN_RATE} (one request in about 3 hours) to {MAX_RATE}, e.g. `2` or `0.5`")),
                 );
                 None
             }
@@ -93,11 +101,25 @@ pub(crate) fn compile_rate_limits(
                 None
             }
         };
-        if r.burst == Some(0) {
-            ctx.error(&p.key("burst"), "`burst` must be at least 1".into(), None);
+        if r.burst == Some(0) || r.burst.is_some_and(|b| b > MAX_BURST) {
+            ctx.error(
+                &p.key("burst"),
+                format!("`burst` is {}", r.burst.unwrap_or_default()),
+                Some(format!("use 1 to {MAX_BURST}")),
+            );
         }
-        if let (Some(key), Some(rps), true) = (key, rps, tools_ok) {
-            let default_burst = rps.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+        if let (Some(RateLimitKey::Claim(c)), false) = (&key, oauth_enabled) {
+            ctx.warn(
+                &p.key("key"),
+                format!(
+                    "`claim:{c}` never applies: authentication is off, so callers have no claims"
+                ),
+                None,
+            );
+        }
+        let burst_ok = r.burst.is_none_or(|b| (1..=MAX_BURST).contains(&b));
+        if let (Some(key), Some(rps), true, true) = (key, rps, tools_ok, burst_ok) {
+            let default_burst = rps.ceil().clamp(1.0, f64::from(MAX_BURST)) as u32;
             out.push(RateLimit {
                 key,
                 requests_per_second: rps,

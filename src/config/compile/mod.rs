@@ -28,7 +28,7 @@ pub(crate) fn compile(raw: RawConfig, ctx: &mut Ctx<'_>, source: SourceInfo) -> 
     let oauth = compile_oauth(raw.oauth, &server, ctx);
     let proxy = compile_proxy(raw.proxy.unwrap_or_default(), ctx);
     let auth = auth::compile_auth(raw.auth.unwrap_or_default(), &proxy, ctx);
-    let rate_limits = limits::compile_rate_limits(raw.rate_limits, &proxy, ctx);
+    let rate_limits = limits::compile_rate_limits(raw.rate_limits, &proxy, oauth.enabled, ctx);
     if let Some(s) = server.server.as_ref() {
         if s.admin_scope.is_some() && !oauth.enabled {
             ctx.warn(

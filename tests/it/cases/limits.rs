@@ -142,14 +142,61 @@ async fn a_principal_over_its_burst_gets_429_and_nothing_reaches_the_upstream() 
 #[tokio::test]
 async fn a_batch_counts_each_request_and_is_refused_whole() {
     let up = Upstream::start().await;
-    let limits = format!("  - key: principal\n    {SLOW}\n    burst: 2");
+    let limits = format!("  - key: principal\n    {SLOW}\n    burst: 3");
     let gw = Gateway::start(&config(up.addr, "", &limits)).await;
     let alice = token("alice", &["User"]);
-    let batch = json!([call(1, "echo"), call(2, "echo"), call(3, "echo")]);
-    let a = send(&gw, "/mcp/up", &alice, None, &batch).await;
+    // More than the burst: never passes, and says so without a retry time.
+    let four = json!([
+        call(1, "echo"),
+        call(2, "echo"),
+        call(3, "echo"),
+        call(4, "echo")
+    ]);
+    let a = send(&gw, "/mcp/up", &alice, None, &four).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.body["error"]["code"], -32600, "{}", a.body);
+    assert!(a.retry_after.is_none());
+    let two = json!([call(1, "echo"), call(2, "echo")]);
+    assert_eq!(send(&gw, "/mcp/up", &alice, None, &two).await.status, 200);
+    assert_eq!(up.posts(), 1, "the batch went up as one request");
+    // Two more do not fit in the one unit left: refused whole; the unit is still there.
+    let a = send(&gw, "/mcp/up", &alice, None, &two).await;
     assert_limited(&a, 429, "rate_limits[0]");
     assert_eq!(a.body["id"], Value::Null);
-    assert_eq!(up.posts(), 0);
+    assert_eq!(up.posts(), 1);
+    assert_eq!(
+        send(&gw, "/mcp/up", &alice, None, &call(5, "echo"))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn get_and_delete_are_charged_too() {
+    let up = Upstream::start().await;
+    let limits = format!("  - key: principal\n    {SLOW}\n    burst: 1");
+    let gw = Gateway::start(&config(up.addr, "", &limits)).await;
+    let alice = token("alice", &["User"]);
+    assert_eq!(
+        send(&gw, "/mcp/up", &alice, None, &call(1, "echo"))
+            .await
+            .status,
+        200
+    );
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let resp = client()
+            .request(method.clone(), gw.url("/mcp/up"))
+            .header("accept", "text/event-stream")
+            .header("authorization", format!("Bearer {alice}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 429, "{method}");
+        assert!(resp.headers().contains_key("retry-after"));
+    }
+    assert_eq!(up.seen.gets.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(up.seen.deletes.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
@@ -361,6 +408,10 @@ rate_limits:
         200
     ); // 6
     let a = send(&gw, "/mcp", &alice, Some(&sid), &list).await;
+    assert_limited(&a, 200, "rate_limits[1]");
+    // A name that must be looked up in b's list (not a valid exposed name): the lookup
+    // reaches b, so it is charged first, and refused here before anything is sent.
+    let a = send(&gw, "/mcp", &alice, Some(&sid), &call(8, "b__x y")).await;
     assert_limited(&a, 200, "rate_limits[1]");
     // A 2026-07-28 request is outside any session: 429.
     let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}});
