@@ -14,6 +14,10 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+    /// Write the audit trail (one JSON line per decision on a tool, prompt or resource) to
+    /// this file, appending; `-` for stderr.
+    #[arg(long, global = true, env = "PORTCULLIS_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -61,7 +65,16 @@ pub struct ExplainArgs {
 /// Run the CLI; returns the process exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_logging(cli.log_format);
+    if let Err(e) = telemetry::init_logging(cli.log_format, cli.audit_log.as_deref()) {
+        eprintln!(
+            "error: cannot open the audit log {}: {e}",
+            cli.audit_log
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        );
+        return ExitCode::FAILURE;
+    }
     let command = cli.command.unwrap_or(Command::Serve(ConfigArg {
         config: std::env::var_os("PORTCULLIS_CONFIG")
             .map(PathBuf::from)

@@ -34,7 +34,7 @@ use crate::mcp::names::{cursor, Resolved};
 use crate::mcp::reply::Reply;
 use crate::mcp::session::{self, principal_tag, Session};
 use crate::policy::limit::{Charge, Part};
-use crate::policy::{self, Kind};
+use crate::policy::{self, DecidedBy, Denied, Kind};
 use crate::request::{BodySource, RequestView, Single};
 use crate::state::Snapshot;
 
@@ -527,9 +527,15 @@ pub fn route<'s>(
     if method == "tools/call" {
         obs.tool_call(server, original);
     }
+    let audit = super::audit::enabled();
+    let record = |kind: Kind, name: &str, outcome: Result<DecidedBy<'_>, &Denied<'_>>| {
+        if audit {
+            super::audit::decision(snap, principal, server, kind, name, outcome);
+        }
+    };
     let permit = match snap
         .policy
-        .permit(principal, server, [(used.kind, original)])
+        .permit_each(principal, server, [(used.kind, original)], record)
     {
         Ok(p) => p,
         Err((_, denied)) => {

@@ -30,6 +30,7 @@ use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{self, Envelope};
 use crate::mcp::reply::Reply;
 use crate::policy::limit::Charge;
+use crate::policy::{DecidedBy, Denied, Kind};
 use crate::request::{BodyError, BodySource, RequestView, Single};
 use crate::state::Snapshot;
 use crate::telemetry::metrics::RouteLabel;
@@ -242,7 +243,13 @@ impl Gateway {
             return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, m));
         }
         let uses = envelope.uses().map(|(_, u)| (u.kind, u.name.as_str()));
-        let permit = match snap.policy.permit(&principal, server, uses) {
+        let audit = super::audit::enabled();
+        let record = |kind: Kind, name: &str, outcome: Result<DecidedBy<'_>, &Denied<'_>>| {
+            if audit {
+                super::audit::decision(snap, &principal, server, kind, name, outcome);
+            }
+        };
+        let permit = match snap.policy.permit_each(&principal, server, uses, record) {
             Ok(p) => p,
             Err((i, denied)) => {
                 let (id, used) = envelope.uses().nth(i).unzip();

@@ -4,6 +4,7 @@
 //! plan, and write the answer or relay the upstream's.
 
 pub mod aggregate;
+pub mod audit;
 mod decide;
 pub mod limit;
 pub mod observe;

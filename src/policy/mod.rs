@@ -104,6 +104,8 @@ pub enum DecidedBy<'a> {
     DefaultScope,
     /// No pattern matched and `default_scope` is null: denied.
     NoRule,
+    /// Authentication is off (`oauth.enabled: false`): the policy is not applied.
+    NoAuthentication,
 }
 
 impl DecidedBy<'_> {
@@ -113,6 +115,7 @@ impl DecidedBy<'_> {
             DecidedBy::Rule(s) => s,
             DecidedBy::DefaultScope => "default_scope",
             DecidedBy::NoRule => "no rule",
+            DecidedBy::NoAuthentication => "authentication off",
         }
     }
 }
@@ -123,6 +126,7 @@ impl fmt::Display for DecidedBy<'_> {
             DecidedBy::Rule(s) => write!(f, "rule `{s}`"),
             DecidedBy::DefaultScope => f.write_str("default_scope"),
             DecidedBy::NoRule => f.write_str("no matching rule (default_scope is null)"),
+            DecidedBy::NoAuthentication => f.write_str("no authentication (policy not applied)"),
         }
     }
 }
@@ -357,12 +361,33 @@ impl Policy {
         server: &'a str,
         uses: impl IntoIterator<Item = (Kind, &'n str)>,
     ) -> Result<Permit<'a>, (usize, Denied<'a>)> {
+        self.permit_each(principal, server, uses, |_, _, _| {})
+    }
+
+    /// [`Policy::permit`], telling `each` every use decided, in order, with its outcome (the
+    /// audit trail): `Ok` with what allowed it, `Err` with the refusal (the last one told).
+    /// Without authentication every use is told allowed by [`DecidedBy::NoAuthentication`].
+    pub fn permit_each<'a, 'n>(
+        &'a self,
+        principal: &Arc<Principal>,
+        server: &'a str,
+        uses: impl IntoIterator<Item = (Kind, &'n str)>,
+        mut each: impl FnMut(Kind, &'n str, Result<DecidedBy<'a>, &Denied<'a>>),
+    ) -> Result<Permit<'a>, (usize, Denied<'a>)> {
         let mut by = None;
-        if !principal.anonymous {
-            for (i, (kind, name)) in uses.into_iter().enumerate() {
-                match self.authorize(&principal.scopes, kind, server, name) {
-                    Ok(a) => by = Some(a.by),
-                    Err(denied) => return Err((i, denied)),
+        for (i, (kind, name)) in uses.into_iter().enumerate() {
+            if principal.anonymous {
+                each(kind, name, Ok(DecidedBy::NoAuthentication));
+                continue;
+            }
+            match self.authorize(&principal.scopes, kind, server, name) {
+                Ok(a) => {
+                    each(kind, name, Ok(a.by));
+                    by = Some(a.by);
+                }
+                Err(denied) => {
+                    each(kind, name, Err(&denied));
+                    return Err((i, denied));
                 }
             }
         }

@@ -17,34 +17,88 @@ pub enum LogFormat {
 }
 
 /// Install the global tracing subscriber. `RUST_LOG` filters (`EnvFilter` directives); without
-/// it, INFO and above, with a static level filter (an `EnvFilter` keeps per-span state that
-/// every request's span would pay for on each poll). Safe to call twice.
-pub fn init_logging(format: LogFormat) {
+/// it, INFO and above, with static filters (an `EnvFilter` keeps per-span state that every
+/// request's span would pay for on each poll). The audit trail (`portcullis::audit`) leaves
+/// stderr unless `RUST_LOG` names it, and goes as JSON lines to `audit` when given (`-`:
+/// stderr). Safe to call twice. `Err`: the audit file cannot be opened.
+pub fn init_logging(format: LogFormat, audit: Option<&std::path::Path>) -> std::io::Result<()> {
     use std::io::IsTerminal;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     // Colours only for a person at a terminal: a log file or collector gets plain text.
-    let builder = fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match (EnvFilter::try_from_default_env(), format) {
-        (Ok(filter), LogFormat::Pretty) => builder
-            .with_env_filter(filter)
+    let ansi = std::io::stderr().is_terminal();
+    let stderr = match format {
+        LogFormat::Pretty => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
             .fmt_fields(fields::Plain)
             .with_target(false)
-            .try_init(),
-        (Ok(filter), LogFormat::Json) => builder
-            .with_env_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
             .json()
             .flatten_event(true)
-            .try_init(),
-        (Err(_), LogFormat::Pretty) => builder
-            .with_max_level(tracing::Level::INFO)
-            .fmt_fields(fields::Plain)
-            .with_target(false)
-            .try_init(),
-        (Err(_), LogFormat::Json) => builder
-            .with_max_level(tracing::Level::INFO)
-            .json()
-            .flatten_event(true)
-            .try_init(),
+            .boxed(),
     };
+    let stderr = match EnvFilter::try_from_default_env() {
+        Ok(env) => stderr.with_filter(env).boxed(),
+        Err(_) => stderr
+            .with_filter(
+                Targets::new()
+                    .with_default(LevelFilter::INFO)
+                    .with_target(crate::gateway::audit::TARGET, LevelFilter::OFF),
+            )
+            .boxed(),
+    };
+    let audit_layer = match audit {
+        None => None,
+        Some(path) => {
+            let writer: Box<dyn Fn() -> Box<dyn std::io::Write> + Send + Sync> =
+                if path.as_os_str() == "-" {
+                    Box::new(|| Box::new(std::io::stderr()))
+                } else {
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)?;
+                    let file = std::sync::Arc::new(file);
+                    Box::new(move || Box::new(AppendFile(file.clone())))
+                };
+            Some(
+                fmt::layer()
+                    .with_writer(writer)
+                    .with_ansi(false)
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_filter(
+                        Targets::new()
+                            .with_target(crate::gateway::audit::TARGET, LevelFilter::INFO),
+                    )
+                    .boxed(),
+            )
+        }
+    };
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(audit_layer)
+        .try_init();
+    Ok(())
+}
+
+/// An append-only file shared by the audit layer's writers (each event is one `write` of one
+/// line; appends of a line are atomic for regular files on Linux).
+struct AppendFile(std::sync::Arc<std::fs::File>);
+
+impl std::io::Write for AppendFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
 }

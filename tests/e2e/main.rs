@@ -12,6 +12,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod aggregate;
+mod audit;
 mod conformance;
 mod harness;
 mod inspector;
