@@ -50,6 +50,7 @@ pub use compiled::{
 };
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use glob::Glob;
+pub use raw::json_schema;
 
 use diagnostic::{did_you_mean, expected_hint, FieldPath};
 use source::de::{self, DeError, ErrKind};

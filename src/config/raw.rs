@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::source::de::HINT_SEP;
 
 /// The whole file.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     /// Listener, public URL and request limits.
@@ -33,7 +33,7 @@ pub(crate) struct RawConfig {
 }
 
 /// `server`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
     /// Public base URL of the gateway (seed key); resource URLs derive from it.
@@ -61,7 +61,7 @@ pub(crate) struct RawServer {
 }
 
 /// `server.metrics_auth`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBasicAuth {
     /// User name.
@@ -71,7 +71,7 @@ pub(crate) struct RawBasicAuth {
 }
 
 /// `oauth`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawOAuth {
     /// Whether tokens are required. Default: true when the section is present.
@@ -91,7 +91,7 @@ pub(crate) struct RawOAuth {
 }
 
 /// `oauth.provider`.
-#[derive(Clone, Copy, Deserialize)]
+#[derive(Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum RawProvider {
     /// Okta (custom authorization servers).
@@ -101,7 +101,7 @@ pub(crate) enum RawProvider {
 }
 
 /// `auth`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAuth {
     /// Token claims that yield `claim:value` keys (seed key).
@@ -115,7 +115,7 @@ pub(crate) struct RawAuth {
 }
 
 /// `auth.options`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAuthOptions {
     /// `any` (one listed scope suffices) or `all`.
@@ -129,7 +129,7 @@ pub(crate) struct RawAuthOptions {
 }
 
 /// `auth.options.on_denied`.
-#[derive(Clone, Copy, Deserialize)]
+#[derive(Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RawOnDenied {
     /// Answer as if the name did not exist.
@@ -141,7 +141,7 @@ pub(crate) enum RawOnDenied {
 }
 
 /// `auth.options.scope_mode`.
-#[derive(Clone, Copy, Deserialize)]
+#[derive(Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum RawScopeMode {
     /// At least one scope.
@@ -151,7 +151,7 @@ pub(crate) enum RawScopeMode {
 }
 
 /// `proxy`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProxy {
     /// Joins server and tool names on `/mcp`. Default `__`.
@@ -163,7 +163,7 @@ pub(crate) struct RawProxy {
 }
 
 /// `proxy.servers[]`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstream {
     /// Unique name; prefixes tools and routes `/mcp/{name}`.
@@ -184,7 +184,7 @@ pub(crate) struct RawUpstream {
 }
 
 /// `proxy.servers[].type`.
-#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum RawTransport {
     /// MCP Streamable HTTP.
@@ -196,7 +196,7 @@ pub(crate) enum RawTransport {
 }
 
 /// `proxy.servers[].connection`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConnection {
     /// Upstream URL (HTTP transports).
@@ -220,7 +220,7 @@ pub(crate) struct RawConnection {
 }
 
 /// `proxy.servers[].auth`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstreamAuth {
     /// `header`, `bearer` or `none`.
@@ -233,7 +233,7 @@ pub(crate) struct RawUpstreamAuth {
 }
 
 /// `proxy.servers[].auth.type`.
-#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum RawAuthType {
     /// A named header with a fixed value.
@@ -245,7 +245,7 @@ pub(crate) enum RawAuthType {
 }
 
 /// `rate_limits[]`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRateLimit {
     /// What the bucket is keyed by: `principal`, `server`, `tool` or `claim:NAME`.
@@ -408,5 +408,111 @@ mod tests {
         assert_eq!(parse_size("12XB"), None);
         assert_eq!(parse_size("MiB"), None);
         assert_eq!(parse_size("99999999999999GiB"), None);
+    }
+}
+
+impl<V: schemars::JsonSchema> schemars::JsonSchema for OrderedMap<V> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Map_of_{}", V::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "additionalProperties": generator.subschema_for::<V>(),
+        })
+    }
+}
+
+impl schemars::JsonSchema for RawDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Seconds, or a duration such as `30s`, `5m`, `500ms`, `1h 30m`.",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "minLength": 1 },
+            ],
+        })
+    }
+}
+
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Bytes, or a size such as `4MiB`, `512KiB`.",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "minLength": 1 },
+            ],
+        })
+    }
+}
+
+/// The JSON Schema of `gateway.yaml` (draft 2020-12), from the same types the loader reads,
+/// so it cannot drift from what loads (`portcullis schema`; editors: the
+/// `# yaml-language-server: $schema=...` line of the shipped files).
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(RawConfig);
+    schema.insert(
+        "$id".into(),
+        "https://github.com/portcullis-gateway/portcullis/schema/gateway.schema.json".into(),
+    );
+    schema.insert("title".into(), "Portcullis gateway.yaml".into());
+    let mut value = schema.to_value();
+    allow_variables(&mut value);
+    if let Some(defs) = value
+        .get_mut("$defs")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        defs.insert(
+            "Variable".into(),
+            serde_json::json!({
+                "description": "`${VAR}` or `${VAR:-default}`, substituted when the file loads.",
+                "type": "string",
+                "pattern": "^\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}$",
+            }),
+        );
+    }
+    value
+}
+
+/// Numbers and booleans may be written as a `${VAR}` the loader substitutes: every schema that
+/// asks for one also takes a [`Variable`](#/$defs/Variable) string.
+fn allow_variables(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let scalar = |t: &Value| matches!(t.as_str(), Some("integer" | "number" | "boolean"));
+            let asks = match map.get("type") {
+                Some(Value::Array(ts)) => ts.iter().any(scalar),
+                Some(t) => scalar(t),
+                None => false,
+            };
+            for (_, child) in map.iter_mut() {
+                allow_variables(child);
+            }
+            if asks {
+                let mut inner = serde_json::Map::new();
+                for key in ["type", "format", "minimum", "maximum", "enum"] {
+                    if let Some(x) = map.remove(key) {
+                        inner.insert(key.into(), x);
+                    }
+                }
+                map.insert(
+                    "anyOf".into(),
+                    serde_json::json!([Value::Object(inner), { "$ref": "#/$defs/Variable" }]),
+                );
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(allow_variables),
+        _ => {}
     }
 }
