@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `check`, `explain`.
+//! The command line: `serve` (default), `check`, `explain`, `probe`, `schema`, `completions`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,9 +7,17 @@ use clap::{Parser, Subcommand};
 
 use crate::telemetry::{self, LogFormat};
 
+/// The version and the commit the binary was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PORTCULLIS_COMMIT"),
+    ")"
+);
+
 /// Portcullis: a declarative MCP gateway.
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version, about)]
+#[command(name = "portcullis", version = VERSION, about)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "pretty")]
@@ -42,9 +50,51 @@ pub enum Command {
     /// Run the gateway.
     Serve(ConfigArg),
     /// Load and compile the config without serving; print every error found.
-    Check(ConfigArg),
+    Check(CheckArgs),
     /// Show which scopes a token's claims grant and what they allow, and which rule decided.
     Explain(ExplainArgs),
+    /// GET a URL (e.g. `http://127.0.0.1:8080/live`) and exit 0 on a 2xx answer: the image's
+    /// health check, which has no curl.
+    Probe(ProbeArgs),
+    /// Print the JSON Schema of gateway.yaml (for editors: `# yaml-language-server: $schema=...`).
+    Schema,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `check` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// The config to check.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// `text` (a summary, or every error with file:line:col) or `json` (one object on stdout:
+    /// `ok`, `errors`, `warnings`, each with file, line, column, path, message, hint).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: CheckFormat,
+}
+
+/// `check --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    /// For people.
+    Text,
+    /// For editors and CI.
+    Json,
+}
+
+/// `probe` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// An `http://` URL.
+    pub url: String,
+    /// Give up after this long (connect and answer).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// `explain` arguments.
@@ -88,12 +138,103 @@ pub fn run() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Check(c) => check(&c.config),
+        Command::Check(c) => check(&c.config.config, c.format),
         Command::Explain(a) => explain(&a),
+        Command::Probe(p) => match probe(&p.url, p.timeout) {
+            Ok(status) => {
+                println!("{status}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("probe {}: {e}", p.url);
+                ExitCode::FAILURE
+            }
+        },
+        Command::Schema => {
+            let text =
+                serde_json::to_string_pretty(&crate::config::json_schema()).unwrap_or_default();
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{text}");
+            ExitCode::SUCCESS
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "portcullis", &mut script);
+            use std::io::Write;
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(&script);
+            ExitCode::SUCCESS
+        }
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+/// `GET url` over plain HTTP/1.1 within `timeout`: the status line of a 2xx answer, or why not.
+pub fn probe(url: &str, timeout: std::time::Duration) -> Result<String, String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let u = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if u.scheme() != "http" {
+        return Err("only http:// URLs are probed".into());
+    }
+    let host = u.host_str().ok_or("the URL has no host")?;
+    let port = u.port_or_known_default().unwrap_or(80);
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} resolves to nothing"))?;
+    let mut conn =
+        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    conn.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let target = &url[url.find(u.path()).unwrap_or(url.len())..];
+    let target = if target.is_empty() { "/" } else { target };
+    let authority = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    write!(
+        conn,
+        "GET {target} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: portcullis-probe\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+        let n = conn.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let line = text.lines().next().unwrap_or_default().to_owned();
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no HTTP answer (`{line}`)"))?;
+    if (200..300).contains(&code) {
+        Ok(line)
+    } else {
+        Err(line)
+    }
+}
+
+fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
+    if format == CheckFormat::Json {
+        let (ok, report) = check_json(path);
+        println!("{report}");
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     match crate::config::load_file(path) {
         Ok(rt) => {
             println!("{}: OK", path.display());
@@ -107,6 +248,43 @@ fn check(path: &std::path::Path) -> ExitCode {
             eprintln!("{diags}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `check --format json`: whether the file loads, and the report.
+pub fn check_json(path: &std::path::Path) -> (bool, serde_json::Value) {
+    use serde_json::json;
+    let diag = |d: &crate::config::Diagnostic| {
+        json!({
+            "file": d.file, "line": d.line, "column": d.column, "path": d.path,
+            "message": d.message, "hint": d.hint,
+        })
+    };
+    match crate::config::load_file(path) {
+        Ok(rt) => {
+            let servable = crate::app::check_servable(&rt).err().map(|e| e.to_string());
+            (
+                true,
+                json!({
+                    "file": path.display().to_string(),
+                    "ok": true,
+                    "hash": rt.source.hash,
+                    "errors": [],
+                    "warnings": rt.warnings.iter().map(diag).collect::<Vec<_>>(),
+                    "summary": rt.summary().lines().collect::<Vec<_>>(),
+                    "serve_refuses": servable,
+                }),
+            )
+        }
+        Err(diags) => (
+            false,
+            json!({
+                "file": path.display().to_string(),
+                "ok": false,
+                "errors": diags.iter().map(diag).collect::<Vec<_>>(),
+                "warnings": [],
+            }),
+        ),
     }
 }
 

@@ -3,6 +3,7 @@ mod admin_access;
 mod aggregate;
 mod authn;
 mod body;
+mod cli;
 mod config;
 mod era;
 mod errors;
