@@ -8,6 +8,7 @@
 //! | `source/env.rs`        | `${VAR}` / `${VAR:-default}` / `$$` substituted in scalar values |
 //! | `source/de.rs`         | a serde `Deserializer` over the tree that locates every error   |
 //! | `raw.rs`               | the serde mirror of the file (all optional, unknown keys denied) |
+//! | `schema.rs`            | the JSON Schema of the file, derived from `raw.rs`              |
 //! | `compile/mod.rs`       | raw -> [`Config`]: requiredness and semantics, all errors at once (`server`, `oauth`, `proxy`) |
 //! | `compile/ctx.rs`       | positions, collected errors and warnings, shared checks         |
 //! | `compile/servers.rs`   | one `proxy.servers[]` entry -> `Upstream`                       |
@@ -39,6 +40,7 @@ mod compiled;
 mod diagnostic;
 mod glob;
 mod raw;
+mod schema;
 mod source;
 
 use std::path::Path;
@@ -50,7 +52,7 @@ pub use compiled::{
 };
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use glob::Glob;
-pub use raw::json_schema;
+pub use schema::json_schema;
 
 use diagnostic::{did_you_mean, expected_hint, FieldPath};
 use source::de::{self, DeError, ErrKind};
