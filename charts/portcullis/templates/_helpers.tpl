@@ -34,3 +34,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Files.Get "files/gateway.yaml" }}
 {{- end }}
 {{- end }}
+
+{{/* The ServiceAccount's name. */}}
+{{- define "portcullis.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "portcullis.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret the pods read: the chart's, or the one named in secret.existingSecret. */}}
+{{- define "portcullis.secretName" -}}
+{{- if .Values.secret.existingSecret }}
+{{- .Values.secret.existingSecret }}
+{{- else }}
+{{- include "portcullis.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/* The port name probes and the ServiceMonitor use. */}}
+{{- define "portcullis.adminPortName" -}}
+{{- if gt (int .Values.adminPort) 0 }}admin{{ else }}http{{ end }}
+{{- end }}

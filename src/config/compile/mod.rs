@@ -150,8 +150,9 @@ type Admin = (Option<SocketAddr>, Option<String>, Option<BasicAuth>);
 fn compile_admin(raw: &RawServer, listen: Option<SocketAddr>, ctx: &mut Ctx<'_>) -> Option<Admin> {
     let p = root().key("server");
     let mut ok = true;
+    // Empty (`"${PORTCULLIS_ADMIN_LISTEN:-}"` left unset): no admin listener.
     let admin_listen = match raw.admin_listen.as_deref().map(str::trim) {
-        None => None,
+        None | Some("") => None,
         Some(text) => match text.parse::<SocketAddr>() {
             Ok(a) if listen.is_some_and(|l| l.port() == a.port() && a.port() != 0) => {
                 ok = false;
