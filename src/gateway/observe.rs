@@ -23,6 +23,9 @@ use crate::telemetry::metrics::{method_index, metrics, RouteLabel, ToolOutcome};
 /// several and never drain.
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static IDLE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Set once something waits in [`until_idle`]: until then the last request out wakes no one
+/// (no lock taken on the request path).
+static WATCHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Requests being served now.
 pub fn in_flight() -> usize {
@@ -31,6 +34,7 @@ pub fn in_flight() -> usize {
 
 /// Returns once no request is being served.
 pub async fn until_idle() {
+    WATCHED.store(true, Ordering::SeqCst);
     loop {
         let idle = IDLE.notified();
         tokio::pin!(idle);
@@ -130,7 +134,7 @@ impl Drop for Observation {
         if let Some(counters) = &self.tool {
             counters[self.outcome as usize].inc();
         }
-        if IN_FLIGHT.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if IN_FLIGHT.fetch_sub(1, Ordering::AcqRel) == 1 && WATCHED.load(Ordering::SeqCst) {
             IDLE.notify_waiters();
         }
     }

@@ -102,3 +102,24 @@ impl std::io::Write for AppendFile {
         (&*self.0).flush()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Pingora writes `log` records at debug and trace on every request: they must be dropped
+    /// by `log`'s static max level, not handed to the subscriber one by one.
+    #[test]
+    fn log_records_below_info_are_skipped_at_the_source() {
+        if std::env::var_os("RUST_LOG").is_some() {
+            return; // The filter is the caller's then.
+        }
+        init_logging(LogFormat::Pretty, None).unwrap();
+        assert_eq!(log::max_level(), log::LevelFilter::Info);
+        assert_eq!(
+            tracing::level_filters::LevelFilter::current(),
+            tracing::level_filters::LevelFilter::INFO
+        );
+    }
+}
