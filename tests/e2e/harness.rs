@@ -348,6 +348,9 @@ pub enum Upstream {
     Reference,
     /// The Python SDK's everything-server (`mcp` 2.3.0; both protocol eras).
     Python,
+    /// `@modelcontextprotocol/server-everything` over the legacy HTTP+SSE transport
+    /// (2024-11-05; its URL ends in `/sse`).
+    EverythingSse,
 }
 
 /// Start `upstream` on a free loopback port, its log in `dir`; the process and its MCP URL.
@@ -358,6 +361,11 @@ pub async fn start_peer(upstream: Upstream, peers: &Peers, dir: &Path) -> (Proc,
             let mut cmd = Command::new(peers.node());
             cmd.arg(peers.everything_js()).arg("streamableHttp");
             ("server-everything", cmd)
+        }
+        Upstream::EverythingSse => {
+            let mut cmd = Command::new(peers.node());
+            cmd.arg(peers.everything_js()).arg("sse");
+            ("server-everything-sse", cmd)
         }
         Upstream::Reference => {
             // ESM resolves packages next to the script: run a copy beside a link to the
@@ -389,7 +397,12 @@ pub async fn start_peer(upstream: Upstream, peers: &Peers, dir: &Path) -> (Proc,
     cmd.env("PORT", port.to_string());
     let mut proc = Proc::spawn(name, cmd, dir);
     wait_tcp(&mut proc, port).await;
-    (proc, format!("http://127.0.0.1:{port}/mcp"))
+    let path = if upstream == Upstream::EverythingSse {
+        "sse"
+    } else {
+        "mcp"
+    };
+    (proc, format!("http://127.0.0.1:{port}/{path}"))
 }
 
 /// An MCP server (streamable HTTP) behind `portcullis serve`, both on free loopback ports.

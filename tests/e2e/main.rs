@@ -17,6 +17,7 @@ mod conformance;
 mod harness;
 mod inspector;
 mod large_bodies;
+mod multi_upstream;
 mod oauth;
 mod protocol;
 mod python_sdk;
