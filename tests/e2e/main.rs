@@ -19,6 +19,7 @@ mod inspector;
 mod large_bodies;
 mod multi_upstream;
 mod oauth;
+mod okta_ingress;
 mod protocol;
 mod python_sdk;
 mod session;

@@ -17,20 +17,20 @@ use crate::harness::{free_port, wait_http_ok, Peers, Proc, Stack};
 use crate::session::PROTOCOL_VERSION;
 use crate::sse::read_messages;
 
-const ADMIN: (&str, &str) = ("admin-client", "admin-client-secret");
-const USER: (&str, &str) = ("user-client", "user-client-secret");
+pub(crate) const ADMIN: (&str, &str) = ("admin-client", "admin-client-secret");
+pub(crate) const USER: (&str, &str) = ("user-client", "user-client-secret");
 /// A server-everything tool only the admin group may call.
 const ADMIN_ONLY: &str = "get-tiny-image";
 
 /// The IdP process and its issuer URL.
-struct Idp {
-    issuer: String,
+pub(crate) struct Idp {
+    pub(crate) issuer: String,
     proc: Proc,
     _dir: TempDir,
 }
 
 impl Idp {
-    async fn start(peers: &Peers, client: &reqwest::Client) -> Self {
+    pub(crate) async fn start(peers: &Peers, client: &reqwest::Client) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("portcullis-e2e-idp-")
             .tempdir()
@@ -83,7 +83,7 @@ impl Idp {
     }
 
     /// A client-credentials access token for `resource` (client_secret_basic).
-    async fn token(
+    pub(crate) async fn token(
         &self,
         client: &reqwest::Client,
         (id, secret): (&str, &str),
