@@ -116,6 +116,39 @@ fn is_loopback_origin(origin: &str) -> bool {
     }
 }
 
+/// Whether `query` carries an OAuth access token (RFC 6750 section 2.3: `access_token=...`, the
+/// name compared after percent-decoding and case-insensitively). Such a request is refused: a
+/// token in a URL ends up in logs and would be forwarded upstream with the query.
+pub fn query_has_token(query: &[u8]) -> bool {
+    query.split(|b| *b == b'&' || *b == b';').any(|pair| {
+        let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+        let mut decoded = Vec::with_capacity(name.len());
+        let mut i = 0;
+        while i < name.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (
+                name[i],
+                name.get(i + 1).copied().and_then(hex),
+                name.get(i + 2).copied().and_then(hex),
+            ) {
+                (b'%', Some(h), Some(l)) => {
+                    decoded.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                (b'+', _, _) => {
+                    decoded.push(b' ');
+                    i += 1;
+                }
+                (b, _, _) => {
+                    decoded.push(b);
+                    i += 1;
+                }
+            }
+        }
+        decoded.trim_ascii().eq_ignore_ascii_case(b"access_token")
+    })
+}
+
 /// A query the gateway forwards as sent: only characters RFC 3986 allows in a query (so the
 /// upstream reads exactly what was checked, whichever front end parsed the request).
 pub fn query_forwardable(query: &[u8]) -> bool {
@@ -210,6 +243,25 @@ mod tests {
     #[test]
     fn queries() {
         assert!(query_forwardable(b"a=1&b=%20x/y?z"));
+        for q in [
+            &b"access_token=x"[..],
+            b"a=1&access_token=x",
+            b"ACCESS_TOKEN=x",
+            b"access%5Ftoken=x",
+            b"access%5ftoken",
+            b"x=1;access_token=y",
+        ] {
+            assert!(query_has_token(q), "{q:?}");
+        }
+        for q in [
+            &b"token=x"[..],
+            b"a=access_token",
+            b"access_tokens=x",
+            b"",
+            b"%zz",
+        ] {
+            assert!(!query_has_token(q), "{q:?}");
+        }
         for bad in [
             &b"a=\""[..],
             b"<x>",

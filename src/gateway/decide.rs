@@ -79,6 +79,13 @@ impl Gateway {
                 guard::Refused::Origin => Reply::error(403, "forbidden", "Origin not allowed"),
             });
         }
+        if req.query.is_some_and(guard::query_has_token) {
+            return Plan::Answer(Reply::error(
+                400,
+                "invalid_request",
+                "access tokens are not accepted in the query string; send `Authorization: Bearer`",
+            ));
+        }
         if req.query.is_some_and(|q| !guard::query_forwardable(q)) {
             return Plan::Answer(Reply::error(
                 400,

@@ -345,3 +345,37 @@ async fn a_foreign_host_is_refused_on_mcp_endpoints() {
         assert_eq!(resp.status(), 200, "Host: {host}");
     }
 }
+
+/// RFC 6750's query form of a token is refused on every path and front end, whatever the
+/// name's spelling; nothing reaches the upstream (the query would be forwarded with it).
+#[tokio::test]
+async fn a_token_in_the_query_string_is_refused() {
+    for fast_path in [true, false] {
+        let up = Upstream::start().await;
+        let gw = Gateway::start(&config_for(
+            up.addr,
+            &format!("  fast_path: {fast_path}"),
+            "",
+        ))
+        .await;
+        for target in [
+            "/mcp/up?access_token=abc",
+            "/mcp/up?x=1&ACCESS_TOKEN=abc",
+            "/mcp/up?access%5Ftoken=abc",
+            "/mcp?access_token=abc",
+        ] {
+            let resp = client()
+                .post(gw.url(target))
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 400, "{target} (fast_path {fast_path})");
+            let text = resp.text().await.unwrap();
+            assert!(text.contains("query string"), "{text}");
+        }
+        assert_eq!(up.posts(), 0);
+    }
+}
