@@ -271,6 +271,8 @@ impl BackgroundService for Drain {
             after_ms = started.elapsed().as_millis() as u64,
             "drained; exiting"
         );
+        // Spans still buffered for export go out first (bounded by the exporter's timeout).
+        crate::telemetry::otel::flush();
         std::process::exit(0);
     }
 }

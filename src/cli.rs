@@ -115,14 +115,26 @@ pub struct ExplainArgs {
 /// Run the CLI; returns the process exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = telemetry::init_logging(cli.log_format, cli.audit_log.as_deref()) {
-        eprintln!(
-            "error: cannot open the audit log {}: {e}",
-            cli.audit_log
-                .as_deref()
-                .unwrap_or(std::path::Path::new(""))
-                .display()
-        );
+    // Trace export is configured in the file `serve` runs (startup-only): peek at it.
+    let serving = match &cli.command {
+        None => Some(
+            std::env::var_os("PORTCULLIS_CONFIG")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("gateway.yaml")),
+        ),
+        Some(Command::Serve(c)) => Some(c.config.clone()),
+        Some(_) => None,
+    };
+    let telemetry = serving
+        .and_then(|p| crate::config::load_file(&p).ok())
+        .map(|c| c.telemetry)
+        .unwrap_or_default();
+    let otlp = telemetry
+        .otlp_traces
+        .as_ref()
+        .map(|u| (u.as_str(), telemetry.service_name.as_str()));
+    if let Err(e) = telemetry::init_logging(cli.log_format, cli.audit_log.as_deref(), otlp) {
+        eprintln!("error: cannot set up logging or trace export: {e}");
         return ExitCode::FAILURE;
     }
     let command = cli.command.unwrap_or(Command::Serve(ConfigArg {

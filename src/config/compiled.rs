@@ -26,9 +26,20 @@ pub struct Config {
     pub proxy: Proxy,
     /// Per-replica rate limits.
     pub rate_limits: Vec<RateLimit>,
+    /// Trace export.
+    pub telemetry: Telemetry,
     /// Findings that did not stop the load (e.g. a permission naming a server that is not
     /// configured); `check` and reload print them with [`Diagnostic::render_as_warning`].
     pub warnings: Vec<Diagnostic>,
+}
+
+/// `telemetry`: OTLP trace export. Startup-only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Telemetry {
+    /// The collector's `/v1/traces` URL (from `otlp_endpoint`); `None`: no export.
+    pub otlp_traces: Option<url::Url>,
+    /// `service.name` of the spans.
+    pub service_name: String,
 }
 
 /// The origin of a loaded config.
@@ -471,6 +482,13 @@ impl Config {
                 None => "deny".into(),
             }
         ));
+        if let Some(u) = &self.telemetry.otlp_traces {
+            out.push(format!(
+                "traces: OTLP/HTTP to {} as `{}`",
+                redacted_url(u),
+                self.telemetry.service_name
+            ));
+        }
         if self.rate_limits.is_empty() {
             out.push("rate limits: none".into());
         }
@@ -512,6 +530,9 @@ impl Config {
         }
         if self.server.admin_listen != new.server.admin_listen {
             out.push("server.admin_listen");
+        }
+        if self.telemetry != new.telemetry {
+            out.push("telemetry");
         }
         // The verifier and the key sources are built at start (the refresher keeps keys
         // current); changing who may issue tokens needs a restart for now.

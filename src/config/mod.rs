@@ -63,7 +63,14 @@ use yaml::Kind;
 const MAX_ROUNDS: usize = 64;
 
 /// The top-level sections, for hints.
-const SECTIONS: &[&str] = &["server", "oauth", "auth", "proxy", "rate_limits"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "oauth",
+    "auth",
+    "proxy",
+    "rate_limits",
+    "telemetry",
+];
 
 /// Loads and compiles the config file at `path`, substituting variables from the process
 /// environment. A file that cannot be read yields one diagnostic at line 0.

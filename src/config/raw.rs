@@ -30,6 +30,19 @@ pub(crate) struct RawConfig {
     pub(crate) proxy: Option<RawProxy>,
     /// Per-replica request rate limits.
     pub(crate) rate_limits: Option<List<RawRateLimit>>,
+    /// Trace export.
+    pub(crate) telemetry: Option<RawTelemetry>,
+}
+
+/// `telemetry`.
+#[derive(Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    /// OTLP/HTTP collector base URL (`http://127.0.0.1:4318`); spans go to `/v1/traces`.
+    /// Startup-only.
+    pub(crate) otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans. Default `portcullis`.
+    pub(crate) service_name: Option<String>,
 }
 
 /// `server`.

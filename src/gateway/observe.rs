@@ -79,6 +79,7 @@ impl Observation {
     /// The status sent to the client (499: it went away before an answer).
     pub fn status(&mut self, status: u16) {
         self.status = status;
+        crate::telemetry::otel::status(status);
     }
 
     /// The request is a `tools/call` of `tool` on `server` (counted with its outcome).

@@ -13,6 +13,8 @@ use crate::telemetry::request::RequestId;
 pub struct Trace {
     trace_id: [u8; 16],
     span_id: [u8; 8],
+    /// The caller's span (the `parent-id` of a valid incoming `traceparent`).
+    parent: Option<[u8; 8]>,
     flags: u8,
     /// `00-<trace>-<span>-<flags>`: what goes upstream (ASCII).
     header: [u8; 55],
@@ -21,9 +23,10 @@ pub struct Trace {
 impl Trace {
     /// The client's trace continued (a valid `traceparent`), or a new one.
     pub fn continue_or_start(traceparent: Option<&[u8]>) -> Trace {
-        let (trace_id, flags) = traceparent
-            .and_then(parse)
-            .unwrap_or_else(|| (random_trace_id(), 0x01));
+        let (trace_id, parent, flags) = match traceparent.and_then(parse) {
+            Some((t, p, f)) => (t, Some(p), f),
+            None => (random_trace_id(), None, 0x01),
+        };
         let span_id = random_span_id();
         let mut header = [b'-'; 55];
         header[..2].copy_from_slice(b"00");
@@ -33,6 +36,7 @@ impl Trace {
         Trace {
             trace_id,
             span_id,
+            parent,
             flags,
             header,
         }
@@ -53,11 +57,17 @@ impl Trace {
     pub fn id(&self) -> RequestId {
         RequestId::new(&self.header[3..35]).unwrap_or(RequestId::ZERO)
     }
+
+    /// The request's span for trace export, with this identity (only made when
+    /// [`crate::telemetry::otel::enabled`]).
+    pub fn span(&self, method: &str, path: &str) -> tracing::Span {
+        crate::telemetry::otel::request_span(self.trace_id, self.span_id, self.parent, method, path)
+    }
 }
 
 /// Trace id and flags of a valid version-00 `traceparent` (W3C Trace Context §3.2): lowercase
 /// hex, ids not all zero.
-fn parse(value: &[u8]) -> Option<([u8; 16], u8)> {
+fn parse(value: &[u8]) -> Option<([u8; 16], [u8; 8], u8)> {
     let v = std::str::from_utf8(value).ok()?.trim();
     let mut parts = v.split('-');
     let (version, trace, parent, flags) =
@@ -87,7 +97,11 @@ fn parse(value: &[u8]) -> Option<([u8; 16], u8)> {
     if id == [0; 16] || parent.bytes().all(|b| b == b'0') {
         return None;
     }
-    Some((id, u8::from_str_radix(flags, 16).ok()?))
+    let mut parent_id = [0u8; 8];
+    for (i, slot) in parent_id.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(parent.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some((id, parent_id, u8::from_str_radix(flags, 16).ok()?))
 }
 
 /// `bytes` in lowercase hex into `out` (twice as long).

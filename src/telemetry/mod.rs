@@ -3,6 +3,7 @@
 
 pub mod fields;
 pub mod metrics;
+pub mod otel;
 pub mod request;
 
 use tracing_subscriber::{fmt, EnvFilter};
@@ -21,7 +22,11 @@ pub enum LogFormat {
 /// request's span would pay for on each poll). The audit trail (`portcullis::audit`) leaves
 /// stderr unless `RUST_LOG` names it, and goes as JSON lines to `audit` when given (`-`:
 /// stderr). Safe to call twice. `Err`: the audit file cannot be opened.
-pub fn init_logging(format: LogFormat, audit: Option<&std::path::Path>) -> std::io::Result<()> {
+pub fn init_logging(
+    format: LogFormat,
+    audit: Option<&std::path::Path>,
+    otlp: Option<(&str, &str)>,
+) -> std::io::Result<()> {
     use std::io::IsTerminal;
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
@@ -83,9 +88,14 @@ pub fn init_logging(format: LogFormat, audit: Option<&std::path::Path>) -> std::
             )
         }
     };
+    let otel = match otlp {
+        Some((url, service)) => Some(otel::layer(url, service).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let _ = tracing_subscriber::registry()
         .with(stderr)
         .with(audit_layer)
+        .with(otel)
         .try_init();
     Ok(())
 }
@@ -115,7 +125,7 @@ mod tests {
         if std::env::var_os("RUST_LOG").is_some() {
             return; // The filter is the caller's then.
         }
-        init_logging(LogFormat::Pretty, None).unwrap();
+        init_logging(LogFormat::Pretty, None, None).unwrap();
         assert_eq!(log::max_level(), log::LevelFilter::Info);
         assert_eq!(
             tracing::level_filters::LevelFilter::current(),

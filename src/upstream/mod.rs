@@ -247,6 +247,19 @@ impl Upstream {
 
     /// POST: one JSON-RPC body, checked and permitted.
     pub async fn call(&self, permit: &Permit<'_>, req: Request<'_>) -> Result<Answer<'_>, Failure> {
+        if crate::telemetry::otel::enabled() {
+            use tracing::Instrument;
+            let span = crate::telemetry::otel::upstream_span(&self.config.name);
+            return self.call_inner(permit, req).instrument(span).await;
+        }
+        self.call_inner(permit, req).await
+    }
+
+    async fn call_inner(
+        &self,
+        permit: &Permit<'_>,
+        req: Request<'_>,
+    ) -> Result<Answer<'_>, Failure> {
         self.check(permit)?;
         if let Some(mux) = self.shared_now() {
             return Ok(shared::session::post(&self.config, mux, &req).await);

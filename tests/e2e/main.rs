@@ -20,6 +20,7 @@ mod large_bodies;
 mod multi_upstream;
 mod oauth;
 mod okta_ingress;
+mod otel;
 mod protocol;
 mod python_sdk;
 mod session;

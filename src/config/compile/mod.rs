@@ -17,10 +17,10 @@ pub(crate) use ctx::Ctx;
 use ctx::{http_url, is_loopback_host, root};
 
 use crate::config::compiled::{
-    BasicAuth, Config, OAuth, Provider, Proxy, Server, SourceInfo, Upstream,
+    BasicAuth, Config, OAuth, Provider, Proxy, Server, SourceInfo, Telemetry, Upstream,
 };
 use crate::config::diagnostic::FieldPath;
-use crate::config::raw::{RawConfig, RawOAuth, RawProvider, RawProxy, RawServer};
+use crate::config::raw::{RawConfig, RawOAuth, RawProvider, RawProxy, RawServer, RawTelemetry};
 
 /// Compiles a raw config; `None` when errors were recorded in `ctx`.
 pub(crate) fn compile(raw: RawConfig, ctx: &mut Ctx<'_>, source: SourceInfo) -> Option<Config> {
@@ -29,6 +29,7 @@ pub(crate) fn compile(raw: RawConfig, ctx: &mut Ctx<'_>, source: SourceInfo) -> 
     let proxy = compile_proxy(raw.proxy.unwrap_or_default(), ctx);
     let auth = auth::compile_auth(raw.auth.unwrap_or_default(), &proxy, ctx);
     let rate_limits = limits::compile_rate_limits(raw.rate_limits, &proxy, oauth.enabled, ctx);
+    let telemetry = compile_telemetry(raw.telemetry.unwrap_or_default(), ctx);
     if let Some(s) = server.server.as_ref() {
         if s.admin_scope.is_some() && !oauth.enabled {
             ctx.warn(
@@ -48,6 +49,7 @@ pub(crate) fn compile(raw: RawConfig, ctx: &mut Ctx<'_>, source: SourceInfo) -> 
         auth,
         proxy,
         rate_limits,
+        telemetry,
         warnings: std::mem::take(&mut ctx.warnings),
     })
 }
@@ -142,6 +144,31 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
         _ => None,
     };
     ServerOut { server, listen }
+}
+
+/// `telemetry`: the collector's base URL becomes its `/v1/traces` URL.
+fn compile_telemetry(raw: RawTelemetry, ctx: &mut Ctx<'_>) -> Telemetry {
+    let p = root().key("telemetry");
+    let otlp_traces = raw
+        .otlp_endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .and_then(|e| http_url(ctx, &p.key("otlp_endpoint"), e))
+        .map(|mut u| {
+            let path = format!("{}/v1/traces", u.path().trim_end_matches('/'));
+            u.set_path(&path);
+            u
+        });
+    let service_name = raw
+        .service_name
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "portcullis".to_owned());
+    Telemetry {
+        otlp_traces,
+        service_name,
+    }
 }
 
 type Admin = (Option<SocketAddr>, Option<String>, Option<BasicAuth>);

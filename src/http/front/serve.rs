@@ -74,6 +74,11 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
         conn.shrink();
         next
     };
+    if crate::telemetry::otel::enabled() {
+        use tracing::Instrument;
+        let span = trace.span(view.method.as_str(), view.path.unwrap_or("*"));
+        return crate::telemetry::request::scope(trace.id(), request.instrument(span)).await;
+    }
     crate::telemetry::request::scope(trace.id(), request).await
 }
 

@@ -101,7 +101,13 @@ impl ProxyHttp for PingoraPath {
                 }
             }
         };
-        crate::telemetry::request::scope(trace.id(), request).await;
+        if crate::telemetry::otel::enabled() {
+            use tracing::Instrument;
+            let span = trace.span(view.method.as_str(), view.path.unwrap_or("*"));
+            crate::telemetry::request::scope(trace.id(), request.instrument(span)).await;
+        } else {
+            crate::telemetry::request::scope(trace.id(), request).await;
+        }
         Ok(true)
     }
 

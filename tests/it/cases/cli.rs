@@ -155,7 +155,14 @@ fn the_committed_schema_is_what_the_binary_prints() {
         .collect();
     assert_eq!(
         sections,
-        ["server", "oauth", "auth", "proxy", "rate_limits"]
+        [
+            "server",
+            "oauth",
+            "auth",
+            "proxy",
+            "rate_limits",
+            "telemetry"
+        ]
     );
     let server = &printed["$defs"]["RawServer"]["properties"];
     for key in [
