@@ -82,6 +82,15 @@ must all-options 'portcullis.json: \|'
 must own-secret 'name: my-secrets'
 must own-secret 'serviceAccountName: gateway'
 
+# One replica: no PodDisruptionBudget (it would block every drain); an admin port equal to the
+# main one is refused at render time.
+"$HELM" template portcullis "$chart" --set replicaCount=1 >"$out/one.yaml"
+mustnt one '^kind: PodDisruptionBudget'
+if "$HELM" template portcullis "$chart" --set adminPort=8080 >/dev/null 2>&1; then
+    echo "adminPort equal to service.targetPort rendered" >&2
+    exit 1
+fi
+
 # The dashboard is JSON; the config the ConfigMap carries loads.
 python3 - "$out/all-options.yaml" <<'PY'
 import json, re, sys

@@ -323,6 +323,10 @@ async fn post<'s, B: BodySource>(
                         },
                     )
                 }
+                (Some((server, Resolved::Name(original))), None) => {
+                    super::audit::unreachable(snap, &principal, server, used.kind, &original);
+                    unknown(id, used.kind, exposed)
+                }
                 _ => unknown(id, used.kind, exposed),
             }
         }
@@ -452,7 +456,10 @@ fn modern<'s>(
                 obs,
             )
         }
-        _ => {
+        (resolved, _) => {
+            if let Some((server, Resolved::Name(original))) = resolved {
+                super::audit::unreachable(snap, &principal, server, used.kind, &original);
+            }
             // Shortened names are not resolved at 2026-07-28 yet: unknown, answered exactly
             // like a hidden one (the status tells nothing apart).
             let m = format!("Unknown {}: {exposed}", used.kind.as_str());
@@ -527,10 +534,15 @@ pub fn route<'s>(
     if method == "tools/call" {
         obs.tool_call(server, original);
     }
+    // Audit as on `/mcp/{server}`: the denial at once, the allow once the call goes upstream.
     let audit = super::audit::enabled();
+    let mut allowed: Option<String> = None;
     let record = |kind: Kind, name: &str, outcome: Result<DecidedBy<'_>, &Denied<'_>>| {
         if audit {
-            super::audit::decision(snap, principal, server, kind, name, outcome);
+            match outcome {
+                Ok(by) => allowed = Some(by.source().to_owned()),
+                Err(_) => super::audit::decision(snap, principal, server, kind, name, outcome),
+            }
         }
     };
     let permit = match snap
@@ -551,6 +563,9 @@ pub fn route<'s>(
     };
     if let Err(reply) = limit::admit(snap, principal, in_session, &envelope, charge, obs) {
         return Plan::Answer(reply);
+    }
+    if let Some(rule) = &allowed {
+        super::audit::event(snap, principal, server, used.kind, original, "allow", rule);
     }
     let Some(body) = agg::rename_target(bytes, used, target, original) else {
         return unknown(id, used.kind, &used.name);

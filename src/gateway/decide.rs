@@ -48,6 +48,15 @@ impl Gateway {
     ) -> Plan<'s> {
         let endpoint = req.path.map_or(Endpoint::NotFound, Endpoint::parse);
         obs.route(label(&endpoint));
+        // First, on every path: a token in a URL is logged by every hop and would be forwarded
+        // upstream with the query.
+        if req.query.is_some_and(guard::query_has_token) {
+            return Plan::Answer(Reply::error(
+                400,
+                "invalid_request",
+                "access tokens are not accepted in the query string; send `Authorization: Bearer`",
+            ));
+        }
         if self.listener == Listener::Admin && !matches!(endpoint, Endpoint::Admin(_)) {
             let m = "the admin listener serves /live, /ready, /metrics and /status only";
             return Plan::Answer(Reply::error(404, "not_found", m));
@@ -78,13 +87,6 @@ impl Gateway {
                 ),
                 guard::Refused::Origin => Reply::error(403, "forbidden", "Origin not allowed"),
             });
-        }
-        if req.query.is_some_and(guard::query_has_token) {
-            return Plan::Answer(Reply::error(
-                400,
-                "invalid_request",
-                "access tokens are not accepted in the query string; send `Authorization: Bearer`",
-            ));
         }
         if req.query.is_some_and(|q| !guard::query_forwardable(q)) {
             return Plan::Answer(Reply::error(
@@ -250,10 +252,16 @@ impl Gateway {
             return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, m));
         }
         let uses = envelope.uses().map(|(_, u)| (u.kind, u.name.as_str()));
+        // Audit: a denial is recorded at once; allows once the request is sure to go upstream
+        // (a batch refused whole, or a rate limit, records no allow).
         let audit = super::audit::enabled();
+        let mut allowed: Vec<(Kind, String, String)> = Vec::new();
         let record = |kind: Kind, name: &str, outcome: Result<DecidedBy<'_>, &Denied<'_>>| {
             if audit {
-                super::audit::decision(snap, &principal, server, kind, name, outcome);
+                match outcome {
+                    Ok(by) => allowed.push((kind, name.to_owned(), by.source().to_owned())),
+                    Err(_) => super::audit::decision(snap, &principal, server, kind, name, outcome),
+                }
             }
         };
         let permit = match snap.policy.permit_each(&principal, server, uses, record) {
@@ -285,6 +293,9 @@ impl Gateway {
             super::limit::admit(snap, &principal, in_session, &envelope, target, obs)
         {
             return Plan::Answer(reply);
+        }
+        for (kind, name, rule) in &allowed {
+            super::audit::event(snap, &principal, server, *kind, name, "allow", rule);
         }
         Plan::Forward(Forward {
             op: Op::Call,

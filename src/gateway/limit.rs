@@ -55,14 +55,32 @@ pub(super) fn admit(
     };
     match snap.limits.admit(principal, charges) {
         Ok(()) => Ok(()),
-        Err(refused) => Err(refusal(
-            principal,
-            in_session,
-            &id,
-            target.server,
-            &refused,
-            obs,
-        )),
+        Err(refused) => {
+            if super::audit::enabled() {
+                // The policy allowed these uses; the audit trail says what became of them.
+                for (_, used) in envelope.uses() {
+                    let name = target.tool.unwrap_or(used.name.as_str());
+                    let server = target.server.unwrap_or(AGGREGATE_LABEL);
+                    super::audit::event(
+                        snap,
+                        principal,
+                        server,
+                        used.kind,
+                        name,
+                        "limited",
+                        refused.rule(),
+                    );
+                }
+            }
+            Err(refusal(
+                principal,
+                in_session,
+                &id,
+                target.server,
+                &refused,
+                obs,
+            ))
+        }
     }
 }
 

@@ -61,7 +61,8 @@ impl Trace {
     /// The request's span for trace export, with this identity (only made when
     /// [`crate::telemetry::otel::enabled`]).
     pub fn span(&self, method: &str, path: &str) -> tracing::Span {
-        crate::telemetry::otel::request_span(self.trace_id, self.span_id, self.parent, method, path)
+        let parent = self.parent.map(|p| (p, self.flags));
+        crate::telemetry::otel::request_span(self.trace_id, self.span_id, parent, method, path)
     }
 }
 

@@ -49,7 +49,16 @@ pub fn init_logging(
             .boxed(),
     };
     let stderr = match EnvFilter::try_from_default_env() {
-        Ok(env) => stderr.with_filter(env).boxed(),
+        Ok(env) => {
+            // The audit trail stays off stderr unless RUST_LOG names its target.
+            let names_audit =
+                std::env::var("RUST_LOG").is_ok_and(|v| v.contains(crate::gateway::audit::TARGET));
+            let env = match (names_audit, "portcullis::audit=off".parse()) {
+                (false, Ok(off)) => env.add_directive(off),
+                _ => env,
+            };
+            stderr.with_filter(env).boxed()
+        }
         Err(_) => stderr
             .with_filter(
                 Targets::new()

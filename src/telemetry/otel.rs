@@ -111,7 +111,7 @@ pub fn flush() {
 pub fn request_span(
     trace_id: [u8; 16],
     span_id: [u8; 8],
-    parent: Option<[u8; 8]>,
+    parent: Option<([u8; 8], u8)>,
     method: &str,
     path: &str,
 ) -> tracing::Span {
@@ -126,11 +126,12 @@ pub fn request_span(
         url.path = path,
         http.response.status_code = tracing::field::Empty,
     );
-    if let Some(parent) = parent {
+    if let Some((parent, flags)) = parent {
+        // The caller's sampling decision stands (the default sampler follows the parent).
         let remote = SpanContext::new(
             trace,
             SpanId::from_bytes(parent),
-            TraceFlags::SAMPLED,
+            TraceFlags::new(flags),
             true,
             TraceState::default(),
         );

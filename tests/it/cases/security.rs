@@ -363,6 +363,9 @@ async fn a_token_in_the_query_string_is_refused() {
             "/mcp/up?x=1&ACCESS_TOKEN=abc",
             "/mcp/up?access%5Ftoken=abc",
             "/mcp?access_token=abc",
+            "/status?access_token=abc",
+            "/.well-known/oauth-protected-resource/mcp?access_token=abc",
+            "/nowhere?access_token=abc",
         ] {
             let resp = client()
                 .post(gw.url(target))
