@@ -14,6 +14,7 @@
 //! Deciding what those scopes allow is [`crate::policy`]'s job.
 
 pub mod cache;
+pub mod claims;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;

@@ -32,10 +32,10 @@ pub struct Claims(pub Value);
 
 impl Claims {
     /// The values of `claim`, read as `auth.claims` reads them
-    /// ([`crate::auth::scopes::claim_values`]: dotted paths, space-separated strings, arrays of
+    /// ([`super::claims::claim_values`]: dotted paths, space-separated strings, arrays of
     /// strings; no duplicates); empty when absent.
     pub fn values(&self, claim: &str) -> Vec<&str> {
-        crate::auth::scopes::claim_values(&self.0, claim)
+        super::claims::claim_values(&self.0, claim)
     }
 }
 

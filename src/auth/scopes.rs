@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::claims::lookup;
 use super::principal::Principal;
 use crate::config::Auth;
 
@@ -60,39 +61,6 @@ pub fn claim_keys(claims: &Value, configured: &[String]) -> Vec<String> {
         }
     }
     out
-}
-
-/// The values of claim `name` as `auth` reads them (a top-level member or a dotted path; a
-/// string split on whitespace, an array's non-empty strings), without duplicates.
-pub fn claim_values<'v>(claims: &'v Value, name: &str) -> Vec<&'v str> {
-    let mut out: Vec<&str> = Vec::new();
-    let mut push = |v: &'v str| {
-        if !out.contains(&v) {
-            out.push(v);
-        }
-    };
-    match lookup(claims, name) {
-        Some(Value::String(s)) => s.split_whitespace().for_each(&mut push),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .for_each(&mut push),
-        _ => {}
-    }
-    out
-}
-
-/// The value of claim `name`: a top-level member of that exact name if there is one, otherwise
-/// the dotted path walked through nested objects.
-fn lookup<'v>(claims: &'v Value, name: &str) -> Option<&'v Value> {
-    if let Some(v) = claims.get(name) {
-        return Some(v);
-    }
-    if !name.contains('.') {
-        return None;
-    }
-    name.split('.').try_fold(claims, |v, part| v.get(part))
 }
 
 /// `auth.claims` and `auth.mappings`, compiled: claim keys to scopes.

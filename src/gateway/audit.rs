@@ -15,7 +15,7 @@ use crate::policy::{DecidedBy, Denied, Kind};
 use crate::state::Snapshot;
 
 /// The audit events' target.
-pub const TARGET: &str = "portcullis::audit";
+pub const TARGET: &str = crate::telemetry::AUDIT_TARGET;
 
 /// Whether anything records audit events (checked once per request; cheap when off).
 pub fn enabled() -> bool {

@@ -8,6 +8,9 @@ pub mod request;
 
 use tracing_subscriber::{fmt, EnvFilter};
 
+/// The audit trail's `tracing` target (its events: `crate::gateway::audit`).
+pub const AUDIT_TARGET: &str = "portcullis::audit";
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -51,8 +54,7 @@ pub fn init_logging(
     let stderr = match EnvFilter::try_from_default_env() {
         Ok(env) => {
             // The audit trail stays off stderr unless RUST_LOG names its target.
-            let names_audit =
-                std::env::var("RUST_LOG").is_ok_and(|v| v.contains(crate::gateway::audit::TARGET));
+            let names_audit = std::env::var("RUST_LOG").is_ok_and(|v| v.contains(AUDIT_TARGET));
             let env = match (names_audit, "portcullis::audit=off".parse()) {
                 (false, Ok(off)) => env.add_directive(off),
                 _ => env,
@@ -63,7 +65,7 @@ pub fn init_logging(
             .with_filter(
                 Targets::new()
                     .with_default(LevelFilter::INFO)
-                    .with_target(crate::gateway::audit::TARGET, LevelFilter::OFF),
+                    .with_target(AUDIT_TARGET, LevelFilter::OFF),
             )
             .boxed(),
     };
@@ -89,10 +91,7 @@ pub fn init_logging(
                     .flatten_event(true)
                     .with_current_span(false)
                     .with_span_list(false)
-                    .with_filter(
-                        Targets::new()
-                            .with_target(crate::gateway::audit::TARGET, LevelFilter::INFO),
-                    )
+                    .with_filter(Targets::new().with_target(AUDIT_TARGET, LevelFilter::INFO))
                     .boxed(),
             )
         }
