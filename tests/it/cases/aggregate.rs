@@ -5,21 +5,16 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
+use crate::common::jwt::{fixture, token, ISSUER};
 use crate::common::{client, Gateway};
 
-const ISSUER: &str = "https://issuer.example.com/oauth2/default";
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/it/fixtures/stdio_server.py"
 );
 const KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
-
-fn jwt_fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 fn config() -> String {
     format!(
@@ -54,23 +49,8 @@ proxy:
       aliases: {{ echo: say }}
       connection: {{ command: python3, args: ["-u", "{FIXTURE}"], timeout: 20s }}
 "#,
-        jwks = jwt_fixture("jwks.json")
+        jwks = fixture("jwks.json")
     )
-}
-
-fn token(sub: &str, groups: &[&str]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-1".into());
-    let claims = json!({
-        "iss": ISSUER, "aud": "api://default", "sub": sub,
-        "iat": now, "exp": now + 600, "groups": groups,
-    });
-    let key = EncodingKey::from_rsa_pem(&std::fs::read(jwt_fixture("rsa1.pem")).unwrap()).unwrap();
-    encode(&header, &claims, &key).unwrap()
 }
 
 async fn gateway() -> Gateway {
