@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::{Acceptor, TlsSettings};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
@@ -64,6 +65,8 @@ pub struct Parts {
     pub services: Vec<(&'static str, Background)>,
     /// Where the config says to listen.
     pub listen: SocketAddr,
+    /// The main listener's certificate (`server.tls`), reloaded by a background service.
+    pub tls: Option<Arc<crate::tls::ServerCerts>>,
 }
 
 /// Tunables of [`assemble`] that are not in the config file.
@@ -93,6 +96,14 @@ pub fn assemble(
     let listen = config.server.listen;
     let admin_listen = config.server.admin_listen;
     let grace = config.server.grace_period;
+    let tls = match &config.server.tls {
+        Some(t) => Some((
+            crate::tls::ServerCerts::load(&t.cert_file, &t.key_file)
+                .map_err(|e| anyhow::anyhow!("server.tls: {e}"))?,
+            t.reload_interval,
+        )),
+        None => None,
+    };
     let authn = Authn::from_config(&config).context("cannot set up token verification")?;
     let store = Store::new(path, config);
     let health = Arc::new(Health::default());
@@ -142,6 +153,15 @@ pub fn assemble(
             })),
         ),
     ];
+    if let Some((certs, interval)) = &tls {
+        services.push((
+            "TLS certificate",
+            Background(Arc::new(crate::tls::CertWatcher {
+                certs: certs.clone(),
+                interval: *interval,
+            })),
+        ));
+    }
     if let Some(authn) = authn {
         services.push((
             "signing keys",
@@ -159,6 +179,7 @@ pub fn assemble(
         gateway,
         services,
         listen,
+        tls: tls.map(|(certs, _)| certs),
     })
 }
 
@@ -198,7 +219,17 @@ pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
     server.bootstrap();
     let parts = assemble(path, config, &server.configuration, Options::default())?;
     let mut listener = Service::new("portcullis proxy".to_string(), FrontApp(parts.front));
-    listener.add_tcp(&parts.listen.to_string());
+    match &parts.tls {
+        Some(certs) => {
+            // HTTPS: HTTP/2 or HTTP/1.1 by ALPN; the certificate comes from the reloadable
+            // resolver (the paths given here are unused).
+            let mut settings = TlsSettings::intermediate("", "")?;
+            settings.set_cert_resolver(certs.clone());
+            settings.enable_h2();
+            listener.add_tls_with_settings(&parts.listen.to_string(), None, settings);
+        }
+        None => listener.add_tcp(&parts.listen.to_string()),
+    }
     server.add_service(listener);
     if let Some((front, addr)) = parts.admin {
         let mut admin = Service::new("portcullis admin".to_string(), FrontApp(front));
@@ -216,7 +247,7 @@ pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
             grace,
         },
     ));
-    tracing::info!(listen = %parts.listen, "portcullis listening");
+    tracing::info!(listen = %parts.listen, tls = parts.tls.is_some(), "portcullis listening");
     Ok(server)
 }
 
@@ -351,12 +382,16 @@ impl Embedded {
                     .await
                     .with_context(|| format!("cannot bind the admin listener {at}"))?;
                 let bound = admin.local_addr()?;
-                tokio::spawn(serve_listener(front.clone(), admin, watch.clone()));
+                tokio::spawn(serve_listener(front.clone(), admin, None, watch.clone()));
                 Some(bound)
             }
             None => None,
         };
-        tokio::spawn(serve_listener(parts.front.clone(), listener, watch));
+        let tls = parts
+            .tls
+            .as_ref()
+            .map(|c| Arc::new(Acceptor::from_server_config(Arc::new(c.server_config()))));
+        tokio::spawn(serve_listener(parts.front.clone(), listener, tls, watch));
         Ok(Embedded {
             parts,
             addr,
@@ -377,10 +412,15 @@ impl Drop for Embedded {
     }
 }
 
-/// Serve `app` on an already bound listener until `shutdown` turns true.
+/// How long a TLS handshake may take (Pingora's listener allows the same).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serve `app` on an already bound listener (HTTPS when `tls` is given) until `shutdown` turns
+/// true.
 pub async fn serve_listener(
     app: Arc<Front>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<Acceptor>>,
     shutdown: ShutdownWatch,
 ) {
     use pingora_core::apps::ServerApp;
@@ -395,8 +435,20 @@ pub async fn serve_listener(
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut stream: pingora_core::protocols::Stream = Box::new(Stream::from(tcp));
+            let l4 = Stream::from(tcp);
+            let mut stream: pingora_core::protocols::Stream = match tls {
+                None => Box::new(l4),
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4))
+                        .await
+                    {
+                        Ok(Ok(s)) => Box::new(s),
+                        _ => return,
+                    }
+                }
+            };
             while let Some(reused) = app.process_new(stream, &shutdown).await {
                 stream = reused;
             }

@@ -22,6 +22,7 @@
 //! | [`request`]   | the transport-neutral view of a request head, and its body source       |
 //! | [`response`]  | a response head as it is passed on (no header map per request)        |
 //! | [`config`]    | raw (file mirror) -> compile (all errors at once) -> compiled config   |
+//! | [`tls`]       | certificates and keys from PEM files; the listener's, reloaded          |
 //! | [`telemetry`] | tracing setup and the Prometheus registry                              |
 #![forbid(unsafe_code)]
 
@@ -38,4 +39,5 @@ pub mod request;
 pub mod response;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -76,6 +76,19 @@ pub struct Server {
     pub admin_scope: Option<String>,
     /// Basic auth required for `/metrics`, on whichever listener serves it.
     pub metrics_auth: Option<BasicAuth>,
+    /// HTTPS on the main listener. Startup-only (the files reload).
+    pub tls: Option<ServerTls>,
+}
+
+/// `server.tls`: the listener's certificate files (checked at load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// PEM certificate chain.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key.
+    pub key_file: std::path::PathBuf,
+    /// How often the files are checked for a change.
+    pub reload_interval: Duration,
 }
 
 /// A user name and password (`server.metrics_auth`); `Debug` hides the password.
@@ -267,6 +280,8 @@ pub struct HttpTarget {
     pub host_header: String,
     /// Fall back to legacy SSE when Streamable HTTP is refused (`connection.fallback_sse`).
     pub fallback_sse: bool,
+    /// `connection.tls`: the CA bundle and client certificate (`https` only).
+    pub tls_options: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
 }
 
 /// A URL for display: the query (which may hold a token) is replaced by `***`.
@@ -290,6 +305,7 @@ impl fmt::Debug for HttpTarget {
             .field("address", &self.address)
             .field("host_header", &self.host_header)
             .field("fallback_sse", &self.fallback_sse)
+            .field("tls_options", &self.tls_options)
             .finish_non_exhaustive()
     }
 }
@@ -375,6 +391,14 @@ impl Config {
             s.threads,
             dur(s.grace_period)
         ));
+        if let Some(t) = &s.tls {
+            out.push(format!(
+                "tls: {} + {} (HTTP/2 and HTTP/1.1; files checked every {})",
+                t.cert_file.display(),
+                t.key_file.display(),
+                dur(t.reload_interval)
+            ));
+        }
         if let Some(u) = &s.public_url {
             out.push(format!("public url: {}", redacted_url(u)));
         }
@@ -456,6 +480,16 @@ impl Config {
                     extra.push("fallback sse".into());
                 }
             }
+            if let Transport::StreamableHttp(t) | Transport::Sse(t) = &u.transport {
+                if let Some(tls) = &t.tls_options {
+                    if tls.ca.is_some() {
+                        extra.push("own CA".into());
+                    }
+                    if tls.client.is_some() {
+                        extra.push("client certificate".into());
+                    }
+                }
+            }
             if u.forward_authorization {
                 extra.push("forwards authorization".into());
             }
@@ -530,6 +564,9 @@ impl Config {
         }
         if self.server.admin_listen != new.server.admin_listen {
             out.push("server.admin_listen");
+        }
+        if self.server.tls != new.server.tls {
+            out.push("server.tls");
         }
         if self.telemetry != new.telemetry {
             out.push("telemetry");

@@ -71,6 +71,32 @@ pub(crate) struct RawServer {
     pub(crate) admin_scope: Option<String>,
     /// Basic auth for `/metrics` (seed key; both set: required).
     pub(crate) metrics_auth: Option<RawBasicAuth>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on `listen`; startup-only, the files reload.
+    pub(crate) tls: Option<RawServerTls>,
+}
+
+/// `server.tls`.
+#[derive(Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServerTls {
+    /// PEM certificate chain, leaf first.
+    pub(crate) cert_file: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub(crate) key_file: Option<String>,
+    /// How often the two files are checked for a change. Default 10s.
+    pub(crate) reload_interval: Option<RawDuration>,
+}
+
+/// `proxy.servers[].connection.tls`.
+#[derive(Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTls {
+    /// PEM CA certificates trusted for this upstream instead of the system's.
+    pub(crate) ca_file: Option<String>,
+    /// PEM client certificate chain (mutual TLS); needs `key_file`.
+    pub(crate) cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    pub(crate) key_file: Option<String>,
 }
 
 /// `server.metrics_auth`.
@@ -230,6 +256,8 @@ pub(crate) struct RawConnection {
     pub(crate) fallback_sse: Option<bool>,
     /// Extra request headers (HTTP transports).
     pub(crate) headers: Option<OrderedMap<Option<String>>>,
+    /// TLS options for an `https://` URL.
+    pub(crate) tls: Option<RawUpstreamTls>,
 }
 
 /// `proxy.servers[].auth`.

@@ -33,6 +33,10 @@ pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
 pub const FANOUT_SKIPPED: &str = "portcullis_fanout_skipped_total";
 /// `portcullis_rate_limited_total{server,rule}`: requests refused by a rate limit.
 pub const RATE_LIMITED: &str = "portcullis_rate_limited_total";
+/// `portcullis_tls_certificate_reloads_total{result}`: the listener's certificate files read again.
+pub const TLS_RELOADS: &str = "portcullis_tls_certificate_reloads_total";
+/// `portcullis_tls_certificate_expiry_timestamp_seconds`: when the listener's certificate expires.
+pub const TLS_EXPIRY: &str = "portcullis_tls_certificate_expiry_timestamp_seconds";
 /// `portcullis_jwt_validations_total{result}`: `valid`, `missing`, or the rejection reason.
 pub const JWT_VALIDATIONS: &str = "portcullis_jwt_validations_total";
 /// `portcullis_policy_denials_total{server,kind}`.
@@ -116,6 +120,9 @@ pub struct Metrics {
     tool_labels: ArcSwap<ToolCounters>,
     jwt: Vec<(&'static str, IntCounter)>,
     denials: IntCounterVec,
+    /// The listener's certificate reloads by result (`ok`, `error`).
+    pub tls_reloads: IntCounterVec,
+    tls_expiry: IntGauge,
     /// HTTP/1.1 requests served by the front door's hot path.
     pub front_hot: IntCounter,
     /// HTTP/1.1 requests the front door handed to Pingora's proxy.
@@ -329,8 +336,23 @@ impl Metrics {
             &["path"],
         )
         .expect("metric definition");
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                TLS_RELOADS,
+                "The listener's certificate files read again after a change, by result (ok, error: the old certificate stays).",
+            ),
+            &["result"],
+        )
+        .expect("metric definition");
+        let tls_expiry = IntGauge::new(
+            TLS_EXPIRY,
+            "When the certificate the TLS listener presents expires (Unix time).",
+        )
+        .expect("metric definition");
         for c in [
             Box::new(front.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tls_reloads.clone()),
+            Box::new(tls_expiry.clone()),
             Box::new(upstream_up.clone()),
             Box::new(upstream_restarts.clone()),
             Box::new(tool_calls.clone()),
@@ -370,8 +392,17 @@ impl Metrics {
                 .map(|r| (*r, jwt.with_label_values(&[r])))
                 .collect(),
             denials,
+            tls_reloads,
+            tls_expiry,
             front_hot: front.with_label_values(&["hot"]),
             front_pingora: front.with_label_values(&["pingora"]),
+        }
+    }
+
+    /// The listener's certificate in use now expires at `not_after` (Unix time), if known.
+    pub fn tls_cert_loaded(&self, not_after: Option<i64>) {
+        if let Some(t) = not_after {
+            self.tls_expiry.set(t);
         }
     }
 

@@ -26,4 +26,5 @@ mod python_sdk;
 mod session;
 mod shutdown;
 mod sse;
+mod tls;
 mod upstreams;

@@ -72,6 +72,15 @@ impl<'a> Ctx<'a> {
     }
 
     /// An error about the value at `path`.
+    /// A file named in the config: relative paths are relative to the config file's directory.
+    pub(crate) fn file_path(&self, name: &str) -> std::path::PathBuf {
+        let name = std::path::Path::new(name.trim());
+        match std::path::Path::new(self.file).parent() {
+            Some(dir) if name.is_relative() => dir.join(name),
+            _ => name.to_path_buf(),
+        }
+    }
+
     pub(crate) fn error(&mut self, path: &FieldPath, message: String, hint: Option<String>) {
         let d = self.diag(path, self.locate(path, false), message, hint);
         self.errors.push(d);

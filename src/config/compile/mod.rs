@@ -17,10 +17,12 @@ pub(crate) use ctx::Ctx;
 use ctx::{http_url, is_loopback_host, root};
 
 use crate::config::compiled::{
-    BasicAuth, Config, OAuth, Provider, Proxy, Server, SourceInfo, Telemetry, Upstream,
+    BasicAuth, Config, OAuth, Provider, Proxy, Server, ServerTls, SourceInfo, Telemetry, Upstream,
 };
 use crate::config::diagnostic::FieldPath;
-use crate::config::raw::{RawConfig, RawOAuth, RawProvider, RawProxy, RawServer, RawTelemetry};
+use crate::config::raw::{
+    RawConfig, RawOAuth, RawProvider, RawProxy, RawServer, RawServerTls, RawTelemetry,
+};
 
 /// Compiles a raw config; `None` when errors were recorded in `ctx`.
 pub(crate) fn compile(raw: RawConfig, ctx: &mut Ctx<'_>, source: SourceInfo) -> Option<Config> {
@@ -80,6 +82,7 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
         }
     };
     let admin = compile_admin(&raw, listen, ctx);
+    let (tls, tls_ok) = compile_server_tls(raw.tls.as_ref(), ctx);
     let max_body = raw.max_body_bytes.map_or(4 << 20, |b| b.0);
     let body_ok = (1024..=256 << 20).contains(&max_body);
     if !body_ok {
@@ -126,7 +129,7 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
     let grace_period = raw.grace_period.map_or(Duration::from_secs(30), |d| d.0);
     let server = match (listen, admin) {
         (Some(listen), Some((admin_listen, admin_scope, metrics_auth)))
-            if !bad_url && body_ok && origins_ok && threads_ok =>
+            if !bad_url && body_ok && origins_ok && threads_ok && tls_ok =>
         {
             Some(Server {
                 public_url,
@@ -139,11 +142,76 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
                 admin_listen,
                 admin_scope,
                 metrics_auth,
+                tls,
             })
         }
         _ => None,
     };
     ServerOut { server, listen }
+}
+
+/// `server.tls`: both files named, readable, a certificate chain and its key. `false` after
+/// an error.
+fn compile_server_tls(raw: Option<&RawServerTls>, ctx: &mut Ctx<'_>) -> (Option<ServerTls>, bool) {
+    let Some(raw) = raw else {
+        return (None, true);
+    };
+    let p = root().key("server").key("tls");
+    let file = |ctx: &mut Ctx<'_>, key: &str, value: &Option<String>, what: &str| match value
+        .as_deref()
+        .map(str::trim)
+    {
+        Some(v) if !v.is_empty() => Some(ctx.file_path(v)),
+        _ => {
+            ctx.missing(
+                &p.key(key),
+                format!("`server.tls` needs `{key}`"),
+                Some(format!(
+                    "the path of the PEM {what}, e.g. `/etc/portcullis/tls.{}`",
+                    if key == "cert_file" { "crt" } else { "key" }
+                )),
+            );
+            None
+        }
+    };
+    let cert = file(
+        ctx,
+        "cert_file",
+        &raw.cert_file,
+        "certificate chain (leaf first)",
+    );
+    let key = file(ctx, "key_file", &raw.key_file, "private key");
+    let interval = raw.reload_interval.map_or(Duration::from_secs(10), |d| d.0);
+    let interval_ok = interval >= Duration::from_millis(100);
+    if !interval_ok {
+        ctx.error(
+            &p.key("reload_interval"),
+            "`reload_interval` is shorter than 100ms".into(),
+            Some("the files are checked this often; e.g. `10s`".into()),
+        );
+    }
+    let (Some(cert_file), Some(key_file)) = (cert, key) else {
+        return (None, false);
+    };
+    // Each file on its own first, so the error names the field at fault.
+    let checked = crate::tls::read_certs(&cert_file)
+        .map_err(|e| ("cert_file", e))
+        .and_then(|_| crate::tls::read_key(&key_file).map_err(|e| ("key_file", e)))
+        .and_then(|_| {
+            crate::tls::certified_key(&cert_file, &key_file).map_err(|e| ("key_file", e))
+        });
+    if let Err((field, e)) = checked {
+        ctx.error(&p.key(field), format!("unusable TLS file: {e}"), None);
+        return (None, false);
+    }
+    (
+        interval_ok.then_some(ServerTls {
+            cert_file,
+            key_file,
+            reload_interval: interval,
+        }),
+        interval_ok,
+    )
 }
 
 /// `telemetry`: the collector's base URL becomes its `/v1/traces` URL.

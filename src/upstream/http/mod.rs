@@ -236,6 +236,21 @@ fn tls_peer(up: &UpstreamConfig, t: &HttpTarget, addr: SocketAddr) -> HttpPeer {
     o.total_connection_timeout = Some(up.connect_timeout * 2);
     // The lean client speaks HTTP/1.1 on the stream it gets.
     o.alpn = ALPN::H1;
+    if let Some(t) = &t.tls_options {
+        use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
+        // The bytes were parsed with the same parser at config load, so neither of pingora's
+        // parses below (which panic on a bad certificate) can fail.
+        if let Some(ca) = &t.ca {
+            let roots: Vec<WrappedX509> = ca
+                .iter()
+                .map(|der| WrappedX509::new(der.clone(), parse_x509))
+                .collect();
+            o.ca = Some(Arc::from(roots));
+        }
+        if let Some(c) = &t.client {
+            peer.client_cert_key = Some(Arc::new(CertKey::new(c.chain.clone(), c.key.clone())));
+        }
+    }
     peer
 }
 

@@ -54,13 +54,18 @@ pub async fn connect(
     server: &str,
     url: &Url,
     headers: &[(HeaderName, HeaderValue)],
+    tls: Option<&crate::tls::UpstreamTls>,
     connect_timeout: Duration,
 ) -> Result<Link, String> {
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .connect_timeout(connect_timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .tcp_keepalive(Duration::from_secs(60))
+        .tcp_keepalive(Duration::from_secs(60));
+    if let Some(tls) = tls {
+        builder = with_tls(builder, tls)?;
+    }
+    let client = builder
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {}", describe(e)))?;
     let mut injected = HeaderMap::new();
@@ -420,6 +425,45 @@ fn failure_replies(msg: &[u8], reason: &str) -> Vec<Bytes> {
             ))
         })
         .collect()
+}
+
+/// `connection.tls` on the client: its CA certificates replace the system roots (as for
+/// Streamable HTTP upstreams), its client certificate is presented.
+fn with_tls(
+    mut builder: reqwest::ClientBuilder,
+    tls: &crate::tls::UpstreamTls,
+) -> Result<reqwest::ClientBuilder, String> {
+    if let Some(ca) = &tls.ca {
+        builder = builder.tls_built_in_root_certs(false);
+        for der in ca {
+            let cert = reqwest::Certificate::from_der(der)
+                .map_err(|e| format!("CA certificate: {}", describe(e)))?;
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let Some(client) = &tls.client {
+        let mut pem = String::new();
+        for der in &client.chain {
+            pem.push_str(&pem_block("CERTIFICATE", der));
+        }
+        pem.push_str(&pem_block(client.key_label, &client.key));
+        let id = reqwest::Identity::from_pem(pem.as_bytes())
+            .map_err(|e| format!("client certificate: {}", describe(e)))?;
+        builder = builder.identity(id);
+    }
+    Ok(builder)
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// A reqwest error and its causes, without the URL (it may carry a session id).

@@ -18,4 +18,5 @@ mod reload;
 mod security;
 mod stdio;
 mod streaming;
+mod tls;
 mod trace;

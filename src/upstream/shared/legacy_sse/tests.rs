@@ -114,7 +114,7 @@ async fn link_to(base: &Url, path: &str) -> Result<Link, String> {
         HeaderName::from_static("x-api-key"),
         HeaderValue::from_static("sekrit"),
     )];
-    connect("test", &base.join(path).unwrap(), &headers, WAIT).await
+    connect("test", &base.join(path).unwrap(), &headers, None, WAIT).await
 }
 
 async fn recv(link: &mut Link) -> Value {
@@ -257,7 +257,7 @@ async fn a_failed_get_is_an_error() {
 async fn a_missing_endpoint_event_times_out() {
     let (_state, base) = serve(None).await;
     let url = base.join("/sse").unwrap();
-    let err = connect("test", &url, &[], Duration::from_millis(200))
+    let err = connect("test", &url, &[], None, Duration::from_millis(200))
         .await
         .err()
         .unwrap();

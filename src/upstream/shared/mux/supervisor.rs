@@ -140,6 +140,7 @@ impl Supervisor {
                     &self.name,
                     &target.url,
                     headers,
+                    target.tls_options.as_deref(),
                     self.handshake,
                 )
                 .await
