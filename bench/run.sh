@@ -19,6 +19,10 @@
 #              h2load instead of wrk (the nginx listeners the client hits speak h2c; the proxies'
 #              upstream hop stays HTTP/1.1, to a listener of `direct` of its own; the latency
 #              columns are h2load's mean, p99 is not measured)]
+#   BENCH_TLS [0; 1: HTTPS with HTTP/2 by ALPN from the client to every target (h2load; a
+#              certificate made here with openssl): nginx terminates TLS and proxies over plain
+#              HTTP/1.1, Portcullis serves `server.tls`; `direct` answers on a TLS listener of its
+#              own; latency as under h2c]
 #   BENCH_RATE_LIMIT [0; 1: a `principal` and a `tool` rate limit checked on every request, never
 #                     refusing]
 #   BENCH_DURATION [10s]  BENCH_ROUNDS [3]  BENCH_WARMUP [2s]  BENCH_CONNECTIONS [32]
@@ -42,11 +46,20 @@ DEFAULT_CONNECTIONS=32
 
 require "scripts/peers.sh installs wrk and nginx" wrk nginx curl python3
 H2C=${BENCH_H2C:-0}
-if [ "$H2C" = 1 ]; then
+TLS=${BENCH_TLS:-0}
+[ "$H2C" = 1 ] && [ "$TLS" = 1 ] && die "BENCH_H2C=1 and BENCH_TLS=1 exclude each other"
+# The client speaks HTTP/2 (h2load) under h2c and under TLS.
+H2=0
+{ [ "$H2C" = 1 ] || [ "$TLS" = 1 ]; } && H2=1
+if [ "$H2" = 1 ]; then
     require "scripts/peers.sh installs h2load (nghttp2-client)" h2load
 fi
+[ "$TLS" = 1 ] && require "openssl makes the benchmark's certificate" openssl
 LISTEN_OPT=""
 [ "$H2C" = 1 ] && LISTEN_OPT=" http2"
+[ "$TLS" = 1 ] && LISTEN_OPT=" ssl http2"
+SCHEME=http
+[ "$TLS" = 1 ] && SCHEME=https
 
 # --- CPU pinning: servers on one core, the load generator on the other ------------------------
 setup_pinning
@@ -77,13 +90,25 @@ PORT_DIRECT=$(free_port)
 # The client's listener of `direct`: under h2c a port of its own (nginx speaks either HTTP/1.1
 # or h2c on a plain port, and the proxies' upstream hop is HTTP/1.1 on PORT_DIRECT).
 PORT_DIRECT_CLIENT=$PORT_DIRECT
-[ "$H2C" = 1 ] && PORT_DIRECT_CLIENT=$(free_port)
+[ "$H2" = 1 ] && PORT_DIRECT_CLIENT=$(free_port)
 PORT_PROXY=$(free_port)
 PORT_GATEWAY=$(free_port)
 PORT_GATEWAY_B=$(free_port)
 
 # The canned answer: what server-everything's echo tool returns, as plain JSON.
 CANNED='{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Echo: hi"}]}}'
+
+# BENCH_TLS=1: one self-signed certificate for every TLS listener (ECDSA P-256, as is common).
+SSL_LINES=""
+if [ "$TLS" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+    SSL_LINES="
+        ssl_certificate $WORK/tls.crt;
+        ssl_certificate_key $WORK/tls.key;
+        ssl_session_cache shared:SSL:1m;"
+fi
 
 # nginx_conf NAME SERVER-BLOCK: a foreground nginx with its pid, logs and temp files in $WORK.
 nginx_conf() {
@@ -113,10 +138,12 @@ EOF
 
 CURL_H2C=""
 [ "$H2C" = 1 ] && CURL_H2C="--http2-prior-knowledge"
+[ "$TLS" = 1 ] && CURL_H2C="--http2 --insecure"
 wait_ok() { # wait_ok NAME URL: poll a POST until it answers 200 (bounded)
     local name=$1 url=$2 i
     for i in $(seq 1 300); do
-        if curl -fsS ${CURL_H2C:+"$CURL_H2C"} -o "$WORK/$name.preflight" -X POST -H 'Content-Type: application/json' \
+        # shellcheck disable=SC2086 # CURL_H2C holds zero, one or two options
+        if curl -fsS $CURL_H2C -o "$WORK/$name.preflight" -X POST -H 'Content-Type: application/json' \
             -H 'Accept: application/json, text/event-stream' -H "Authorization: Bearer ${TOKEN:-none}" \
             --data '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}' \
             "$url" 2>/dev/null; then
@@ -131,7 +158,7 @@ wait_ok() { # wait_ok NAME URL: poll a POST until it answers 200 (bounded)
 }
 
 dir=$(nginx_conf direct "    server {
-        listen 127.0.0.1:$PORT_DIRECT;$([ "$H2C" = 1 ] && printf '\n        listen 127.0.0.1:%s http2;' "$PORT_DIRECT_CLIENT")
+        listen 127.0.0.1:$PORT_DIRECT;$([ "$H2" = 1 ] && printf '\n        listen 127.0.0.1:%s%s;' "$PORT_DIRECT_CLIENT" "$LISTEN_OPT")$SSL_LINES
         location / {
             default_type application/json;
             return 200 '$CANNED';
@@ -145,7 +172,7 @@ dir=$(nginx_conf proxy "    upstream canned {
         keepalive 64;
     }
     server {
-        listen 127.0.0.1:$PORT_PROXY$LISTEN_OPT;
+        listen 127.0.0.1:$PORT_PROXY$LISTEN_OPT;$SSL_LINES
         location / {
             proxy_pass http://canned;
             proxy_http_version 1.1;
@@ -216,6 +243,10 @@ EOF
 fi
 # portcullis-b (an older build) may not know newer keys: it runs on the file as generated so far.
 cp "$WORK/gateway.yaml" "$WORK/gateway-base.yaml"
+if [ "$TLS" = 1 ]; then
+    sed -i "s|^  grace_period: 1s\$|  grace_period: 1s\n  tls: { cert_file: $WORK/tls.crt, key_file: $WORK/tls.key }|" "$WORK/gateway.yaml"
+    cp "$WORK/gateway.yaml" "$WORK/gateway-base.yaml"
+fi
 if [ "${BENCH_FAST_PATH:-1}" = 0 ]; then
     sed -i 's/^  grace_period: 1s$/  grace_period: 1s\n  fast_path: false/' "$WORK/gateway.yaml"
 fi
@@ -223,9 +254,9 @@ start portcullis "$PORTCULLIS_BIN" serve --config "$WORK/gateway.yaml"
 GATEWAY_PID=${pids[-1]}
 
 declare -A URL=(
-    [direct]="http://127.0.0.1:$PORT_DIRECT_CLIENT/mcp"
-    [nginx-proxy]="http://127.0.0.1:$PORT_PROXY/mcp"
-    [portcullis]="http://127.0.0.1:$PORT_GATEWAY/mcp/bench"
+    [direct]="$SCHEME://127.0.0.1:$PORT_DIRECT_CLIENT/mcp"
+    [nginx-proxy]="$SCHEME://127.0.0.1:$PORT_PROXY/mcp"
+    [portcullis]="$SCHEME://127.0.0.1:$PORT_GATEWAY/mcp/bench"
 )
 TARGETS=(direct nginx-proxy portcullis)
 if [ -n "${PORTCULLIS_BIN_B:-}" ]; then
@@ -233,7 +264,7 @@ if [ -n "${PORTCULLIS_BIN_B:-}" ]; then
     sed "s/127.0.0.1:$PORT_GATEWAY/127.0.0.1:$PORT_GATEWAY_B/" "$WORK/gateway-base.yaml" >"$WORK/gateway-b.yaml"
     start portcullis-b "$PORTCULLIS_BIN_B" serve --config "$WORK/gateway-b.yaml"
     GATEWAY_B_PID=${pids[-1]}
-    URL[portcullis-b]="http://127.0.0.1:$PORT_GATEWAY_B/mcp/bench"
+    URL[portcullis-b]="$SCHEME://127.0.0.1:$PORT_GATEWAY_B/mcp/bench"
     TARGETS+=(portcullis-b)
 fi
 for t in "${TARGETS[@]}"; do
@@ -243,7 +274,7 @@ done
 # BENCH_AGGREGATE=1: the same gateway on /mcp, in a session opened once here.
 declare -A SCRIPT=()
 if [ "${BENCH_AGGREGATE:-0}" = 1 ]; then
-    [ "$H2C" = 1 ] && die "BENCH_AGGREGATE=1 runs over HTTP/1.1 only"
+    [ "$H2" = 1 ] && die "BENCH_AGGREGATE=1 runs over HTTP/1.1 only"
     MCP_URL="http://127.0.0.1:$PORT_GATEWAY/mcp"
     MCP_CALL='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"bench__echo","arguments":{"message":"hi"}}}'
     SID=$(curl -fsS -D - -o "$WORK/initialize.json" -X POST -H 'Content-Type: application/json' \
@@ -303,7 +334,7 @@ seconds() { # seconds 10s|2m|30: whole seconds
 }
 
 run_wrk() { # run_wrk DURATION URL OUT [SCRIPT] (wrk's report, or h2load's rewritten in wrk's words)
-    if [ "$H2C" = 1 ]; then
+    if [ "$H2" = 1 ]; then
         "${client_pin[@]}" h2load -t"$WRK_THREADS" -c"$CONNECTIONS" -m1 -D "$(seconds "$1")" \
             -d "$WORK/body.json" -H 'Content-Type: application/json' \
             -H 'Accept: application/json, text/event-stream' -H "Authorization: Bearer $TOKEN" \
@@ -421,7 +452,10 @@ EOF
 {
     printf '\n## %s\n\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     printf -- "- command: \`%s\`%s\n" "$COMMAND" "${ENV_USED:+ with env \`${ENV_USED% }\`}"
-    if [ "$H2C" = 1 ]; then
+    if [ "$TLS" = 1 ]; then
+        printf -- '- %s rounds x %s per target (warm-up %s), TLS 1.3 + h2 by ALPN: h2load -t%s -c%s -m1, POST tools/call (latency: mean; p99 not measured); nginx terminates TLS, upstream hop plain HTTP/1.1\n' \
+            "$ROUNDS" "$DURATION" "$WARMUP" "$WRK_THREADS" "$CONNECTIONS"
+    elif [ "$H2C" = 1 ]; then
         printf -- '- %s rounds x %s per target (warm-up %s), h2c: h2load -t%s -c%s -m1, POST tools/call (latency: mean; p99 not measured)\n' \
             "$ROUNDS" "$DURATION" "$WARMUP" "$WRK_THREADS" "$CONNECTIONS"
     else

@@ -81,6 +81,16 @@ must all-options 'alert: PortcullisUpstreamDown'
 must all-options 'portcullis.json: \|'
 must own-secret 'name: my-secrets'
 must own-secret 'serviceAccountName: gateway'
+# HTTPS from a kubernetes.io/tls Secret: mounted as a directory, its paths in the environment;
+# probes stay on the plain admin port when there is one, else switch to HTTPS.
+must all-options 'secretName: portcullis-tls'
+must all-options 'mountPath: /etc/portcullis-tls'
+must all-options 'value: /etc/portcullis-tls/tls.crt'
+mustnt all-options 'scheme: HTTPS'
+mustnt default 'portcullis-tls'
+"$HELM" template portcullis "$chart" --set tls.secretName=gw-tls >"$out/tls.yaml"
+[ "$(grep -c 'scheme: HTTPS' "$out/tls.yaml")" = 2 ] || { echo "tls: probes are not HTTPS" >&2; exit 1; }
+must tls 'secretName: gw-tls'
 
 # One replica: no PodDisruptionBudget (it would block every drain); an admin port equal to the
 # main one is refused at render time.
@@ -107,11 +117,18 @@ m = re.search(r"  gateway\.yaml: \|\n((?:    .*\n|\n)+)", text)
 open(sys.argv[2], "w").write("\n".join(line[4:] for line in m.group(1).splitlines()) + "\n")
 PY
     echo "--- $v: portcullis check on the ConfigMap's gateway.yaml"
-    admin_listen=""
-    if [ "$v" = all-options ]; then admin_listen=0.0.0.0:9090; fi
+    admin_listen="" tls_cert="" tls_key=""
+    if [ "$v" = all-options ]; then
+        admin_listen=0.0.0.0:9090
+        # The Secret's files, as the pod would see them (the check reads and matches them).
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+            -subj /CN=portcullis -keyout "$out/tls.key" -out "$out/tls.crt" 2>/dev/null
+        tls_cert=$out/tls.crt tls_key=$out/tls.key
+    fi
     OKTA_ISSUER=https://example.okta.com/oauth2/default N8N_URL=http://127.0.0.1:5678/mcp/x \
         N8N_PROXY_KEY=dummy PORTCULLIS_SESSION_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= \
         PORTCULLIS_ADMIN_LISTEN=$admin_listen \
+        PORTCULLIS_TLS_CERT_FILE=$tls_cert PORTCULLIS_TLS_KEY_FILE=$tls_key \
         cargo run --quiet --locked -- check --config "$out/$v-gateway.yaml" >/dev/null
 done
 echo "chart: lint, render and checks passed"
