@@ -128,7 +128,15 @@ pub struct RequestView<'a> {
     pub mcp_name: Single<'a>,
     /// Every field, for what is forwarded.
     pub fields: Fields<'a>,
+    /// Bytes of the head as HTTP/1.1 would carry it: the request line and every field
+    /// (`name: value` CRLF). What `server.max_header_bytes` bounds, on every front end.
+    pub head_bytes: usize,
+    /// Header fields sent.
+    pub field_count: usize,
 }
+
+/// Most header fields a request may carry (431 past it), on every front end.
+pub const MAX_HEADER_FIELDS: usize = 100;
 
 /// Headers the view picks out, by lowercase name.
 const PICKED: [&str; 11] = [
@@ -155,7 +163,15 @@ impl<'a> RequestView<'a> {
         fields: Fields<'a>,
     ) -> Self {
         let mut picked = [Single::Absent; PICKED.len()];
+        // "METHOD target HTTP/1.1\r\n" and the final CRLF.
+        let mut head_bytes = method.as_str().len()
+            + path.map_or(1, str::len)
+            + query.map_or(0, |q| q.len() + 1)
+            + 13;
+        let mut field_count = 0;
         for (name, value) in fields.iter() {
+            head_bytes += name.len() + value.len() + 4;
+            field_count += 1;
             // Lengths first: most fields are not picked, and most lengths rule a name out.
             if let Some(i) = PICKED
                 .iter()
@@ -183,6 +199,8 @@ impl<'a> RequestView<'a> {
             mcp_method,
             mcp_name,
             fields,
+            head_bytes,
+            field_count,
         }
     }
 

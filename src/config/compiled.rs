@@ -64,6 +64,10 @@ pub struct Server {
     pub max_body_bytes: usize,
     /// Allowed `Origin` values, normalized as `scheme://host[:port]`.
     pub allowed_origins: Vec<String>,
+    /// Request head cap in bytes (431 past it).
+    pub max_header_bytes: usize,
+    /// Longest time a request head may take to arrive (408 past it).
+    pub header_timeout: Duration,
     /// Worker threads. Startup-only.
     pub threads: usize,
     /// Shutdown grace period. Startup-only.
@@ -402,7 +406,13 @@ impl Config {
         if let Some(u) = &s.public_url {
             out.push(format!("public url: {}", redacted_url(u)));
         }
-        out.push(format!("max body: {} bytes", s.max_body_bytes));
+        out.push(format!(
+            "max body: {} bytes; max head: {} bytes ({} fields), within {}",
+            s.max_body_bytes,
+            s.max_header_bytes,
+            crate::request::MAX_HEADER_FIELDS,
+            dur(s.header_timeout)
+        ));
         let admin_at = match s.admin_listen {
             Some(a) => format!("on {a} (off the main listener)"),
             None => "on the main listener".to_owned(),

@@ -57,6 +57,12 @@ pub(crate) struct RawServer {
     pub(crate) max_body_bytes: Option<ByteSize>,
     /// Allowed `Origin` values (`scheme://host[:port]`).
     pub(crate) allowed_origins: Option<List<String>>,
+    /// Request head cap (request line and header fields), bytes or a size such as `32KiB`;
+    /// 431 past it. Default 32 KiB, at most 64 KiB.
+    pub(crate) max_header_bytes: Option<ByteSize>,
+    /// Longest time a request head may take to arrive (from a new connection, or from the
+    /// first byte of a next request); 408 past it. Default 10s.
+    pub(crate) header_timeout: Option<RawDuration>,
     /// Worker threads; startup-only. Default 2.
     pub(crate) threads: Option<u64>,
     /// Time given to in-flight requests at shutdown; startup-only. Default 30s.
@@ -72,6 +78,7 @@ pub(crate) struct RawServer {
     /// Basic auth for `/metrics` (seed key; both set: required).
     pub(crate) metrics_auth: Option<RawBasicAuth>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on `listen`; startup-only, the files reload.
+    /// Both files empty (unset `${VAR:-}`): plain HTTP.
     pub(crate) tls: Option<RawServerTls>,
 }
 

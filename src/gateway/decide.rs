@@ -48,6 +48,13 @@ impl Gateway {
     ) -> Plan<'s> {
         let endpoint = req.path.map_or(Endpoint::NotFound, Endpoint::parse);
         obs.route(label(&endpoint));
+        // A head past the limits, whichever front end read it (the front door refuses one it
+        // cannot even finish reading the same way: `http::front`).
+        if req.head_bytes > snap.config.server.max_header_bytes
+            || req.field_count > crate::request::MAX_HEADER_FIELDS
+        {
+            return Plan::Answer(head_too_large(snap.config.server.max_header_bytes));
+        }
         // First, on every path: a token in a URL is logged by every hop and would be forwarded
         // upstream with the query.
         if req.query.is_some_and(guard::query_has_token) {
@@ -309,6 +316,19 @@ impl Gateway {
             via: None,
         })
     }
+}
+
+/// 431: the request head is larger than `server.max_header_bytes` or has more than
+/// [`crate::request::MAX_HEADER_FIELDS`] fields.
+pub fn head_too_large(max_header_bytes: usize) -> Reply {
+    Reply::error(
+        431,
+        "request_header_fields_too_large",
+        &format!(
+            "the request head is limited to {max_header_bytes} bytes and {} header fields (server.max_header_bytes)",
+            crate::request::MAX_HEADER_FIELDS
+        ),
+    )
 }
 
 /// Read and classify a POST body: `Content-Type` (415), the size limit (413), JSON-RPC (400).

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::auth::Authn;
 use crate::state::probe::Health;
 
+pub use decide::head_too_large;
 pub use observe::Observation;
 pub use plan::{Fanout, Forward, Leg, Op, Plan, Via, Work};
 pub use trace::Trace;

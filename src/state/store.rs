@@ -88,6 +88,12 @@ impl Store {
         self.current.load_full()
     }
 
+    /// Read something small off the live snapshot without pinning it (no reference count):
+    /// what a connection needs before a request exists, such as the head limits.
+    pub fn peek<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        f(&self.current.load())
+    }
+
     /// The config file this snapshot reloads from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -64,8 +64,9 @@ pub enum RouteLabel {
 }
 const ROUTES: [&str; 4] = ["mcp_server", "mcp", "admin", "unknown"];
 const METHODS: [&str; 5] = ["GET", "POST", "DELETE", "OPTIONS", "OTHER"];
-const STATUSES: [u16; 18] = [
-    200, 202, 204, 400, 401, 403, 404, 405, 406, 409, 413, 415, 429, 500, 502, 503, 504, 0,
+const STATUSES: [u16; 20] = [
+    200, 202, 204, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 429, 431, 500, 502, 503, 504,
+    0,
 ];
 
 /// Index of an HTTP method in the method label set.

@@ -92,6 +92,24 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
             Some("use a size from `1KiB` (1024) to `256MiB` (268435456)".into()),
         );
     }
+    let max_header = raw.max_header_bytes.map_or(32 << 10, |b| b.0);
+    let header_ok = (1024..=64 << 10).contains(&max_header);
+    if !header_ok {
+        ctx.error(
+            &p.key("max_header_bytes"),
+            format!("`max_header_bytes` is {max_header}, outside the allowed range"),
+            Some("use a size from `1KiB` (1024) to `64KiB` (65536)".into()),
+        );
+    }
+    let header_timeout = raw.header_timeout.map_or(Duration::from_secs(10), |d| d.0);
+    let header_timeout_ok = header_timeout >= Duration::from_millis(100);
+    if !header_timeout_ok {
+        ctx.error(
+            &p.key("header_timeout"),
+            "`header_timeout` is shorter than 100ms".into(),
+            Some("e.g. `10s`".into()),
+        );
+    }
     let mut origins = Vec::new();
     let mut origins_ok = true;
     for (i, o) in ctx.entries(&p.key("allowed_origins"), raw.allowed_origins) {
@@ -129,13 +147,21 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
     let grace_period = raw.grace_period.map_or(Duration::from_secs(30), |d| d.0);
     let server = match (listen, admin) {
         (Some(listen), Some((admin_listen, admin_scope, metrics_auth)))
-            if !bad_url && body_ok && origins_ok && threads_ok && tls_ok =>
+            if !bad_url
+                && body_ok
+                && origins_ok
+                && threads_ok
+                && tls_ok
+                && header_ok
+                && header_timeout_ok =>
         {
             Some(Server {
                 public_url,
                 listen,
                 max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
                 allowed_origins: origins,
+                max_header_bytes: usize::try_from(max_header).unwrap_or(64 << 10),
+                header_timeout,
                 threads: usize::try_from(threads).unwrap_or(1),
                 grace_period,
                 fast_path: raw.fast_path.unwrap_or(true),
@@ -157,6 +183,12 @@ fn compile_server_tls(raw: Option<&RawServerTls>, ctx: &mut Ctx<'_>) -> (Option<
         return (None, true);
     };
     let p = root().key("server").key("tls");
+    let empty = |v: &Option<String>| v.as_deref().is_none_or(|v| v.trim().is_empty());
+    if empty(&raw.cert_file) && empty(&raw.key_file) {
+        // `cert_file: "${PORTCULLIS_TLS_CERT_FILE:-}"` and its key left unset (the chart's
+        // default file): a plain listener, as with `admin_listen` and `metrics_auth`.
+        return (None, true);
+    }
     let file = |ctx: &mut Ctx<'_>, key: &str, value: &Option<String>, what: &str| match value
         .as_deref()
         .map(str::trim)

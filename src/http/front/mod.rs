@@ -97,7 +97,9 @@ impl Front {
         &self.served
     }
 
-    /// True when the connection speaks HTTP/2 (ALPN, or the h2c preface on clear text).
+    /// True when the connection speaks HTTP/2 (ALPN, or the h2c preface on clear text). A
+    /// client that has not sent the preface's length within `server.header_timeout` is an
+    /// error (closed without a word: the peek may have taken some of its bytes).
     async fn is_h2(&self, stream: &mut Stream) -> std::io::Result<bool> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return Ok(true);
@@ -106,12 +108,10 @@ impl Front {
             return Ok(false);
         }
         let mut buf = [0u8; H2_PREFACE.len()];
-        let peeked = pingora_timeout::fast_timeout::fast_timeout(
-            serve::KEEPALIVE,
-            stream.try_peek(&mut buf),
-        )
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
+        let wait = self.store.peek(|s| s.config.server.header_timeout);
+        let peeked = pingora_timeout::fast_timeout::fast_timeout(wait, stream.try_peek(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
         Ok(peeked && buf == H2_PREFACE)
     }
 }
@@ -123,6 +123,7 @@ impl ServerApp for Front {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let accepted = tokio::time::Instant::now();
         match self.is_h2(&mut stream).await {
             Ok(true) => return self.proxy.process_new(stream, shutdown).await,
             Ok(false) => {}
@@ -130,8 +131,10 @@ impl ServerApp for Front {
         }
         let mut stop = shutdown.clone();
         let mut conn = Conn::new(stream);
+        let mut fresh = Some(accepted);
         loop {
-            match serve::serve(self, &mut conn, &mut stop).await {
+            let outcome = serve::serve(self, &mut conn, &mut stop, fresh.take()).await;
+            match outcome {
                 Outcome::Again => {}
                 Outcome::Close => {
                     // Orderly close (a TLS close_notify), bounded: the peer may be gone or may

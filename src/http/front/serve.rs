@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pingora_core::server::ShutdownWatch;
 
-use super::conn::{Body, Conn, Response, READ_TIMEOUT};
+use super::conn::{Body, Conn, Response};
 use super::head::{self, Parsed};
 use super::Front;
 use crate::gateway::{Observation, Plan, Trace};
@@ -28,12 +28,26 @@ pub enum Outcome {
     HandOver(Option<usize>),
 }
 
-/// Serve the next request of `conn`, or say who should.
-pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> Outcome {
-    let head = match read_head(conn, stop).await {
-        Ok(Some(head)) => head,
-        Ok(None) => return Outcome::Close,
-        Err(()) => return Outcome::HandOver(None),
+/// Serve the next request of `conn`, or say who should. `accepted`: when the connection was
+/// accepted, for its first request (the head timeout runs from then).
+pub async fn serve(
+    front: &Front,
+    conn: &mut Conn,
+    stop: &mut ShutdownWatch,
+    accepted: Option<tokio::time::Instant>,
+) -> Outcome {
+    let limits = front.store.peek(|s| HeadLimits {
+        bytes: s.config.server.max_header_bytes,
+        time: s.config.server.header_timeout,
+    });
+    let head = match read_head(conn, stop, limits, accepted).await {
+        Ok(head) => head,
+        Err(Unread::Closed) => return Outcome::Close,
+        Err(Unread::Other) => return Outcome::HandOver(None),
+        Err(Unread::Refuse(status)) => {
+            refuse(conn, status, limits).await;
+            return Outcome::Close;
+        }
     };
     let snap = front.store.load();
     if !snap.config.server.fast_path || !head.servable() {
@@ -82,28 +96,92 @@ pub async fn serve(front: &Front, conn: &mut Conn, stop: &mut ShutdownWatch) -> 
     crate::telemetry::request::scope(trace.id(), request).await
 }
 
-/// Wait for a complete request head at the start of the buffer. `Ok(None)`: the connection
-/// ended, idled out, or the server is stopping; `Err`: Pingora handles what was read.
-async fn read_head(conn: &mut Conn, stop: &mut ShutdownWatch) -> Result<Option<head::Head>, ()> {
+/// What bounds the reading of a request head (`server.max_header_bytes`, `header_timeout`).
+#[derive(Clone, Copy)]
+struct HeadLimits {
+    bytes: usize,
+    time: Duration,
+}
+
+/// Why no head was read.
+enum Unread {
+    /// The connection ended, idled out between requests, sent nothing in time, or the server
+    /// is stopping: close without a word.
+    Closed,
+    /// Pingora handles what was read.
+    Other,
+    /// Answer this status (431: the head outgrew the limit; 408: it did not arrive in time)
+    /// and close.
+    Refuse(u16),
+}
+
+/// Wait for a complete request head at the start of the buffer, within `limits`: at most
+/// `limits.bytes` (a head still incomplete past it is refused 431 before it is all read; a
+/// complete one is judged by `decide`, like a head Pingora read) and within `limits.time` from
+/// its first byte, or from the accept for a connection's first request (slow clients cannot hold a
+/// connection with a trickle of bytes). Between requests a connection may idle for
+/// [`KEEPALIVE`].
+async fn read_head(
+    conn: &mut Conn,
+    stop: &mut ShutdownWatch,
+    limits: HeadLimits,
+    accepted: Option<tokio::time::Instant>,
+) -> Result<head::Head, Unread> {
+    let mut deadline = match accepted {
+        Some(at) => Some(at + limits.time),
+        None => (!conn.buf.is_empty()).then(|| tokio::time::Instant::now() + limits.time),
+    };
     loop {
         if !conn.buf.is_empty() {
             match head::parse(&conn.buf) {
-                Parsed::Complete(head) => return Ok(Some(head)),
-                Parsed::Other => return Err(()),
+                Parsed::Complete(head) => return Ok(head),
+                Parsed::Partial if conn.buf.len() > limits.bytes => {
+                    return Err(Unread::Refuse(431))
+                }
                 Parsed::Partial => {}
+                Parsed::Other => return Err(Unread::Other),
             }
         }
         let idle = conn.buf.is_empty();
         if idle && *stop.borrow() {
-            return Ok(None);
+            return Err(Unread::Closed);
         }
+        let wait = match deadline {
+            Some(d) => d.saturating_duration_since(tokio::time::Instant::now()),
+            None => KEEPALIVE,
+        };
         let read = tokio::select! {
-            r = conn.fill(if idle { KEEPALIVE } else { READ_TIMEOUT }) => r,
-            _ = stop.changed(), if idle => return Ok(None),
+            r = conn.fill(wait) => r,
+            _ = stop.changed(), if idle => return Err(Unread::Closed),
         };
         match read {
-            Ok(n) if n > 0 => {}
-            _ => return Ok(None),
+            Ok(n) if n > 0 => {
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + limits.time);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !conn.buf.is_empty() => {
+                return Err(Unread::Refuse(408))
+            }
+            _ => return Err(Unread::Closed),
         }
     }
+}
+
+/// Answer a head refused before it could be read whole (431, 408), then close.
+async fn refuse(conn: &mut Conn, status: u16, limits: HeadLimits) {
+    let reply = match status {
+        431 => crate::gateway::head_too_large(limits.bytes),
+        _ => crate::mcp::reply::Reply::error(
+            408,
+            "request_timeout",
+            &format!(
+                "the request head did not arrive within {:?} (server.header_timeout)",
+                limits.time
+            ),
+        ),
+    };
+    // The bytes read are not a request: nothing to linger for.
+    conn.buf.clear();
+    let mut obs = Observation::start(&http::Method::GET);
+    let mut resp = Response::new(conn, true, 0);
+    write::reply(&mut resp, reply, false, &mut obs).await;
 }

@@ -23,6 +23,10 @@ use serde_json::Value;
 use crate::policy::{Kind, Target};
 use visit::TopVisitor;
 
+/// Most messages in a batch (JSON-RPC -32600 past it). Nesting is bounded by serde_json's
+/// recursion limit (128 levels: -32700) and strings by `server.max_body_bytes`.
+pub const MAX_BATCH: usize = 100;
+
 /// Why a body was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RpcError {

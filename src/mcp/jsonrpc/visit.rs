@@ -7,7 +7,9 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::{describe_target, invalid, invalid_params, Envelope, Message, RpcError, Use};
+use super::{
+    describe_target, invalid, invalid_params, Envelope, Message, RpcError, Use, MAX_BATCH,
+};
 use crate::policy::{covered, Kind, Target};
 
 /// The top level: an object (one message) or an array (a batch).
@@ -29,8 +31,15 @@ impl<'de> Visitor<'de> for TopVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut messages = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+        let mut messages = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(MAX_BATCH));
         while let Some(m) = seq.next_element_seed(MessageSeed)? {
+            if messages.len() == MAX_BATCH {
+                // Refused before the rest is read: a 4 MiB body of tiny messages would
+                // otherwise be classified (and each checked) a hundred thousand times.
+                return Err(invalid(format!(
+                    "a batch holds at most {MAX_BATCH} messages"
+                )));
+            }
             messages.push(m);
         }
         if messages.is_empty() {

@@ -96,10 +96,14 @@ fn assert_limited(a: &Answer, status: u16, rule: &str) {
 
 const SLOW: &str = "requests_per_second: 0.001"; // one unit per 1000 s: a spent bucket stays spent
 
-fn metric(text: &str, rule: &str) -> u64 {
+/// `portcullis_rate_limited_total` of `server` and `rule` (the registry is shared by every test
+/// of this process: a test reading it uses a server name of its own).
+fn metric(text: &str, server: &str, rule: &str) -> u64 {
     text.lines()
         .filter(|l| l.starts_with("portcullis_rate_limited_total{"))
-        .filter(|l| l.contains(&format!("rule=\"{rule}\"")) && l.contains("server=\"up\""))
+        .filter(|l| {
+            l.contains(&format!("rule=\"{rule}\"")) && l.contains(&format!("server=\"{server}\""))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -110,31 +114,36 @@ async fn a_principal_over_its_burst_gets_429_and_nothing_reaches_the_upstream() 
         let up = Upstream::start().await;
         let limits = format!("  - key: principal\n    {SLOW}\n    burst: 2");
         let server = format!("  fast_path: {fast_path}");
-        let gw = Gateway::start(&config(up.addr, &server, &limits)).await;
+        // A server name of its own: the metric below is read from the process-wide registry.
+        let yaml = config(up.addr, &server, &limits)
+            .replace("name: up", "name: burst")
+            .replace("\"up:", "\"burst:");
+        assert!(yaml.contains("name: burst"));
+        let gw = Gateway::start(&yaml).await;
         let (alice, bob) = (token("alice", &["User"]), token("bob", &["User"]));
         let before = client().get(gw.url("/metrics")).send().await.unwrap();
-        let before = metric(&before.text().await.unwrap(), "rate_limits[0]");
+        let before = metric(&before.text().await.unwrap(), "burst", "rate_limits[0]");
         for i in 0..2 {
-            let a = send(&gw, "/mcp/up", &alice, None, &call(i, "echo")).await;
+            let a = send(&gw, "/mcp/burst", &alice, None, &call(i, "echo")).await;
             assert_eq!(a.status, 200, "{}", a.body);
         }
-        let a = send(&gw, "/mcp/up", &alice, None, &call(3, "echo")).await;
+        let a = send(&gw, "/mcp/burst", &alice, None, &call(3, "echo")).await;
         assert_limited(&a, 429, "rate_limits[0]");
         assert_eq!(a.body["id"], 3);
         assert_eq!(up.posts(), 2, "the refused call never reached the upstream");
         // Inside a legacy session: HTTP 200 and the same JSON-RPC error, for the agent.
-        let a = send(&gw, "/mcp/up", &alice, Some("s-1"), &call(4, "echo")).await;
+        let a = send(&gw, "/mcp/burst", &alice, Some("s-1"), &call(4, "echo")).await;
         assert_limited(&a, 200, "rate_limits[0]");
         // Another caller has its own bucket.
-        let a = send(&gw, "/mcp/up", &bob, None, &call(5, "echo")).await;
+        let a = send(&gw, "/mcp/burst", &bob, None, &call(5, "echo")).await;
         assert_eq!(a.status, 200, "{}", a.body);
         assert_eq!(up.posts(), 3);
         // Notifications are not counted, and pass.
         let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
-        let a = send(&gw, "/mcp/up", &alice, None, &note).await;
+        let a = send(&gw, "/mcp/burst", &alice, None, &note).await;
         assert_ne!(a.status, 429);
         let after = client().get(gw.url("/metrics")).send().await.unwrap();
-        let after = metric(&after.text().await.unwrap(), "rate_limits[0]");
+        let after = metric(&after.text().await.unwrap(), "burst", "rate_limits[0]");
         assert_eq!(after - before, 2, "fast_path {fast_path}");
     }
 }

@@ -8,6 +8,7 @@ mod config;
 mod era;
 mod errors;
 mod front;
+mod head_limits;
 mod interface;
 mod jwt;
 mod limits;

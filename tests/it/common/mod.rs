@@ -4,6 +4,7 @@
 //! waits or sleeps for a server to come up.
 
 pub mod jwt;
+pub mod raw;
 pub mod upstream;
 
 use std::net::SocketAddr;
