@@ -88,9 +88,12 @@ must all-options 'mountPath: /etc/portcullis-tls'
 must all-options 'value: /etc/portcullis-tls/tls.crt'
 mustnt all-options 'scheme: HTTPS'
 mustnt default 'portcullis-tls'
-"$HELM" template portcullis "$chart" --set tls.secretName=gw-tls >"$out/tls.yaml"
+"$HELM" lint --strict "$chart" --set tls.secretName=gw-tls --set serviceMonitor.enabled=true
+"$HELM" template portcullis "$chart" --set tls.secretName=gw-tls --set serviceMonitor.enabled=true >"$out/tls.yaml"
 [ "$(grep -c 'scheme: HTTPS' "$out/tls.yaml")" = 2 ] || { echo "tls: probes are not HTTPS" >&2; exit 1; }
 must tls 'secretName: gw-tls'
+must tls '^      scheme: https$'
+mustnt all-options '^      scheme: https$'
 
 # One replica: no PodDisruptionBudget (it would block every drain); an admin port equal to the
 # main one is refused at render time.

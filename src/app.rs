@@ -189,6 +189,9 @@ fn front_for(conf: &Arc<ServerConf>, store: &Arc<Store>, gateway: Arc<Gateway>) 
         pingora_proxy::http_proxy(conf, PingoraPath::new(store.clone(), gateway.clone()));
     let mut opts = HttpServerOptions::default();
     opts.h2c = true; // HTTP/2 with prior knowledge on cleartext listeners.
+                     // An HTTP/2 connection with no stream open for this long is closed, as an idle HTTP/1.1
+                     // keep-alive connection is.
+    opts.h2_idle_timeout = Some(crate::http::front::KEEPALIVE);
     proxy.server_options = Some(opts);
     Arc::new(Front::new(proxy, store.clone(), gateway))
 }

@@ -220,8 +220,10 @@ impl<'a> RequestView<'a> {
             http2,
             Fields::Map(headers),
         );
-        if !view.host.present() {
-            if let Some(a) = uri.authority() {
+        if let Some(a) = uri.authority() {
+            // HTTP/2's `:authority` (or an absolute-form target) is part of the head too.
+            view.head_bytes += a.as_str().len() + 8;
+            if !view.host.present() {
                 view.host = Single::One(a.as_str().as_bytes());
             }
         }

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
@@ -17,8 +17,20 @@ use rustls::sign::CertifiedKey;
 
 /// Read every certificate of the PEM file at `path` (at least one).
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    certs_from(&read(path)?, path)
+}
+
+/// Read the (first) private key of the PEM file at `path`: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    key_from(&read(path)?, path)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn certs_from(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
     if certs.is_empty() {
@@ -36,28 +48,61 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// Read the (first) private key of the PEM file at `path`: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    PrivateKeyDer::from_pem_slice(&bytes)
-        .map_err(|e| format!("{}: no usable private key in it ({e})", path.display()))
+fn key_from(bytes: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    // The parser's error may quote the offending line, which in a key file is key material:
+    // never shown.
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|_| {
+        format!(
+            "{}: no usable private key in it (expected one PEM block: PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)",
+            path.display()
+        )
+    })
 }
 
-/// A certificate chain and its key, checked to belong together.
-pub fn certified_key(cert_file: &Path, key_file: &Path) -> Result<Arc<CertifiedKey>, String> {
-    let chain = read_certs(cert_file)?;
-    let key = read_key(key_file)?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("{}: unsupported private key ({e})", key_file.display()))?;
-    let ck = CertifiedKey::new(chain, signer);
-    ck.keys_match().map_err(|e| {
-        format!(
-            "{} does not match the certificate in {} ({e})",
-            key_file.display(),
-            cert_file.display()
+/// A certificate chain and its key, each file read once and checked to belong together; the
+/// key as read too. An error names the field at fault (`cert_file` or `key_file`).
+fn pair_from(
+    cert: (&[u8], &Path),
+    key: (&[u8], &Path),
+) -> Result<(Arc<CertifiedKey>, PrivateKeyDer<'static>), (&'static str, String)> {
+    let chain = certs_from(cert.0, cert.1).map_err(|e| ("cert_file", e))?;
+    let der = key_from(key.0, key.1).map_err(|e| ("key_file", e))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| {
+        (
+            "key_file",
+            format!("{}: unsupported private key ({e})", key.1.display()),
         )
     })?;
-    Ok(Arc::new(ck))
+    let ck = CertifiedKey::new(chain, signer);
+    match ck.keys_match() {
+        Ok(()) => Ok((Arc::new(ck), der)),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err((
+            "key_file",
+            format!(
+                "{} does not match the certificate in {}",
+                key.1.display(),
+                cert.1.display()
+            ),
+        )),
+        Err(e) => Err((
+            "cert_file",
+            format!(
+                "{}: the certificate's public key cannot be read ({e})",
+                cert.1.display()
+            ),
+        )),
+    }
+}
+
+/// A certificate chain and its key, checked to belong together. An error names the field at
+/// fault (`cert_file` or `key_file`).
+pub fn certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<CertifiedKey>, (&'static str, String)> {
+    let cert = read(cert_file).map_err(|e| ("cert_file", e))?;
+    let key = read(key_file).map_err(|e| ("key_file", e))?;
+    pair_from((&cert, cert_file), (&key, key_file)).map(|(ck, _)| ck)
 }
 
 /// Seconds since the epoch at which the first certificate of `chain` expires.
@@ -129,9 +174,9 @@ impl UpstreamTls {
             Some((cert, key_file)) => {
                 files.push(cert.to_path_buf());
                 files.push(key_file.to_path_buf());
-                read_certs(cert).map_err(|e| ("cert_file", e))?;
-                let key = read_key(key_file).map_err(|e| ("key_file", e))?;
-                let ck = certified_key(cert, key_file).map_err(|e| ("key_file", e))?;
+                let cert_bytes = read(cert).map_err(|e| ("cert_file", e))?;
+                let key_bytes = read(key_file).map_err(|e| ("key_file", e))?;
+                let (ck, key) = pair_from((&cert_bytes, cert), (&key_bytes, key_file))?;
                 // pingora's connector rebuilds the key from these bytes with this conversion.
                 let key_der = key.secret_der().to_vec();
                 PrivateKeyDer::try_from(key_der.clone())
@@ -160,25 +205,18 @@ pub struct ServerCerts {
     current: ArcSwap<CertifiedKey>,
     cert_file: PathBuf,
     key_file: PathBuf,
-    /// The files' modification times and sizes when last read.
+    /// What the files held when last read.
     seen: ArcSwap<Stamp>,
 }
 
-/// What says a file changed: modification and status-change times, size, inode.
-type Stamp = [Option<(SystemTime, u64, i64, u64)>; 2];
+/// What the two files held when last read: their SHA-256 digests (none when unreadable). A
+/// content digest sees every change (a rewrite in place of the same size within one timestamp
+/// tick too); the files are small and read every `reload_interval`.
+type Stamp = [Option<[u8; 32]>; 2];
 
-fn stamp(cert: &Path, key: &Path) -> Stamp {
-    use std::os::unix::fs::MetadataExt;
-    let one = |p: &Path| {
-        let m = std::fs::metadata(p).ok()?;
-        Some((
-            m.modified().ok()?,
-            m.len(),
-            m.ctime_nsec() ^ m.ctime(),
-            m.ino(),
-        ))
-    };
-    [one(cert), one(key)]
+fn digest(bytes: Option<&[u8]>) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    bytes.map(|b| sha2::Sha256::digest(b).into())
 }
 
 impl std::fmt::Debug for ServerCerts {
@@ -193,29 +231,38 @@ impl std::fmt::Debug for ServerCerts {
 impl ServerCerts {
     /// Read the pair.
     pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerCerts>, String> {
-        let seen = stamp(cert_file, key_file);
-        let ck = certified_key(cert_file, key_file)?;
+        let cert = read(cert_file)?;
+        let key = read(key_file)?;
+        let (ck, _) = pair_from((&cert, cert_file), (&key, key_file)).map_err(|(_, e)| e)?;
         crate::telemetry::metrics::metrics().tls_cert_loaded(not_after(&ck.cert));
         Ok(Arc::new(ServerCerts {
             current: ArcSwap::new(ck),
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
-            seen: ArcSwap::from_pointee(seen),
+            seen: ArcSwap::from_pointee([digest(Some(&cert)), digest(Some(&key))]),
         }))
     }
 
-    /// Read the pair again if either file changed since it was last read (modification time
-    /// or size; Kubernetes' secret volumes swap a symlink, which changes both). `Ok(true)`:
-    /// new handshakes get the new certificate; `Err`: the files are bad and the old pair stays
-    /// (tried again at the next change).
+    /// Read the pair again and swap it in if either file's content changed since it was last
+    /// read. `Ok(true)`: new handshakes get the new certificate; `Err`: the files are bad (half
+    /// rotated, say) and the pair in use stays (tried again at the next change).
     pub fn reload_if_changed(&self) -> Result<bool, String> {
         // One caller (the watcher, or a test) at a time: no lock needed.
-        let now = stamp(&self.cert_file, &self.key_file);
+        let cert = std::fs::read(&self.cert_file).ok();
+        let key = std::fs::read(&self.key_file).ok();
+        let now = [digest(cert.as_deref()), digest(key.as_deref())];
         if **self.seen.load() == now {
             return Ok(false);
         }
         self.seen.store(Arc::new(now));
-        let ck = certified_key(&self.cert_file, &self.key_file)?;
+        let (Some(cert), Some(key)) = (cert, key) else {
+            // Name the unreadable one.
+            read(&self.cert_file)?;
+            read(&self.key_file)?;
+            return Err("the certificate files changed while being read".into());
+        };
+        let (ck, _) =
+            pair_from((&cert, &self.cert_file), (&key, &self.key_file)).map_err(|(_, e)| e)?;
         crate::telemetry::metrics::metrics().tls_cert_loaded(not_after(&ck.cert));
         self.current.store(ck);
         Ok(true)

@@ -75,9 +75,20 @@ const SECTIONS: &[&str] = &[
 /// Loads and compiles the config file at `path`, substituting variables from the process
 /// environment. A file that cannot be read yields one diagnostic at line 0.
 pub fn load_file(path: &Path) -> Result<Config, Diagnostics> {
+    load_file_as(path, false)
+}
+
+/// [`load_file`] for a reload of the running gateway: `server.tls`'s files are not read (the
+/// paths are startup-only; the running listener's certificate watcher owns the files, so a
+/// certificate caught mid-rotation never blocks an unrelated reload).
+pub fn load_file_for_reload(path: &Path) -> Result<Config, Diagnostics> {
+    load_file_as(path, true)
+}
+
+fn load_file_as(path: &Path, reload: bool) -> Result<Config, Diagnostics> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&text, &file, &|name| std::env::var(name).ok()),
+        Ok(text) => load_text(&text, &file, &|name| std::env::var(name).ok(), reload),
         Err(e) => Err(Diagnostics(vec![Diagnostic {
             file,
             line: 0,
@@ -95,6 +106,15 @@ pub fn load_str(
     text: &str,
     file_name: &str,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Diagnostics> {
+    load_text(text, file_name, env, false)
+}
+
+fn load_text(
+    text: &str,
+    file_name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    reload: bool,
 ) -> Result<Config, Diagnostics> {
     let source = compile::source_info(file_name, text);
     let mk = |pos: yaml::Pos, path: &FieldPath, message: String, hint: Option<String>| Diagnostic {
@@ -185,6 +205,7 @@ pub fn load_str(
 
     if let Some(raw) = raw {
         let mut ctx = compile::Ctx::new(file_name, &root, &structural);
+        ctx.reload = reload;
         let runtime = compile::compile(raw, &mut ctx, source);
         diags.append(&mut ctx.errors);
         if diags.is_empty() {

@@ -120,7 +120,7 @@ impl Store {
 
     fn try_reload(&self) -> Outcome {
         let file = self.path.display().to_string();
-        let new = match config::load_file(&self.path) {
+        let new = match config::load_file_for_reload(&self.path) {
             Ok(rt) => rt,
             Err(diags) => {
                 let error = ReloadError::from(&diags);

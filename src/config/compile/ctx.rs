@@ -16,6 +16,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) errors: Vec<Diagnostic>,
     /// Warnings found so far.
     pub(crate) warnings: Vec<Diagnostic>,
+    /// A reload of the running gateway: files the running gateway owns apart from the config
+    /// (the listener's certificate, which its own watcher re-reads) are not read again.
+    pub(crate) reload: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -31,6 +34,7 @@ impl<'a> Ctx<'a> {
             structural,
             errors: Vec::new(),
             warnings: Vec::new(),
+            reload: false,
         }
     }
 

@@ -225,13 +225,17 @@ fn compile_server_tls(raw: Option<&RawServerTls>, ctx: &mut Ctx<'_>) -> (Option<
     let (Some(cert_file), Some(key_file)) = (cert, key) else {
         return (None, false);
     };
-    // Each file on its own first, so the error names the field at fault.
-    let checked = crate::tls::read_certs(&cert_file)
-        .map_err(|e| ("cert_file", e))
-        .and_then(|_| crate::tls::read_key(&key_file).map_err(|e| ("key_file", e)))
-        .and_then(|_| {
-            crate::tls::certified_key(&cert_file, &key_file).map_err(|e| ("key_file", e))
-        });
+    if ctx.reload {
+        return (
+            interval_ok.then_some(ServerTls {
+                cert_file,
+                key_file,
+                reload_interval: interval,
+            }),
+            interval_ok,
+        );
+    }
+    let checked = crate::tls::certified_key(&cert_file, &key_file);
     if let Err((field, e)) = checked {
         ctx.error(&p.key(field), format!("unusable TLS file: {e}"), None);
         return (None, false);

@@ -15,8 +15,9 @@ use pingora_core::protocols::http::date::get_cached_date;
 use crate::request::{parse_content_length, Fields, RequestView};
 use crate::response::Head as ResponseHead;
 
-/// Most header fields the front door parses; a request with more goes to Pingora.
-const MAX_HEADERS: usize = 64;
+/// Header slots of a parse: one more than a request may carry, so that a head with too many
+/// fields is told apart ([`Parsed::TooManyFields`]).
+const MAX_HEADERS: usize = crate::request::MAX_HEADER_FIELDS + 1;
 /// Largest request head the front door buffers; a larger one goes to Pingora.
 pub const MAX_HEAD: usize = 64 * 1024;
 
@@ -81,8 +82,26 @@ pub enum Parsed {
     Complete(Head),
     /// Not a complete head yet.
     Partial,
-    /// Not something the front door parses (Pingora answers it).
+    /// Not something the front door parses (Pingora answers it once its end is read).
     Other,
+    /// More header fields than a request may carry (431).
+    TooManyFields,
+}
+
+/// Where the request head at the start of `buf` ends (after its empty line; CRLF or bare LF
+/// line ends, as httparse and Pingora accept), if it does.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
+        let at = from + i + 1;
+        match buf.get(at..) {
+            Some([b'\n', ..]) => return Some(at + 1),
+            Some([b'\r', b'\n', ..]) => return Some(at + 2),
+            Some([]) | Some([b'\r']) | None => return None,
+            Some(_) => from = at,
+        }
+    }
+    None
 }
 
 /// Parse the request head at the start of `buf`.
@@ -92,6 +111,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::TooManyFields,
         Ok(httparse::Status::Partial) | Err(_) => return Parsed::Other,
     };
     let base = buf.as_ptr() as usize;
@@ -236,6 +256,7 @@ mod tests {
             Parsed::Complete(h) => h,
             Parsed::Partial => panic!("partial"),
             Parsed::Other => panic!("other"),
+            Parsed::TooManyFields => panic!("too many fields"),
         }
     }
 
@@ -306,9 +327,18 @@ mod tests {
             many.push_str(&format!("x-{i}: v\r\n"));
         }
         many.push_str("\r\n");
-        assert!(matches!(parse(many.as_bytes()), Parsed::Other));
+        assert!(matches!(parse(many.as_bytes()), Parsed::TooManyFields));
         let huge = vec![b'a'; MAX_HEAD + 1];
         assert!(matches!(parse(&huge), Parsed::Other));
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_with_either_line_end() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nbody"), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: h\n\nbody"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: h\r\n\r"), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: h\r\n"), None);
+        assert_eq!(head_end(b""), None);
     }
 
     #[test]

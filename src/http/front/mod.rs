@@ -29,6 +29,8 @@ mod conn;
 mod head;
 mod serve;
 
+pub use serve::KEEPALIVE;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 

@@ -56,7 +56,9 @@ pub async fn serve(
     front.count_hot();
     // The head leaves the buffer (the view reads it from there); the body follows it.
     let head_bytes = conn.buf.split_to(head.len).freeze();
-    let view = head.view(&head_bytes);
+    let mut view = head.view(&head_bytes);
+    // The bytes as they came (the view's own count rebuilds them from the fields).
+    view.head_bytes = head.len;
     let trace = Trace::continue_or_start(view.traceparent.one());
     let close = head.close || *stop.borrow();
     let request = async {
@@ -103,6 +105,9 @@ struct HeadLimits {
     time: Duration,
 }
 
+/// Most bytes read and dropped after refusing a head.
+const REFUSED_LINGER_BYTES: usize = 1 << 20;
+
 /// Why no head was read.
 enum Unread {
     /// The connection ended, idled out between requests, sent nothing in time, or the server
@@ -134,12 +139,23 @@ async fn read_head(
     loop {
         if !conn.buf.is_empty() {
             match head::parse(&conn.buf) {
+                Parsed::Complete(head) if head.len > limits.bytes => {
+                    return Err(Unread::Refuse(431))
+                }
                 Parsed::Complete(head) => return Ok(head),
+                Parsed::TooManyFields => return Err(Unread::Refuse(431)),
+                // A head the front door does not parse goes to Pingora only once its end was
+                // read, within the same size and time limits (Pingora's own are laxer).
+                Parsed::Other => match head::head_end(&conn.buf) {
+                    Some(end) if end > limits.bytes => return Err(Unread::Refuse(431)),
+                    Some(_) => return Err(Unread::Other),
+                    None if conn.buf.len() > limits.bytes => return Err(Unread::Refuse(431)),
+                    None => {}
+                },
                 Parsed::Partial if conn.buf.len() > limits.bytes => {
                     return Err(Unread::Refuse(431))
                 }
                 Parsed::Partial => {}
-                Parsed::Other => return Err(Unread::Other),
             }
         }
         let idle = conn.buf.is_empty();
@@ -179,9 +195,10 @@ async fn refuse(conn: &mut Conn, status: u16, limits: HeadLimits) {
             ),
         ),
     };
-    // The bytes read are not a request: nothing to linger for.
+    // What the client still sends is read and dropped for a while after the answer (bounded),
+    // so that closing with unread bytes does not reset the connection before it reads it.
     conn.buf.clear();
     let mut obs = Observation::start(&http::Method::GET);
-    let mut resp = Response::new(conn, true, 0);
-    write::reply(&mut resp, reply, false, &mut obs).await;
+    let mut resp = Response::new(conn, true, REFUSED_LINGER_BYTES);
+    write::reply(&mut resp, reply, true, &mut obs).await;
 }

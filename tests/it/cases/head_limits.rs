@@ -63,10 +63,34 @@ async fn heads_past_the_limit_get_431_on_both_front_ends() {
         raw.send(&endless).await;
         let a = raw.answer().await;
         assert_eq!(a.status, 431, "fast_path {fast_path}: {}", a.head);
+        // Once the client stops sending, the gateway (draining what was still coming) closes.
+        tokio::io::AsyncWriteExt::shutdown(&mut raw.conn)
+            .await
+            .unwrap();
         assert!(
             raw.closes().await,
             "the connection closes after a refused head"
         );
+
+        // One burst far past every buffer size (1 MiB, the most Pingora itself would read):
+        // refused by the limit, never handed over.
+        let mut raw = Raw::connect(&gw).await;
+        raw.send(&post("/mcp/up", &padded(1 << 20), CALL)).await;
+        assert_eq!(raw.answer().await.status, 431, "fast_path {fast_path}");
+
+        // More fields than Pingora's own cap (256).
+        let fields: String = (0..300).map(|i| format!("x-f{i}: 1\r\n")).collect();
+        let mut raw = Raw::connect(&gw).await;
+        raw.send(&post("/mcp/up", &fields, CALL)).await;
+        assert_eq!(raw.answer().await.status, 431, "fast_path {fast_path}");
+
+        // A field httparse refuses (a control byte in its name), in a head that never ends:
+        // not handed to Pingora's laxer reader, refused at the limit.
+        let mut raw = Raw::connect(&gw).await;
+        let mut odd = b"POST /mcp/up HTTP/1.1\r\nhost: localhost\r\nx-\x01bad: 1\r\n".to_vec();
+        odd.extend_from_slice(padded(20 * 1024).trim_end().as_bytes());
+        raw.send(&odd).await;
+        assert_eq!(raw.answer().await.status, 431, "fast_path {fast_path}");
 
         assert_eq!(
             up.posts(),

@@ -208,6 +208,19 @@ async fn a_new_certificate_is_picked_up_and_a_bad_one_refused() {
     write(dir.path(), "tls.crt", "not a certificate");
     assert!(certs.reload_if_changed().is_err());
     assert_eq!(presented(gw.addr, &ca).await, b.der);
+    // A config reload meanwhile is not held up by the listener's files (they are the
+    // certificate watcher's; `server.tls` itself is unchanged).
+    let yaml = std::fs::read_to_string(&gw.config_path).unwrap();
+    gw.apply(&format!("{yaml}\n# edited\n")).await;
+    // A key file with garbage never shows its content in the error.
+    write(
+        dir.path(),
+        "tls.key",
+        "-----BEGIN PRIVATE KEY-----\nSECRETSECRETSECRET",
+    );
+    let err = certs.reload_if_changed().unwrap_err();
+    assert!(!err.contains("SECRET"), "{err}");
+    write(dir.path(), "tls.key", &b.key_pem);
     // The rotation completes: C is served.
     write(dir.path(), "tls.crt", &c.cert_pem);
     write(dir.path(), "tls.key", &c.key_pem);
