@@ -17,6 +17,7 @@ mod outcomes;
 mod policy;
 mod reload;
 mod security;
+mod smuggling;
 mod stdio;
 mod streaming;
 mod tls;
