@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::{Acceptor, TlsSettings};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
@@ -229,14 +230,19 @@ pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
             let mut settings = TlsSettings::intermediate("", "")?;
             settings.set_cert_resolver(certs.clone());
             settings.enable_h2();
-            listener.add_tls_with_settings(&parts.listen.to_string(), None, settings);
+            listener.add_listener(
+                ListenerConfig::tcp(parts.listen.to_string())
+                    .tls(settings)
+                    .l4_buffer(l4_buffers()),
+            );
         }
-        None => listener.add_tcp(&parts.listen.to_string()),
+        None => listener
+            .add_listener(ListenerConfig::tcp(parts.listen.to_string()).l4_buffer(l4_buffers())),
     }
     server.add_service(listener);
     if let Some((front, addr)) = parts.admin {
         let mut admin = Service::new("portcullis admin".to_string(), FrontApp(front));
-        admin.add_tcp(&addr.to_string());
+        admin.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(l4_buffers()));
         server.add_service(admin);
         tracing::info!(listen = %addr, "admin endpoints on their own listener");
     }
@@ -252,6 +258,14 @@ pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
     ));
     tracing::info!(listen = %parts.listen, tls = parts.tls.is_some(), "portcullis listening");
     Ok(server)
+}
+
+/// The socket buffers of accepted connections: none. Pingora's defaults (a 64 KiB read buffer
+/// and a 1460-byte write buffer) are allocated at the accept whether or not a byte ever comes;
+/// the front door, the HTTP/1.1 and HTTP/2 sessions and rustls each buffer what they read, and
+/// the front door gathers each answer into one write.
+fn l4_buffers() -> L4BufferSettings {
+    L4BufferSettings::unbuffered()
 }
 
 /// Ends the process once a graceful shutdown (SIGTERM) has drained, instead of sleeping out

@@ -15,8 +15,11 @@ use crate::response::Head;
 
 /// Answers up to this size are written with one system call.
 const GATHER: usize = 16 * 1024;
-/// Read buffer capacity a connection keeps between requests.
-const KEEP_BUFFER: usize = 32 * 1024;
+/// The read buffer a connection starts with when bytes are awaited: small, since a connection
+/// that sends nothing (or idles between requests) should cost little.
+const FIRST_READ: usize = 1024;
+/// How much the read buffer grows by once a request needs more.
+const GROW: usize = 8 * 1024;
 /// How long a request body may take to arrive.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most bytes read and dropped after an early answer before the connection is closed anyway.
@@ -51,8 +54,14 @@ impl Conn {
 
     /// Read more bytes into the buffer (no timeout). Cancel-safe.
     pub async fn fill_now(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(8 * 1024);
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare == 0 || (spare < 1024 && !self.buf.is_empty()) {
+            // Small first (most heads fit), then in steps.
+            self.buf.reserve(if self.buf.is_empty() {
+                FIRST_READ
+            } else {
+                GROW
+            });
         }
         self.stream.read_buf(&mut self.buf).await
     }
@@ -76,10 +85,13 @@ impl Conn {
         self.stream.flush().await
     }
 
-    /// Keep the buffer small between requests: after a large head or body it would otherwise
-    /// hold that allocation for the life of the connection.
+    /// Between requests: give the read buffer back when it holds nothing (an idle keep-alive
+    /// connection then costs no buffer), or shrink it to what it holds (bytes of a pipelined
+    /// next request).
     pub fn shrink(&mut self) {
-        if self.buf.capacity() > KEEP_BUFFER {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        } else if self.buf.capacity() > GROW {
             self.buf = BytesMut::from(&self.buf[..]);
         }
     }

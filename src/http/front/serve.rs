@@ -49,6 +49,18 @@ pub async fn serve(
             return Outcome::Close;
         }
     };
+    // The request's own future (decide, relay, fan-out: most of the size) is on the heap only
+    // while a request is served, so a connection waiting for its next head holds little.
+    Box::pin(serve_head(front, conn, stop, head)).await
+}
+
+/// Serve the request whose head was just read.
+async fn serve_head(
+    front: &Front,
+    conn: &mut Conn,
+    stop: &mut ShutdownWatch,
+    head: head::Head,
+) -> Outcome {
     let snap = front.store.load();
     if !snap.config.server.fast_path || !head.servable() {
         return Outcome::HandOver(head.request_len());
