@@ -22,7 +22,8 @@
 #   BENCH_TLS [0; 1: HTTPS with HTTP/2 by ALPN from the client to every target (h2load; a
 #              certificate made here with openssl): nginx terminates TLS and proxies over plain
 #              HTTP/1.1, Portcullis serves `server.tls`; `direct` answers on a TLS listener of its
-#              own; latency as under h2c]
+#              own; latency as under h2c; h1: HTTPS with HTTP/1.1, wrk as usual (the front door
+#              serves it over TLS)]
 #   BENCH_RATE_LIMIT [0; 1: a `principal` and a `tool` rate limit checked on every request, never
 #                     refusing]
 #   BENCH_DURATION [10s]  BENCH_ROUNDS [3]  BENCH_WARMUP [2s]  BENCH_CONNECTIONS [32]
@@ -47,19 +48,23 @@ DEFAULT_CONNECTIONS=32
 require "scripts/peers.sh installs wrk and nginx" wrk nginx curl python3
 H2C=${BENCH_H2C:-0}
 TLS=${BENCH_TLS:-0}
-[ "$H2C" = 1 ] && [ "$TLS" = 1 ] && die "BENCH_H2C=1 and BENCH_TLS=1 exclude each other"
+case $TLS in 0 | 1 | h1) ;; *) die "BENCH_TLS is 0, 1 (HTTP/2) or h1" ;; esac
+TLS_ON=0
+[ "$TLS" != 0 ] && TLS_ON=1
+[ "$H2C" = 1 ] && [ "$TLS_ON" = 1 ] && die "BENCH_H2C=1 and BENCH_TLS exclude each other"
 # The client speaks HTTP/2 (h2load) under h2c and under TLS.
 H2=0
 { [ "$H2C" = 1 ] || [ "$TLS" = 1 ]; } && H2=1
 if [ "$H2" = 1 ]; then
     require "scripts/peers.sh installs h2load (nghttp2-client)" h2load
 fi
-[ "$TLS" = 1 ] && require "openssl makes the benchmark's certificate" openssl
+[ "$TLS_ON" = 1 ] && require "openssl makes the benchmark's certificate" openssl
 LISTEN_OPT=""
 [ "$H2C" = 1 ] && LISTEN_OPT=" http2"
 [ "$TLS" = 1 ] && LISTEN_OPT=" ssl http2"
+[ "$TLS" = h1 ] && LISTEN_OPT=" ssl"
 SCHEME=http
-[ "$TLS" = 1 ] && SCHEME=https
+[ "$TLS_ON" = 1 ] && SCHEME=https
 
 # --- CPU pinning: servers on one core, the load generator on the other ------------------------
 setup_pinning
@@ -90,7 +95,7 @@ PORT_DIRECT=$(free_port)
 # The client's listener of `direct`: under h2c a port of its own (nginx speaks either HTTP/1.1
 # or h2c on a plain port, and the proxies' upstream hop is HTTP/1.1 on PORT_DIRECT).
 PORT_DIRECT_CLIENT=$PORT_DIRECT
-[ "$H2" = 1 ] && PORT_DIRECT_CLIENT=$(free_port)
+{ [ "$H2" = 1 ] || [ "$TLS_ON" = 1 ]; } && PORT_DIRECT_CLIENT=$(free_port)
 PORT_PROXY=$(free_port)
 PORT_GATEWAY=$(free_port)
 PORT_GATEWAY_B=$(free_port)
@@ -98,9 +103,9 @@ PORT_GATEWAY_B=$(free_port)
 # The canned answer: what server-everything's echo tool returns, as plain JSON.
 CANNED='{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Echo: hi"}]}}'
 
-# BENCH_TLS=1: one self-signed certificate for every TLS listener (ECDSA P-256, as is common).
+# BENCH_TLS: one self-signed certificate for every TLS listener (ECDSA P-256, as is common).
 SSL_LINES=""
-if [ "$TLS" = 1 ]; then
+if [ "$TLS_ON" = 1 ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
         -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
         -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
@@ -139,6 +144,7 @@ EOF
 CURL_H2C=""
 [ "$H2C" = 1 ] && CURL_H2C="--http2-prior-knowledge"
 [ "$TLS" = 1 ] && CURL_H2C="--http2 --insecure"
+[ "$TLS" = h1 ] && CURL_H2C="--http1.1 --insecure"
 wait_ok() { # wait_ok NAME URL: poll a POST until it answers 200 (bounded)
     local name=$1 url=$2 i
     for i in $(seq 1 300); do
@@ -158,7 +164,7 @@ wait_ok() { # wait_ok NAME URL: poll a POST until it answers 200 (bounded)
 }
 
 dir=$(nginx_conf direct "    server {
-        listen 127.0.0.1:$PORT_DIRECT;$([ "$H2" = 1 ] && printf '\n        listen 127.0.0.1:%s%s;' "$PORT_DIRECT_CLIENT" "$LISTEN_OPT")$SSL_LINES
+        listen 127.0.0.1:$PORT_DIRECT;$([ "$PORT_DIRECT_CLIENT" != "$PORT_DIRECT" ] && printf '\n        listen 127.0.0.1:%s%s;' "$PORT_DIRECT_CLIENT" "$LISTEN_OPT")$SSL_LINES
         location / {
             default_type application/json;
             return 200 '$CANNED';
@@ -243,7 +249,7 @@ EOF
 fi
 # portcullis-b (an older build) may not know newer keys: it runs on the file as generated so far.
 cp "$WORK/gateway.yaml" "$WORK/gateway-base.yaml"
-if [ "$TLS" = 1 ]; then
+if [ "$TLS_ON" = 1 ]; then
     sed -i "s|^  grace_period: 1s\$|  grace_period: 1s\n  tls: { cert_file: $WORK/tls.crt, key_file: $WORK/tls.key }|" "$WORK/gateway.yaml"
     cp "$WORK/gateway.yaml" "$WORK/gateway-base.yaml"
 fi
@@ -452,7 +458,10 @@ EOF
 {
     printf '\n## %s\n\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     printf -- "- command: \`%s\`%s\n" "$COMMAND" "${ENV_USED:+ with env \`${ENV_USED% }\`}"
-    if [ "$TLS" = 1 ]; then
+    if [ "$TLS" = h1 ]; then
+        printf -- '- %s rounds x %s per target (warm-up %s), TLS 1.3 + HTTP/1.1: wrk -t%s -c%s --latency, POST tools/call; nginx terminates TLS, upstream hop plain HTTP/1.1\n' \
+            "$ROUNDS" "$DURATION" "$WARMUP" "$WRK_THREADS" "$CONNECTIONS"
+    elif [ "$TLS" = 1 ]; then
         printf -- '- %s rounds x %s per target (warm-up %s), TLS 1.3 + h2 by ALPN: h2load -t%s -c%s -m1, POST tools/call (latency: mean; p99 not measured); nginx terminates TLS, upstream hop plain HTTP/1.1\n' \
             "$ROUNDS" "$DURATION" "$WARMUP" "$WRK_THREADS" "$CONNECTIONS"
     elif [ "$H2C" = 1 ]; then

@@ -31,6 +31,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod endpoints;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gateway;
 pub mod http;
 pub mod mcp;

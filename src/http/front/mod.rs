@@ -179,3 +179,74 @@ impl ServerApp for Front {
         self.proxy.cleanup().await;
     }
 }
+
+/// For the fuzz targets (`crate::fuzz`): `data` through the front door's head parser, with the
+/// invariants the rest of the gateway relies on (ranges inside the head, the end found inside
+/// the bytes, a view built from them).
+#[doc(hidden)]
+pub fn fuzz_head(data: &[u8]) {
+    if let Some(end) = head::head_end(data) {
+        assert!(
+            end <= data.len() && end >= 2,
+            "head end {end} of {}",
+            data.len()
+        );
+    }
+    if let head::Parsed::Complete(h) = head::parse(data) {
+        assert!(
+            h.len <= data.len(),
+            "head of {} in {} bytes",
+            h.len,
+            data.len()
+        );
+        assert!(
+            head::head_end(data).is_some_and(|e| e <= h.len),
+            "end not found in a head"
+        );
+        let view = h.view(&data[..h.len]);
+        let _ = (view.accepts_sse(), view.declared_length(), view.is_json());
+        let _ = h.request_len();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use pingora_core::apps::ServerApp;
+
+    /// What a connection holds while it waits for a request is the front door's future: it
+    /// must stay small (the request's own future is boxed only while a request is served).
+    /// Memory per connection is measured by bench/conn_memory.sh.
+    #[tokio::test]
+    async fn a_waiting_connection_holds_a_small_future() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &path,
+            "oauth:\n  enabled: false\nproxy:\n  servers:\n    - name: a\n      type: streamable-http\n      connection: { url: \"http://127.0.0.1:9/mcp\" }\n",
+        )
+        .unwrap();
+        let config = crate::config::load_file(&path).unwrap();
+        let conf = std::sync::Arc::new(pingora_core::server::configuration::ServerConf::default());
+        let parts =
+            crate::app::assemble(&path, config, &conf, crate::app::Options::default()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let l4 = |s| -> pingora_core::protocols::Stream {
+            Box::new(pingora_core::protocols::l4::stream::Stream::from(s))
+        };
+        let (_tx, mut rx) = tokio::sync::watch::channel(false);
+        let front = parts.front.clone();
+        let connection = front.process_new(l4(server), &rx);
+        let size = std::mem::size_of_val(&*connection);
+        assert!(size < 2048, "the connection's future is {size} bytes");
+        drop(connection);
+        let mut conn = super::conn::Conn::new(l4(client));
+        let next = super::serve::serve(&front, &mut conn, &mut rx, None);
+        let size = std::mem::size_of_val(&next);
+        assert!(size < 2048, "the wait for a request head is {size} bytes");
+    }
+}

@@ -610,3 +610,53 @@ fn token_cache_keeps_every_concurrent_insert() {
         }
     }
 }
+
+#[test]
+fn key_location_headers_are_ignored_and_kid_is_only_a_name() {
+    // Signed by a key the issuer never published (rsa2), pointing the verifier at it every way a
+    // header can: a URL (jku, x5u) or the key itself (jwk). None is followed or trusted.
+    let attacker = EncodingKey::from_rsa_pem(&read("rsa2.pem")).unwrap();
+    for (field, kid) in [
+        ("jku", Some("rsa-1")),
+        ("x5u", Some("rsa-1")),
+        ("jwk", None),
+        ("jku", None),
+    ] {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = kid.map(str::to_owned);
+        match field {
+            "jku" => header.jku = Some("https://evil.example.com/jwks.json".into()),
+            "x5u" => header.x5u = Some("https://evil.example.com/cert.pem".into()),
+            _ => {
+                let jwks: Value = serde_json::from_slice(&read("jwks.json")).unwrap();
+                let mut jwk: jsonwebtoken::jwk::Jwk =
+                    serde_json::from_value(jwks["keys"][0].clone()).unwrap();
+                jwk.common.key_id = Some("attacker".into());
+                header.jwk = Some(jwk);
+            }
+        }
+        let token = encode(&header, &claims(), &attacker).unwrap();
+        let r = reason(&token);
+        assert!(r == "bad_signature" || r == "unknown_kid", "{field}: {r}");
+    }
+    // A token the real key signed is accepted whatever such headers say: they are not read.
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    header.jku = Some("https://evil.example.com/jwks.json".into());
+    let key = EncodingKey::from_rsa_pem(&read("rsa1.pem")).unwrap();
+    assert!(verifier()
+        .verify(&encode(&header, &claims(), &key).unwrap(), &keys())
+        .is_ok());
+    // `kid` is looked up by name only: paths, URLs and near-misses name no key.
+    for kid in [
+        "../../../../etc/passwd",
+        "rsa-1/../rsa-1",
+        "https://evil.example.com/k",
+        "rsa-1\0",
+        "RSA-1",
+        " rsa-1",
+    ] {
+        let token = sign(Algorithm::RS256, Some(kid), "rsa1.pem", &claims());
+        assert_eq!(reason(&token), "unknown_kid", "kid {kid:?}");
+    }
+}
