@@ -68,6 +68,8 @@ pub struct Server {
     pub max_header_bytes: usize,
     /// Longest time a request head may take to arrive (408 past it).
     pub header_timeout: Duration,
+    /// Most client connections open at once on the main listener.
+    pub max_connections: usize,
     /// Worker threads. Startup-only.
     pub threads: usize,
     /// Shutdown grace period. Startup-only.
@@ -407,11 +409,12 @@ impl Config {
             out.push(format!("public url: {}", redacted_url(u)));
         }
         out.push(format!(
-            "max body: {} bytes; max head: {} bytes ({} fields), within {}",
+            "max body: {} bytes; max head: {} bytes ({} fields), within {}; max connections: {}",
             s.max_body_bytes,
             s.max_header_bytes,
             crate::request::MAX_HEADER_FIELDS,
-            dur(s.header_timeout)
+            dur(s.header_timeout),
+            s.max_connections
         ));
         let admin_at = match s.admin_listen {
             Some(a) => format!("on {a} (off the main listener)"),

@@ -60,6 +60,9 @@ pub(crate) struct RawServer {
     /// Request head cap (request line and header fields), bytes or a size such as `32KiB`;
     /// 431 past it. Default 32 KiB, at most 64 KiB.
     pub(crate) max_header_bytes: Option<ByteSize>,
+    /// Most client connections open at once on the main listener; a connection past it is
+    /// closed at once. Default 10000.
+    pub(crate) max_connections: Option<u64>,
     /// Longest time a request head may take to arrive (from a new connection, or from the
     /// first byte of a next request); 408 past it. Default 10s.
     pub(crate) header_timeout: Option<RawDuration>,

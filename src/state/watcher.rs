@@ -62,11 +62,19 @@ impl Watcher {
             tokio::select! {
                 _ = &mut shutdown => return,
                 Some(()) = rx.recv() => {
-                    // Debounce: wait for a quiet period, absorbing the burst a save produces.
+                    // Debounce: wait for a quiet period, absorbing the burst a save produces,
+                    // but never longer than MAX_DEBOUNCE (a file written without pause must
+                    // still be reloaded) and not past a SIGHUP (it asks for a reload now).
+                    let deadline = tokio::time::Instant::now() + MAX_DEBOUNCE.max(self.debounce);
                     loop {
                         tokio::select! {
                             Some(()) = rx.recv() => continue,
                             _ = tokio::time::sleep(self.debounce) => break,
+                            _ = tokio::time::sleep_until(deadline) => break,
+                            Some(()) = recv_hup(&mut hup) => {
+                                tracing::info!("SIGHUP: reloading the config");
+                                break;
+                            }
                         }
                     }
                     self.store.reload();
@@ -79,6 +87,9 @@ impl Watcher {
         }
     }
 }
+
+/// The longest a reload waits for file events to pause.
+const MAX_DEBOUNCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn recv_hup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     match hup {

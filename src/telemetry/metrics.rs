@@ -37,6 +37,10 @@ pub const RATE_LIMITED: &str = "portcullis_rate_limited_total";
 pub const TLS_RELOADS: &str = "portcullis_tls_certificate_reloads_total";
 /// `portcullis_tls_certificate_expiry_timestamp_seconds`: when the listener's certificate expires.
 pub const TLS_EXPIRY: &str = "portcullis_tls_certificate_expiry_timestamp_seconds";
+/// `portcullis_connections_open`: client connections open now (every listener).
+pub const CONNECTIONS_OPEN: &str = "portcullis_connections_open";
+/// `portcullis_connections_refused_total`: connections closed at once (`server.max_connections`).
+pub const CONNECTIONS_REFUSED: &str = "portcullis_connections_refused_total";
 /// `portcullis_jwt_validations_total{result}`: `valid`, `missing`, or the rejection reason.
 pub const JWT_VALIDATIONS: &str = "portcullis_jwt_validations_total";
 /// `portcullis_policy_denials_total{server,kind}`.
@@ -124,6 +128,10 @@ pub struct Metrics {
     /// The listener's certificate reloads by result (`ok`, `error`).
     pub tls_reloads: IntCounterVec,
     tls_expiry: IntGauge,
+    /// Client connections open now.
+    pub connections_open: IntGauge,
+    /// Connections closed at once because `server.max_connections` were open.
+    pub connections_refused: IntCounter,
     /// HTTP/1.1 requests served by the front door's hot path.
     pub front_hot: IntCounter,
     /// HTTP/1.1 requests the front door handed to Pingora's proxy.
@@ -350,8 +358,20 @@ impl Metrics {
             "When the certificate the TLS listener presents expires (Unix time).",
         )
         .expect("metric definition");
+        let connections_open = IntGauge::new(
+            CONNECTIONS_OPEN,
+            "Client connections open now (every listener).",
+        )
+        .expect("metric definition");
+        let connections_refused = IntCounter::new(
+            CONNECTIONS_REFUSED,
+            "Client connections closed at once because server.max_connections were open.",
+        )
+        .expect("metric definition");
         for c in [
             Box::new(front.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_open.clone()),
+            Box::new(connections_refused.clone()),
             Box::new(tls_reloads.clone()),
             Box::new(tls_expiry.clone()),
             Box::new(upstream_up.clone()),
@@ -395,6 +415,8 @@ impl Metrics {
             denials,
             tls_reloads,
             tls_expiry,
+            connections_open,
+            connections_refused,
             front_hot: front.with_label_values(&["hot"]),
             front_pingora: front.with_label_values(&["pingora"]),
         }

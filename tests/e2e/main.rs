@@ -23,6 +23,7 @@ mod okta_ingress;
 mod otel;
 mod protocol;
 mod python_sdk;
+mod reload_load;
 mod session;
 mod shutdown;
 mod sse;

@@ -110,6 +110,15 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
             Some("e.g. `10s`".into()),
         );
     }
+    let max_connections = raw.max_connections.unwrap_or(10_000);
+    let connections_ok = (1..=1_000_000).contains(&max_connections);
+    if !connections_ok {
+        ctx.error(
+            &p.key("max_connections"),
+            format!("`max_connections` is {max_connections}"),
+            Some("use 1 to 1000000 (each open connection costs the gateway about 12 KiB and a file descriptor)".into()),
+        );
+    }
     let mut origins = Vec::new();
     let mut origins_ok = true;
     for (i, o) in ctx.entries(&p.key("allowed_origins"), raw.allowed_origins) {
@@ -153,7 +162,8 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
                 && threads_ok
                 && tls_ok
                 && header_ok
-                && header_timeout_ok =>
+                && header_timeout_ok
+                && connections_ok =>
         {
             Some(Server {
                 public_url,
@@ -162,6 +172,7 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
                 allowed_origins: origins,
                 max_header_bytes: usize::try_from(max_header).unwrap_or(64 << 10),
                 header_timeout,
+                max_connections: usize::try_from(max_connections).unwrap_or(1_000_000),
                 threads: usize::try_from(threads).unwrap_or(1),
                 grace_period,
                 fast_path: raw.fast_path.unwrap_or(true),

@@ -31,7 +31,7 @@ mod serve;
 
 pub use serve::KEEPALIVE;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -62,6 +62,50 @@ pub struct Front {
     gateway: Arc<Gateway>,
     h2c: bool,
     served: Served,
+    /// Connections open on this listener now (`server.max_connections` bounds it).
+    open: Arc<AtomicUsize>,
+}
+
+/// One open connection, counted while it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    /// Count a new connection, unless `max` are open already.
+    fn enter(open: &Arc<AtomicUsize>, max: usize) -> Option<Open> {
+        if open.fetch_add(1, Ordering::AcqRel) >= max {
+            open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        metrics().connections_open.inc();
+        Some(Open(open.clone()))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics().connections_open.dec();
+    }
+}
+
+/// Count (and now and then log) a connection closed because `max` were open.
+fn refused_connection(max: usize) {
+    static LAST_WARNING: AtomicU64 = AtomicU64::new(0);
+    metrics().connections_refused.inc();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_WARNING.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST_WARNING
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            max_connections = max,
+            "connection closed at once: server.max_connections are open (counted in portcullis_connections_refused_total; logged at most every 10 s)"
+        );
+    }
 }
 
 /// HTTP/1.1 requests of one [`Front`] by who served them (also exported, for all fronts, as
@@ -85,6 +129,7 @@ impl Front {
             gateway,
             h2c,
             served: Served::default(),
+            open: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -126,6 +171,11 @@ impl ServerApp for Front {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let accepted = tokio::time::Instant::now();
+        let max = self.store.peek(|s| s.config.server.max_connections);
+        let Some(_open) = Open::enter(&self.open, max) else {
+            refused_connection(max);
+            return None;
+        };
         match self.is_h2(&mut stream).await {
             Ok(true) => return self.proxy.process_new(stream, shutdown).await,
             Ok(false) => {}

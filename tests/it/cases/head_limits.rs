@@ -249,3 +249,42 @@ async fn batches_are_capped_and_nesting_is_bounded_on_both_front_ends() {
         assert_eq!(up.posts(), before + 1, "fast_path {fast_path}");
     }
 }
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(up.addr, "  max_connections: 2", "")).await;
+    // Two keep-alive connections, each served once: both open now.
+    let mut a = Raw::connect(&gw).await;
+    let mut b = Raw::connect(&gw).await;
+    for c in [&mut a, &mut b] {
+        c.send(&post("/mcp/up", "", CALL)).await;
+        assert_eq!(c.answer().await.status, 200);
+    }
+    // A third is closed without a byte, even one that sends a request.
+    let mut third = Raw::connect(&gw).await;
+    third.send(&post("/mcp/up", "", CALL)).await;
+    assert!(
+        third.closes().await,
+        "a connection past max_connections was served"
+    );
+    // The first two still work.
+    a.send(&post("/mcp/up", "", CALL)).await;
+    assert_eq!(a.answer().await.status, 200);
+    // Once one closes, a new connection is served (the count follows closes).
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = Raw::connect(&gw).await;
+        c.send(&post("/mcp/up", "", CALL)).await;
+        if !c.closes_or_answers().await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection accepted after one closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.posts(), 4);
+}

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod era;
 mod errors;
+mod faults;
 mod front;
 mod head_limits;
 mod interface;

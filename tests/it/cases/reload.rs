@@ -225,3 +225,46 @@ async fn two_hundred_reloads_under_load_lose_no_request() {
         "both configs served traffic"
     );
 }
+
+#[tokio::test]
+async fn a_file_written_without_pause_is_still_reloaded() {
+    // A watcher waiting for 500 ms of quiet, on a file rewritten every 20 ms for 4 s: it must
+    // not hold the reload off until the writes stop (at most 2 s).
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    let base = config_for(up.addr, "", "");
+    std::fs::write(&path, &base).unwrap();
+    let store = Store::new(&path, portcullis::config::load_file(&path).unwrap());
+    let before = store.load().config.source.hash.clone();
+    let watcher =
+        portcullis::state::watcher::Watcher::new(store.clone(), Duration::from_millis(500));
+    let (stop_watch, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        watcher
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let started = std::time::Instant::now();
+    let mut i = 0u64;
+    let mut reloaded_at = None;
+    while started.elapsed() < Duration::from_secs(4) {
+        i += 1;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{base}# write {i}\n")).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if reloaded_at.is_none() && store.load().config.source.hash != before {
+            reloaded_at = Some(started.elapsed());
+        }
+    }
+    let _ = stop_watch.send(());
+    running.await.unwrap();
+    let at = reloaded_at.expect("no reload while the file kept changing");
+    assert!(
+        at < Duration::from_millis(3500),
+        "reloaded only after {at:?}"
+    );
+}
