@@ -27,6 +27,7 @@
 
 mod conn;
 mod head;
+mod preface;
 mod serve;
 
 pub use serve::KEEPALIVE;
@@ -177,6 +178,18 @@ impl ServerApp for Front {
             return None;
         };
         match self.is_h2(&mut stream).await {
+            Ok(true) if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) => {
+                // HTTP/2 by ALPN: nothing was read yet, and Pingora's handshake would wait for
+                // the preface for ever.
+                let limit = self.store.peek(|s| s.config.server.header_timeout);
+                let wait = limit.saturating_sub(accepted.elapsed());
+                let stream: Stream = Box::new(preface::FirstBytes::new(
+                    stream,
+                    wait,
+                    preface::PREFACE_AND_SETTINGS,
+                ));
+                return self.proxy.process_new(stream, shutdown).await;
+            }
             Ok(true) => return self.proxy.process_new(stream, shutdown).await,
             Ok(false) => {}
             Err(_) => return None,

@@ -550,3 +550,55 @@ fn upstream_tls_options_are_checked_at_load() {
     .unwrap_or_default();
     assert!(stdio.contains("connection.tls"), "{stdio}");
 }
+
+#[tokio::test]
+async fn a_tls_client_that_sends_nothing_is_closed_after_the_head_timeout() {
+    let ca = Ca::new("silent CA");
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = ca.server("gateway", &["127.0.0.1"]);
+    let up = Upstream::start().await;
+    let cert = write(dir.path(), "tls.crt", &leaf.cert_pem);
+    let key = write(dir.path(), "tls.key", &leaf.key_pem);
+    let server = format!(
+        "  header_timeout: 300ms\n  tls:\n    cert_file: {}\n    key_file: {}",
+        cert.display(),
+        key.display()
+    );
+    let gw = Gateway::start(&config_for(up.addr, &server, "")).await;
+    for alpn in [b"h2".to_vec(), b"http/1.1".to_vec()] {
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots(&ca))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.clone()];
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&alpn[..]));
+        // Handshake done, then silence: the gateway hangs up (within the head timeout, not
+        // never; an HTTP/2 server may send its SETTINGS first, which is read and ignored).
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 1024];
+        loop {
+            use tokio::io::AsyncReadExt;
+            match tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut buf)).await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => continue,
+                Err(_) => panic!(
+                    "{} connection still open after 5 s",
+                    String::from_utf8_lossy(&alpn)
+                ),
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
