@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use serde_json::Value;
 
 use super::downstream::Downstream;
 pub use super::stream::Ended;
@@ -70,7 +71,10 @@ pub async fn forward<D: Downstream>(
             write::reply(d, reply, false, obs).await;
             Ended::Complete
         }
-        Answer::Http(h) => http(d, h, list, watch, obs).await,
+        Answer::Http(h) => {
+            let id = list.is_some().then(|| fwd.error_id());
+            http(d, h, list, id, watch, obs).await
+        }
         Answer::Messages(m) => messages(d, m, list, obs).await,
         Answer::Events(e) => events(d, e, obs).await,
     }
@@ -101,10 +105,12 @@ enum Rewrite<'a> {
 
 impl Rewrite<'_> {
     /// Transform one upstream chunk into what the client gets now (possibly nothing yet).
-    fn chunk(&mut self, chunk: Bytes) -> Result<Option<Bytes>, String> {
+    /// `Err`: the answer (JSON) or one of its events (SSE) is larger than the gateway holds to
+    /// filter.
+    fn chunk(&mut self, chunk: Bytes) -> Result<Option<Bytes>, TooLarge> {
         match self {
             Rewrite::Sse(filter, framer) => {
-                let events = framer.push(&chunk).map_err(|e| e.to_string())?;
+                let events = framer.push(&chunk).map_err(|_| TooLarge)?;
                 if events.is_empty() {
                     return Ok(None);
                 }
@@ -119,7 +125,7 @@ impl Rewrite<'_> {
             }
             Rewrite::Json(_, buf) => {
                 if buf.len() + chunk.len() > MAX_JSON_LIST {
-                    return Err("list answer too large to filter".into());
+                    return Err(TooLarge);
                 }
                 buf.extend_from_slice(&chunk);
                 Ok(None)
@@ -139,20 +145,29 @@ impl Rewrite<'_> {
     }
 }
 
+/// A list answer, or one of its SSE events, past the 16 MiB the gateway holds to filter.
+struct TooLarge;
+
 /// What the next step of a relay is.
 enum Step {
     Send(Bytes),
     Skip,
     Done,
     Failed(String),
+    TooLarge,
     Gone,
 }
+
+/// The JSON-RPC error a caller gets for a list answer too large to filter.
+const TOO_LARGE: &str =
+    "the upstream's list answer is larger than the 16 MiB the gateway filters; ask for smaller pages";
 
 /// Relay a Streamable HTTP answer.
 async fn http<D: Downstream>(
     d: &mut D,
     answer: HttpAnswer<'_>,
     list: Option<ListFilter<'_>>,
+    list_id: Option<Value>,
     watch: bool,
     obs: &mut Observation,
 ) -> Ended {
@@ -173,12 +188,19 @@ async fn http<D: Downstream>(
         }
     });
     let mut outcome = watch.then(|| Watch::new(is_sse));
-    let body_follows = h.has_buffered() && rewrite.is_none();
-    if d.head(head, body_follows).await.is_err() {
-        obs.status(499);
-        return Ended::Broken;
+    // A JSON list answer is held whole to be filtered: its head waits for it, so an answer too
+    // large to hold can still be refused with a clean JSON-RPC error.
+    let mut held_head = None;
+    if matches!(rewrite, Some(Rewrite::Json(..))) {
+        held_head = Some(head);
+    } else {
+        let body_follows = h.has_buffered() && rewrite.is_none();
+        if d.head(head, body_follows).await.is_err() {
+            obs.status(499);
+            return Ended::Broken;
+        }
+        obs.status(status);
     }
-    obs.status(status);
     let mut watching = true;
     loop {
         let step = tokio::select! {
@@ -192,7 +214,7 @@ async fn http<D: Downstream>(
                         None => Step::Send(chunk),
                         Some(Ok(Some(out))) => Step::Send(out),
                         Some(Ok(None)) => Step::Skip,
-                        Some(Err(e)) => Step::Failed(e),
+                        Some(Err(TooLarge)) => Step::TooLarge,
                     }
                 }
                 Ok(None) => Step::Done,
@@ -222,6 +244,31 @@ async fn http<D: Downstream>(
                 d.abort().await;
                 return Ended::Broken;
             }
+            Step::TooLarge => {
+                // The upstream connection is dropped (not pooled): that ends its answer.
+                crate::in_request!(
+                    warn,
+                    server = h.server(),
+                    "upstream list answer too large to filter"
+                );
+                metrics().upstream_error(h.server(), "too_large");
+                let id = list_id.unwrap_or(Value::Null);
+                if held_head.is_some() {
+                    let reply = Reply::rpc_error(502, &id, -32603, TOO_LARGE);
+                    write::reply(d, reply, false, obs).await;
+                    return Ended::Complete;
+                }
+                // SSE: the stream ends with the error as its last event.
+                let error = crate::mcp::reply::rpc_error_body(&id, -32603, TOO_LARGE, None);
+                let mut event = Vec::with_capacity(error.len() + 24);
+                event.extend_from_slice(b"event: message\ndata: ");
+                event.extend_from_slice(&error);
+                event.extend_from_slice(b"\n\n");
+                if d.chunk(Bytes::from(event)).await.is_err() || d.end().await.is_err() {
+                    return Ended::Broken;
+                }
+                return Ended::Complete;
+            }
             Step::Gone => {
                 // Dropping the exchange without returning it to the pool closes the upstream
                 // connection: that is the cancellation the upstream sees.
@@ -230,7 +277,18 @@ async fn http<D: Downstream>(
             }
         }
     }
-    if let Some(tail) = rewrite.as_mut().and_then(Rewrite::finish) {
+    if let Some(head) = held_head {
+        if d.head(head, true).await.is_err() {
+            obs.status(499);
+            return Ended::Broken;
+        }
+        obs.status(status);
+    }
+    if let Some(tail) = rewrite
+        .as_mut()
+        .and_then(Rewrite::finish)
+        .filter(|t| !t.is_empty())
+    {
         if d.chunk(tail).await.is_err() {
             return Ended::Broken;
         }

@@ -163,3 +163,119 @@ async fn an_upstream_dying_mid_stream_ends_the_client_stream_and_the_gateway_ser
         .await;
     assert_eq!(next.answer().await.status, 200);
 }
+
+/// An upstream answering every request with a `tools/list` result of `items` tools, as JSON or
+/// as one SSE event.
+async fn big_list_upstream(items: usize, sse: bool) -> SocketAddr {
+    raw_upstream(move |mut s| async move {
+        let mut body = String::from(r#"{"jsonrpc":"2.0","id":3,"result":{"tools":["#);
+        for i in 0..items {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&format!(
+                r#"{{"name":"tool_{i}","description":"{}","inputSchema":{{"type":"object"}}}}"#,
+                "x".repeat(200)
+            ));
+        }
+        body.push_str("]}}");
+        let (ctype, payload) = if sse {
+            (
+                "text/event-stream",
+                format!("event: message\ndata: {body}\n\n"),
+            )
+        } else {
+            ("application/json", body)
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n",
+            payload.len()
+        );
+        let _ = s.write_all(head.as_bytes()).await;
+        let _ = s.write_all(payload.as_bytes()).await;
+        let _ = s.flush().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    })
+    .await
+}
+
+/// Authentication on (list answers are filtered per caller), one upstream `up`.
+fn filtered_config(upstream: SocketAddr) -> String {
+    format!(
+        r#"server:
+  listen: "127.0.0.1:8080"
+{oauth}auth:
+  claims: ["groups"]
+  mappings:
+    "groups:User": ["scope:user"]
+  permissions:
+    "up:*": ["scope:user"]
+proxy:
+  servers:
+    - name: up
+      type: streamable-http
+      connection:
+        url: "http://{upstream}/mcp"
+        timeout: 10s
+"#,
+        oauth = crate::common::jwt::oauth_section()
+    )
+}
+
+async fn list(gw: &Gateway) -> reqwest::Response {
+    const LIST: &str = r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#;
+    crate::common::client()
+        .post(gw.url("/mcp/up"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header(
+            "authorization",
+            format!("Bearer {}", crate::common::jwt::token("alice", &["User"])),
+        )
+        .body(LIST)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_list_answer_too_large_to_filter_gets_a_clean_json_rpc_error() {
+    // About 20 MiB of tools: past the 16 MiB the gateway holds to filter.
+    for sse in [false, true] {
+        let up = big_list_upstream(90_000, sse).await;
+        let gw = Gateway::start(&filtered_config(up)).await;
+        let r = list(&gw).await;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert!(
+            text.len() < 4096,
+            "sse {sse}: the oversized list went through ({} bytes)",
+            text.len()
+        );
+        let json = if sse {
+            assert_eq!(status, 200);
+            let data = text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or_else(|| panic!("no event: {text}"));
+            data.to_owned()
+        } else {
+            assert_eq!(status, 502, "{text}");
+            text
+        };
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["id"], 3, "{v}");
+        assert_eq!(v["error"]["code"], -32603, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("16 MiB"),
+            "{v}"
+        );
+    }
+    // Small lists are filtered and relayed as before.
+    let up = big_list_upstream(3, false).await;
+    let gw = Gateway::start(&filtered_config(up)).await;
+    let r = list(&gw).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("tool_2"));
+}
