@@ -63,6 +63,10 @@ cp -r "$SNAP/crates" "$DB/"
         git -c user.name=snapshot -c user.email=snapshot@localhost -c commit.gpgsign=false \
         commit -q -m "RustSec advisory-db snapshot"
 )
+age=$(( ($(date +%s) - $(date -d "$date" +%s)) / 86400 ))
+if [ "$age" -gt 90 ]; then
+    echo "deny: WARNING: the advisory snapshot is $age days old; refresh it where GitHub is reachable (see the top of this script)"
+fi
 echo "deny: advisories from the RustSec snapshot of $date ($(sed -n 's/^commit //p' "$SNAP/SNAPSHOT" | cut -c1-12))"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

@@ -19,6 +19,7 @@ SECONDS_EACH=${FUZZ_SECONDS:-60}
 PEERS=${PORTCULLIS_PEERS:-$PWD/.peers}
 FUZZ=$PEERS/cargo-fuzz/bin/cargo-fuzz
 
+command -v rustup >/dev/null 2>&1 || { echo "fuzz: rustup is needed to install the $NIGHTLY toolchain" >&2; exit 1; }
 if ! rustup run "$NIGHTLY" rustc -V >/dev/null 2>&1; then
     echo "fuzz: installing the $NIGHTLY toolchain"
     rustup toolchain install "$NIGHTLY" --profile minimal
@@ -59,3 +60,5 @@ if [ "${#failed[@]}" -gt 0 ]; then
     exit 1
 fi
 echo "fuzz: ${#targets[@]} targets, ${SECONDS_EACH}s each: no crash"
+# CI: the sanitizer build (about 3 GB) is not needed after the run.
+if [ "${CI:-}" = true ]; then rm -rf target; fi

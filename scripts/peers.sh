@@ -10,7 +10,8 @@
 #                       the TypeScript SDK and zod (tests/e2e/servers/everything-server.mjs)
 #   .peers/venv/        Python venv with the `mcp` SDK (2.x API)
 #   apt, as root only:  cmake (pingora build), wrk, nginx-light and nghttp2-client (bench/),
-#                       openssl (test certificates of scripts/chart.sh and bench/ under TLS)
+#                       openssl (test certificates of scripts/chart.sh and bench/ under TLS),
+#                       g++ (libFuzzer, built by scripts/fuzz.sh)
 #
 # Environment: PORTCULLIS_PEERS_DIR overrides the target folder; PEERS_FORCE=1 reinstalls.
 set -euo pipefail
@@ -38,7 +39,7 @@ log() { printf 'peers: %s\n' "$*" >&2; }
 # --- Debian packages (only what is missing; one `apt-get update` at most) --------------------
 apt_deps() {
     local missing=() cmd pkg
-    for pair in cmake:cmake wrk:wrk nginx:nginx-light h2load:nghttp2-client openssl:openssl; do
+    for pair in cmake:cmake wrk:wrk nginx:nginx-light h2load:nghttp2-client openssl:openssl c++:g++; do
         cmd=${pair%%:*}
         pkg=${pair#*:}
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")

@@ -239,8 +239,16 @@ async fn http<D: Downstream>(
             Step::Skip => {}
             Step::Done => break,
             Step::Failed(e) => {
-                crate::in_request!(warn, server = h.server(), error = %e, "upstream failed mid-answer; closing the client connection");
                 metrics().upstream_error(h.server(), "aborted");
+                if held_head.is_some() {
+                    // Nothing went out yet (a held list answer): a clean 502.
+                    crate::in_request!(warn, server = h.server(), error = %e, "upstream failed mid-answer");
+                    let id = list_id.unwrap_or(Value::Null);
+                    let reply = Reply::upstream_failure(502, &id, h.server(), &e);
+                    write::reply(d, reply, false, obs).await;
+                    return Ended::Complete;
+                }
+                crate::in_request!(warn, server = h.server(), error = %e, "upstream failed mid-answer; closing the client connection");
                 d.abort().await;
                 return Ended::Broken;
             }
@@ -273,6 +281,9 @@ async fn http<D: Downstream>(
                 // Dropping the exchange without returning it to the pool closes the upstream
                 // connection: that is the cancellation the upstream sees.
                 crate::in_request!(debug, "client went away; cancelling the upstream request");
+                if held_head.is_some() {
+                    obs.status(499);
+                }
                 return Ended::Broken;
             }
         }

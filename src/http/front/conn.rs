@@ -33,6 +33,10 @@ pub struct Conn {
     pub stream: Stream,
     /// Bytes read and not yet consumed.
     pub buf: BytesMut,
+    /// The read buffer the next request starts with: the size of this connection's last
+    /// request (rounded up, at most [`GROW`]), so a client whose heads carry a bearer token
+    /// reads each in one go and small ones cost little.
+    pub first_read: usize,
 }
 
 impl Conn {
@@ -41,7 +45,17 @@ impl Conn {
         Conn {
             stream,
             buf: BytesMut::new(),
+            first_read: FIRST_READ,
         }
+    }
+
+    /// Remember the size of the request just read (head and body), for the next one's
+    /// buffer.
+    pub fn note_request(&mut self, bytes: usize) {
+        self.first_read = bytes
+            .saturating_add(256)
+            .next_power_of_two()
+            .clamp(FIRST_READ, GROW);
     }
 
     /// Read more bytes into the buffer within `timeout`. `Ok(0)` is end of stream; a timeout
@@ -54,11 +68,10 @@ impl Conn {
 
     /// Read more bytes into the buffer (no timeout). Cancel-safe.
     pub async fn fill_now(&mut self) -> std::io::Result<usize> {
-        let spare = self.buf.capacity() - self.buf.len();
-        if spare == 0 || (spare < 1024 && !self.buf.is_empty()) {
-            // Small first (most heads fit), then in steps.
+        // Grown only when full: a body's exact reservation (`Body::read`) is filled as it is.
+        if self.buf.capacity() == self.buf.len() {
             self.buf.reserve(if self.buf.is_empty() {
-                FIRST_READ
+                self.first_read
             } else {
                 GROW
             });

@@ -214,7 +214,11 @@ impl ServerApp for Front {
                 Outcome::HandOver(len) => {
                     self.served.pingora.fetch_add(1, Ordering::Relaxed);
                     metrics().front_pingora.inc();
-                    let Conn { stream, mut buf } = conn;
+                    let Conn {
+                        stream,
+                        mut buf,
+                        first_read,
+                    } = conn;
                     // This request's bytes go first; bytes of a next one (pipelined) wait here
                     // for the connection to come back.
                     let prefix = match len {
@@ -232,7 +236,11 @@ impl ServerApp for Front {
                     // it read past a request) and no persistent settings that matter here.
                     let reused = self.proxy.process_new_http(session, shutdown).await?;
                     let (stream, _settings) = reused.consume();
-                    conn = Conn { stream, buf };
+                    conn = Conn {
+                        stream,
+                        buf,
+                        first_read,
+                    };
                 }
             }
         }

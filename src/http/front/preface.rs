@@ -51,12 +51,14 @@ impl AsyncRead for FirstBytes {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
+        let had_room = buf.remaining() > 0;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if this.deadline.is_some() {
                     let n = buf.filled().len() - before;
                     this.want = this.want.saturating_sub(n);
-                    if this.want == 0 || n == 0 {
+                    // Enough came, or the stream ended (no byte into a buffer with room).
+                    if this.want == 0 || (n == 0 && had_room) {
                         this.deadline = None;
                     }
                 }

@@ -66,6 +66,7 @@ async fn serve_head(
         return Outcome::HandOver(head.request_len());
     }
     front.count_hot();
+    conn.note_request(head.len + head.body_len);
     // The head leaves the buffer (the view reads it from there); the body follows it.
     let head_bytes = conn.buf.split_to(head.len).freeze();
     let mut view = head.view(&head_bytes);

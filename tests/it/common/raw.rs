@@ -109,13 +109,6 @@ impl Raw {
     }
 
     /// True when the gateway closes the connection within 10 s (without sending anything).
-    /// True when the gateway closes the connection without a byte; false when it answers (the
-    /// answer stays buffered).
-    pub async fn closes_or_answers(&mut self) -> bool {
-        let closed = !self.more().await;
-        closed && self.buf.is_empty()
-    }
-
     pub async fn closes(&mut self) -> bool {
         !self.more().await && self.buf.is_empty()
     }
