@@ -382,3 +382,50 @@ async fn a_token_in_the_query_string_is_refused() {
         assert_eq!(up.posts(), 0);
     }
 }
+
+#[tokio::test]
+async fn a_tool_name_is_decided_as_the_upstream_will_read_it() {
+    // The User may call `echo` only. Names that look like it but are not it are denied; a name
+    // that is `echo` once its escapes are read is allowed, and the upstream reads `echo`.
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&authn_config(up.addr)).await;
+    let user = token(&["User"], 600);
+    let variants = [
+        (r#""Echo""#, false),
+        (r#""ECHO""#, false),
+        (r#""echo ""#, false),
+        (r#"" echo""#, false),
+        (r#""echo\u0000""#, false),
+        (r#""echo\n""#, false),
+        (r#""\u0435cho""#, false),  // Cyrillic е
+        (r#""echo\u200b""#, false), // zero-width space
+        (r#""ｅcho""#, false),      // fullwidth e
+        (r#""up__echo""#, false),
+        (r#""up:echo""#, false),
+        (r#""ech\u006f""#, true),
+        (r#""\u0065cho""#, true),
+    ];
+    for (name, allowed) in variants {
+        let before = up.posts();
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":{name},"arguments":{{}}}}}}"#
+        );
+        let (status, v) = post_raw(&gw, Some(&user), &body).await;
+        if allowed {
+            assert_eq!(status, 200, "{name}: {v}");
+            assert_eq!(up.posts(), before + 1, "{name}");
+            let seen = up.seen.last_body.lock().unwrap().clone().unwrap();
+            let parsed: Value = serde_json::from_slice(&seen).unwrap();
+            assert_eq!(
+                parsed["params"]["name"], "echo",
+                "{name}: the upstream reads what was decided"
+            );
+        } else {
+            assert!(
+                v["error"].is_object(),
+                "{name} was not denied: {status} {v}"
+            );
+            assert_eq!(up.posts(), before, "{name} reached the upstream");
+        }
+    }
+}
