@@ -12,17 +12,16 @@ mod auth;
 mod ctx;
 mod limits;
 mod servers;
+mod tls;
 
 pub(crate) use ctx::Ctx;
 use ctx::{http_url, is_loopback_host, root};
 
 use crate::config::compiled::{
-    BasicAuth, Config, OAuth, Provider, Proxy, Server, ServerTls, SourceInfo, Telemetry, Upstream,
+    BasicAuth, Config, OAuth, Provider, Proxy, Server, SourceInfo, Telemetry, Upstream,
 };
 use crate::config::diagnostic::FieldPath;
-use crate::config::raw::{
-    RawConfig, RawOAuth, RawProvider, RawProxy, RawServer, RawServerTls, RawTelemetry,
-};
+use crate::config::raw::{RawConfig, RawOAuth, RawProvider, RawProxy, RawServer, RawTelemetry};
 
 /// Compiles a raw config; `None` when errors were recorded in `ctx`.
 pub(crate) fn compile(raw: RawConfig, ctx: &mut Ctx<'_>, source: SourceInfo) -> Option<Config> {
@@ -82,7 +81,7 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
         }
     };
     let admin = compile_admin(&raw, listen, ctx);
-    let (tls, tls_ok) = compile_server_tls(raw.tls.as_ref(), ctx);
+    let (tls, tls_ok) = tls::compile_server_tls(raw.tls.as_ref(), ctx);
     let max_body = raw.max_body_bytes.map_or(4 << 20, |b| b.0);
     let body_ok = (1024..=256 << 20).contains(&max_body);
     if !body_ok {
@@ -185,80 +184,6 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
         _ => None,
     };
     ServerOut { server, listen }
-}
-
-/// `server.tls`: both files named, readable, a certificate chain and its key. `false` after
-/// an error.
-fn compile_server_tls(raw: Option<&RawServerTls>, ctx: &mut Ctx<'_>) -> (Option<ServerTls>, bool) {
-    let Some(raw) = raw else {
-        return (None, true);
-    };
-    let p = root().key("server").key("tls");
-    let empty = |v: &Option<String>| v.as_deref().is_none_or(|v| v.trim().is_empty());
-    if empty(&raw.cert_file) && empty(&raw.key_file) {
-        // `cert_file: "${PORTCULLIS_TLS_CERT_FILE:-}"` and its key left unset (the chart's
-        // default file): a plain listener, as with `admin_listen` and `metrics_auth`.
-        return (None, true);
-    }
-    let file = |ctx: &mut Ctx<'_>, key: &str, value: &Option<String>, what: &str| match value
-        .as_deref()
-        .map(str::trim)
-    {
-        Some(v) if !v.is_empty() => Some(ctx.file_path(v)),
-        _ => {
-            ctx.missing(
-                &p.key(key),
-                format!("`server.tls` needs `{key}`"),
-                Some(format!(
-                    "the path of the PEM {what}, e.g. `/etc/portcullis/tls.{}`",
-                    if key == "cert_file" { "crt" } else { "key" }
-                )),
-            );
-            None
-        }
-    };
-    let cert = file(
-        ctx,
-        "cert_file",
-        &raw.cert_file,
-        "certificate chain (leaf first)",
-    );
-    let key = file(ctx, "key_file", &raw.key_file, "private key");
-    let interval = raw.reload_interval.map_or(Duration::from_secs(10), |d| d.0);
-    let interval_ok = interval >= Duration::from_millis(100);
-    if !interval_ok {
-        ctx.error(
-            &p.key("reload_interval"),
-            "`reload_interval` is shorter than 100ms".into(),
-            Some("the files are checked this often; e.g. `10s`".into()),
-        );
-    }
-    let (Some(cert_file), Some(key_file)) = (cert, key) else {
-        return (None, false);
-    };
-    if ctx.reload {
-        return (
-            interval_ok.then_some(ServerTls {
-                cert_file,
-                key_file,
-                reload_interval: interval,
-            }),
-            interval_ok,
-        );
-    }
-    let checked = crate::tls::certified_key(&cert_file, &key_file);
-    if let Err((field, e)) = checked {
-        ctx.error(&p.key(field), format!("unusable TLS file: {e}"), None);
-        return (None, false);
-    }
-    (
-        interval_ok.then_some(ServerTls {
-            cert_file,
-            key_file,
-            reload_interval: interval,
-        }),
-        interval_ok,
-    )
 }
 
 /// `telemetry`: the collector's base URL becomes its `/v1/traces` URL.

@@ -3,7 +3,6 @@
 //! upstream (from `auth` and `connection.headers`), all errors collected.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -11,7 +10,7 @@ use http::{HeaderName, HeaderValue};
 use super::ctx::{http_url, Ctx};
 use crate::config::compiled::{HttpTarget, StdioCommand, Transport, Upstream};
 use crate::config::diagnostic::FieldPath;
-use crate::config::raw::{RawAuthType, RawTransport, RawUpstream, RawUpstreamTls};
+use crate::config::raw::{RawAuthType, RawTransport, RawUpstream};
 
 /// Headers the gateway manages itself; a config may not set them.
 const RESERVED_HEADERS: &[&str] = &[
@@ -129,7 +128,8 @@ pub(crate) fn compile_upstream(
             let target = match &conn.url {
                 Some(u) => http_url(ctx, &cp.key("url"), u).and_then(|url| {
                     let https = url.scheme() == "https";
-                    let tls = upstream_tls(ctx, &cp.key("tls"), conn.tls.as_ref(), https)?;
+                    let tls =
+                        super::tls::upstream_tls(ctx, &cp.key("tls"), conn.tls.as_ref(), https)?;
                     http_target(ctx, &cp.key("url"), url, conn.fallback_sse.unwrap_or(false)).map(
                         |t| HttpTarget {
                             tls_options: tls,
@@ -548,67 +548,4 @@ fn http_target(
         tls_options: None,
         url,
     })
-}
-
-/// `connection.tls` of an HTTP upstream: read and check its files now. `None` after an error;
-/// `Some(None)` when not set.
-fn upstream_tls(
-    ctx: &mut Ctx<'_>,
-    path: &FieldPath,
-    raw: Option<&RawUpstreamTls>,
-    https: bool,
-) -> Option<Option<Arc<crate::tls::UpstreamTls>>> {
-    let Some(raw) = raw else {
-        return Some(None);
-    };
-    if !https {
-        ctx.error(
-            path,
-            "`tls` applies to an `https://` URL only".into(),
-            Some("use `https://` in `connection.url`, or remove `tls`".into()),
-        );
-        return None;
-    }
-    let named = |v: &Option<String>| {
-        v.as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(|v| ctx.file_path(v))
-    };
-    let (ca, cert, key) = (
-        named(&raw.ca_file),
-        named(&raw.cert_file),
-        named(&raw.key_file),
-    );
-    let client = match (&cert, &key) {
-        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-        (None, None) => None,
-        (Some(_), None) => {
-            ctx.missing(
-                &path.key("key_file"),
-                "`cert_file` needs `key_file`".into(),
-                Some("the PEM private key of the client certificate".into()),
-            );
-            return None;
-        }
-        (None, Some(_)) => {
-            ctx.missing(
-                &path.key("cert_file"),
-                "`key_file` needs `cert_file`".into(),
-                Some("the PEM client certificate chain".into()),
-            );
-            return None;
-        }
-    };
-    if ca.is_none() && client.is_none() {
-        return Some(None);
-    }
-    let checked = crate::tls::UpstreamTls::load(ca.as_deref(), client);
-    match checked {
-        Ok(t) => Some(Some(Arc::new(t))),
-        Err((field, e)) => {
-            ctx.error(&path.key(field), format!("unusable TLS file: {e}"), None);
-            None
-        }
-    }
 }
