@@ -20,11 +20,6 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     certs_from(&read(path)?, path)
 }
 
-/// Read the (first) private key of the PEM file at `path`: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    key_from(&read(path)?, path)
-}
-
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
@@ -323,10 +318,6 @@ impl CertWatcher {
     }
 
     /// Look every `interval` until `stop` turns true.
-    pub async fn run(&self, stop: tokio::sync::watch::Receiver<bool>) {
-        self.watch(stop).await;
-    }
-
     async fn watch(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
