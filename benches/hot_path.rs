@@ -188,6 +188,7 @@ fn bench_decide(c: &mut Criterion) {
         authn: None,
         health: Default::default(),
         listener: Default::default(),
+        streams: Default::default(),
     };
     let body = bytes::Bytes::from(tools_call(0));
     let mut headers = http::HeaderMap::new();

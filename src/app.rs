@@ -108,10 +108,12 @@ pub fn assemble(
     let authn = Authn::from_config(&config).context("cannot set up token verification")?;
     let store = Store::new(path, config);
     let health = Arc::new(Health::default());
+    let streams = Arc::new(crate::gateway::streams::Streams::default());
     let gateway = Arc::new(Gateway {
         authn: authn.clone(),
         health: health.clone(),
         listener: Listener::Main,
+        streams: streams.clone(),
     });
     let front = front_for(conf, &store, gateway.clone());
     let admin = admin_listen.map(|addr| {
@@ -119,6 +121,7 @@ pub fn assemble(
             authn: authn.clone(),
             health: health.clone(),
             listener: Listener::Admin,
+            streams,
         });
         (front_for(conf, &store, gateway), addr)
     });

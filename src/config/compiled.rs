@@ -70,6 +70,8 @@ pub struct Server {
     pub header_timeout: Duration,
     /// Most client connections open at once on the main listener.
     pub max_connections: usize,
+    /// Most event streams one caller holds open at once (429 past it).
+    pub max_streams_per_principal: usize,
     /// Worker threads. Startup-only.
     pub threads: usize,
     /// Shutdown grace period. Startup-only.
@@ -409,12 +411,13 @@ impl Config {
             out.push(format!("public url: {}", redacted_url(u)));
         }
         out.push(format!(
-            "max body: {} bytes; max head: {} bytes ({} fields), within {}; max connections: {}",
+            "max body: {} bytes; max head: {} bytes ({} fields), within {}; max connections: {}; max event streams per caller: {}",
             s.max_body_bytes,
             s.max_header_bytes,
             crate::request::MAX_HEADER_FIELDS,
             dur(s.header_timeout),
-            s.max_connections
+            s.max_connections,
+            s.max_streams_per_principal
         ));
         let admin_at = match s.admin_listen {
             Some(a) => format!("on {a} (off the main listener)"),

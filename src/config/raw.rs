@@ -63,6 +63,9 @@ pub(crate) struct RawServer {
     /// Most client connections open at once on the main listener; a connection past it is
     /// closed at once. Default 10000.
     pub(crate) max_connections: Option<u64>,
+    /// Most event streams (GET) one caller holds open at once, on every endpoint together
+    /// (every anonymous caller counts as one); 429 past it. Default 100.
+    pub(crate) max_streams_per_principal: Option<u64>,
     /// Longest time a request head may take to arrive (from a new connection, or from the
     /// first byte of a next request); 408 past it. Default 10s.
     pub(crate) header_timeout: Option<RawDuration>,

@@ -65,15 +65,18 @@ impl Gateway {
                     }
                     Err(reply) => return Plan::Answer(reply),
                 };
+                let get = req.method == http::Method::GET;
+                let stream = match get.then(|| self.stream_slot(snap, &principal, None)) {
+                    Some(Err(reply)) => return Plan::Answer(reply),
+                    Some(Ok(slot)) => Some(slot),
+                    None => None,
+                };
                 if let Err(reply) = limit::admit_stream(snap, &principal, true, None, obs) {
                     return Plan::Answer(reply);
                 }
-                let work = if req.method == http::Method::GET {
-                    Work::Events
-                } else {
-                    Work::Delete
-                };
+                let work = if get { Work::Events } else { Work::Delete };
                 Plan::Fanout(Fanout {
+                    stream,
                     snap,
                     legs: session_legs(snap, &principal, &session),
                     principal,
@@ -194,6 +197,7 @@ async fn post<'s, B: BodySource>(
                     .map(str::to_owned)
             });
             return Plan::Fanout(Fanout {
+                stream: None,
                 snap,
                 legs: all_legs(snap, &principal),
                 principal,
@@ -224,6 +228,7 @@ async fn post<'s, B: BodySource>(
     }
     let fanout = |legs, work| {
         Plan::Fanout(Fanout {
+            stream: None,
             snap,
             legs,
             principal: principal.clone(),
@@ -349,6 +354,7 @@ async fn post<'s, B: BodySource>(
             let mut v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
             v["id"] = original;
             Plan::Forward(Forward {
+                stream: None,
                 op: Op::Call,
                 upstream: leg.upstream,
                 permit: leg.permit,
@@ -390,6 +396,7 @@ fn modern<'s>(
     }
     let fanout = |work| {
         Plan::Fanout(Fanout {
+            stream: None,
             snap,
             legs: all_legs(snap, &principal),
             principal: principal.clone(),
@@ -421,6 +428,7 @@ fn modern<'s>(
             .collect();
         let meta = params.pointer("/params/_meta").cloned();
         return Plan::Fanout(Fanout {
+            stream: None,
             snap,
             legs,
             principal,
@@ -571,6 +579,7 @@ pub fn route<'s>(
         return unknown(id, used.kind, &used.name);
     };
     Plan::Forward(Forward {
+        stream: None,
         op: Op::Call,
         upstream,
         permit,

@@ -142,17 +142,20 @@ impl Gateway {
             }
             http::Method::GET | http::Method::DELETE => {
                 let in_session = matches!(req.session_id, Single::One(_));
+                let get = req.method == http::Method::GET;
+                let stream = match get.then(|| self.stream_slot(snap, &principal, Some(server))) {
+                    Some(Err(reply)) => return Plan::Answer(reply),
+                    Some(Ok(slot)) => Some(slot),
+                    None => None,
+                };
                 if let Err(reply) =
                     super::limit::admit_stream(snap, &principal, in_session, Some(server), obs)
                 {
                     return Plan::Answer(reply);
                 }
                 Plan::Forward(Forward {
-                    op: if req.method == http::Method::GET {
-                        Op::Events
-                    } else {
-                        Op::Delete
-                    },
+                    stream,
+                    op: if get { Op::Events } else { Op::Delete },
                     upstream,
                     permit: snap.policy.permit_session(&principal, server),
                     body: Bytes::new(),
@@ -166,6 +169,18 @@ impl Gateway {
                     .with_header("allow", "GET, POST, DELETE"),
             ),
         }
+    }
+
+    /// A place among `principal`'s open event streams (`server.max_streams_per_principal`),
+    /// or the 429 answer.
+    pub(super) fn stream_slot(
+        &self,
+        snap: &Snapshot,
+        principal: &Principal,
+        server: Option<&str>,
+    ) -> Result<super::streams::StreamSlot, Reply> {
+        let max = snap.config.server.max_streams_per_principal;
+        self.streams.enter(principal, max, server)
     }
 
     /// An admin endpoint: moved to the admin listener when there is one; `/metrics` behind
@@ -305,6 +320,7 @@ impl Gateway {
             super::audit::event(snap, &principal, server, *kind, name, "allow", rule);
         }
         Plan::Forward(Forward {
+            stream: None,
             op: Op::Call,
             upstream,
             permit,

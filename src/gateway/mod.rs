@@ -9,6 +9,7 @@ mod decide;
 pub mod limit;
 pub mod observe;
 pub mod plan;
+pub mod streams;
 pub mod trace;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct Gateway {
     pub health: Arc<Health>,
     /// The listener whose requests this decides.
     pub listener: Listener,
+    /// Open event streams per caller (shared by every listener, kept across reloads).
+    pub streams: Arc<streams::Streams>,
 }
 
 /// Which listener a request came in on.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::streams::StreamSlot;
 use crate::auth::Principal;
 use crate::mcp::names::Names;
 use crate::state::Snapshot;
@@ -54,6 +55,8 @@ pub struct Forward<'s> {
     pub list: Option<(ListKind, &'s Policy)>,
     /// Set on the aggregated `/mcp`: the session and names the request travels under.
     pub via: Option<Via<'s>>,
+    /// A GET stream's place among its caller's open streams, held while the stream is open.
+    pub stream: Option<StreamSlot>,
 }
 
 /// How a request on the aggregated `/mcp` reaches its upstream.
@@ -149,6 +152,8 @@ pub struct Fanout<'s> {
     pub legs: Vec<Leg<'s>>,
     /// What to do.
     pub work: Work,
+    /// A GET stream's place among its caller's open streams, held while the stream is open.
+    pub stream: Option<StreamSlot>,
 }
 
 impl Forward<'_> {

@@ -300,6 +300,7 @@ async fn resolve<D: Downstream>(
                 exposed,
                 kind,
             },
+        ..
     } = f
     else {
         return Ended::Complete;

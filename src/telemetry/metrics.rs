@@ -41,6 +41,8 @@ pub const TLS_EXPIRY: &str = "portcullis_tls_certificate_expiry_timestamp_second
 pub const CONNECTIONS_OPEN: &str = "portcullis_connections_open";
 /// `portcullis_connections_refused_total`: connections closed at once (`server.max_connections`).
 pub const CONNECTIONS_REFUSED: &str = "portcullis_connections_refused_total";
+/// `portcullis_streams_refused_total{server}`: event streams refused (`server.max_streams_per_principal`).
+pub const STREAMS_REFUSED: &str = "portcullis_streams_refused_total";
 /// `portcullis_jwt_validations_total{result}`: `valid`, `missing`, or the rejection reason.
 pub const JWT_VALIDATIONS: &str = "portcullis_jwt_validations_total";
 /// `portcullis_policy_denials_total{server,kind}`.
@@ -132,6 +134,7 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     /// Connections closed at once because `server.max_connections` were open.
     pub connections_refused: IntCounter,
+    streams_refused: IntCounterVec,
     /// HTTP/1.1 requests served by the front door's hot path.
     pub front_hot: IntCounter,
     /// HTTP/1.1 requests the front door handed to Pingora's proxy.
@@ -368,8 +371,17 @@ impl Metrics {
             "Client connections closed at once because server.max_connections were open.",
         )
         .expect("metric definition");
+        let streams_refused = IntCounterVec::new(
+            Opts::new(
+                STREAMS_REFUSED,
+                "Event streams refused because their caller held server.max_streams_per_principal.",
+            ),
+            &["server"],
+        )
+        .expect("metric definition");
         for c in [
             Box::new(front.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(streams_refused.clone()),
             Box::new(connections_open.clone()),
             Box::new(connections_refused.clone()),
             Box::new(tls_reloads.clone()),
@@ -417,6 +429,7 @@ impl Metrics {
             tls_expiry,
             connections_open,
             connections_refused,
+            streams_refused,
             front_hot: front.with_label_values(&["hot"]),
             front_pingora: front.with_label_values(&["pingora"]),
         }
@@ -537,6 +550,11 @@ impl Metrics {
         self.fanout_skipped
             .with_label_values(&[server, reason])
             .inc();
+    }
+
+    /// Count an event stream refused by `server.max_streams_per_principal`.
+    pub fn streams_refused(&self, server: &str) {
+        self.streams_refused.with_label_values(&[server]).inc();
     }
 
     /// Count a request refused by rate limit `rule`.

@@ -118,6 +118,15 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
             Some("use 1 to 1000000 (each open connection costs the gateway about 12 KiB and a file descriptor)".into()),
         );
     }
+    let max_streams = raw.max_streams_per_principal.unwrap_or(100);
+    let streams_ok = (1..=1_000_000).contains(&max_streams);
+    if !streams_ok {
+        ctx.error(
+            &p.key("max_streams_per_principal"),
+            format!("`max_streams_per_principal` is {max_streams}"),
+            Some("use 1 to 1000000 (event streams one caller may hold open at once)".into()),
+        );
+    }
     let mut origins = Vec::new();
     let mut origins_ok = true;
     for (i, o) in ctx.entries(&p.key("allowed_origins"), raw.allowed_origins) {
@@ -162,7 +171,8 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
                 && tls_ok
                 && header_ok
                 && header_timeout_ok
-                && connections_ok =>
+                && connections_ok
+                && streams_ok =>
         {
             Some(Server {
                 public_url,
@@ -172,6 +182,7 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
                 max_header_bytes: usize::try_from(max_header).unwrap_or(64 << 10),
                 header_timeout,
                 max_connections: usize::try_from(max_connections).unwrap_or(1_000_000),
+                max_streams_per_principal: usize::try_from(max_streams).unwrap_or(1_000_000),
                 threads: usize::try_from(threads).unwrap_or(1),
                 grace_period,
                 fast_path: raw.fast_path.unwrap_or(true),

@@ -21,5 +21,6 @@ mod security;
 mod smuggling;
 mod stdio;
 mod streaming;
+mod streams;
 mod tls;
 mod trace;

@@ -9,7 +9,8 @@
 //! - `tool-error` / `rpc-error`: a JSON result with `isError: true` / a JSON-RPC error;
 //! - `sse-tool-error`: a progress event, then a result with `isError: true`, as SSE.
 //!
-//! `GET /mcp` opens an SSE stream (3 events 30 ms apart); `DELETE /mcp` answers 200.
+//! `GET /mcp` opens an SSE stream (3 events 30 ms apart; then, with `x-test-reply: forever`,
+//! stays open until the client goes away); `DELETE /mcp` answers 200.
 //! Every answer carries `mcp-session-id: upstream-session` and echoes some request headers.
 
 use std::net::SocketAddr;
@@ -227,7 +228,12 @@ async fn on_post(
 async fn on_get(State(seen): State<Arc<Seen>>, headers: HeaderMap) -> Response<Body> {
     seen.gets.fetch_add(1, Ordering::SeqCst);
     *seen.last_headers.lock().unwrap() = Some(headers.clone());
-    let events = stream::unfold(0usize, |i| async move {
+    let forever = headers.get("x-test-reply").is_some_and(|v| v == "forever");
+    let events = stream::unfold(0usize, move |i| async move {
+        if i >= 3 && forever {
+            // Open until the client goes away.
+            std::future::pending::<()>().await;
+        }
         if i >= 3 {
             return None;
         }
