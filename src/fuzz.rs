@@ -120,3 +120,136 @@ pub fn upstream_response(data: &[u8]) {
         let _ = upstream.await;
     });
 }
+
+/// The differential target: one HTTP/1.1 request (head and body) decided by the front door and
+/// by Pingora's path (each with its own parser) must get the same decision whenever both decide
+/// it. Authentication is on (keys from `tests/fixtures/jwt`, tokens in the seed corpus signed
+/// with them), with a policy, aliases, a session key and an `Origin` allow-list.
+pub fn differential(data: &[u8]) {
+    if let Some((front, pingora)) = decisions(data) {
+        assert_eq!(
+            front,
+            pingora,
+            "the front door and Pingora's path decided {:?} differently",
+            String::from_utf8_lossy(data)
+        );
+    }
+}
+
+/// The two decisions of [`differential`] (`None`: not both paths decide `data`).
+pub fn decisions(data: &[u8]) -> Option<(String, String)> {
+    struct Fixture {
+        rt: tokio::runtime::Runtime,
+        gateway: crate::gateway::Gateway,
+        snap: crate::state::Snapshot,
+    }
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    let f = FIXTURE.get_or_init(|| {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => panic!("no runtime: {e}"),
+        };
+        let yaml = DIFFERENTIAL_CONFIG.replace(
+            "JWKS",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/jwks.json"),
+        );
+        let config = match crate::config::load_str(&yaml, "differential.yaml", &|_| None) {
+            Ok(c) => c,
+            Err(e) => panic!("the differential config does not load: {e}"),
+        };
+        let authn = match crate::auth::Authn::from_config(&config) {
+            Ok(a) => a,
+            Err(e) => panic!("no token verification: {e}"),
+        };
+        if let Some(a) = &authn {
+            let failed = rt.block_on(a.jwks.refresh());
+            assert!(failed.is_empty() && a.ready(), "the test keys do not load");
+        }
+        Fixture {
+            gateway: crate::gateway::Gateway {
+                authn,
+                health: Default::default(),
+                listener: Default::default(),
+                streams: Default::default(),
+            },
+            snap: crate::state::Snapshot::new(config),
+            rt,
+        }
+    });
+    f.rt.block_on(crate::http::front::fuzz_decisions(
+        &f.gateway, &f.snap, data,
+    ))
+}
+
+const DIFFERENTIAL_CONFIG: &str = r#"server:
+  url: "https://mcp.example.com"
+  listen: "127.0.0.1:8080"
+  allowed_origins: ["https://app.example.com"]
+  admin_scope: "scope:admin"
+  max_body_bytes: 4KiB
+oauth:
+  enabled: true
+  provider: okta
+  authorization_servers: ["https://issuer.example.com/oauth2/default"]
+  audiences: ["api://default"]
+  jwks_uri: "file://JWKS"
+auth:
+  claims: ["groups"]
+  mappings:
+    "groups:User": ["scope:user"]
+    "groups:Admin": ["scope:admin"]
+  permissions:
+    "up:*": ["scope:user"]
+    "up:secret_*": ["scope:admin"]
+    "other:echo": ["scope:user"]
+    "other:greet": ["scope:user"]
+proxy:
+  session_key: "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+  servers:
+    - name: up
+      type: streamable-http
+      connection: { url: "http://127.0.0.1:9/mcp" }
+    - name: other
+      type: streamable-http
+      prefix: oth
+      aliases: { echo: say }
+      connection: { url: "http://127.0.0.1:9/mcp" }
+"#;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    /// The differential target's seeds, run as a test: both paths decide each alike, and the
+    /// fixture decides for real (tokens verify, the policy allows and denies).
+    #[test]
+    fn the_differential_seeds_get_one_decision_on_both_paths() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/differential");
+        let mut decided = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            let Some((front, pingora)) = super::decisions(&data) else {
+                continue;
+            };
+            assert_eq!(front, pingora, "{}", path.display());
+            decided += 1;
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let expect = match name.as_str() {
+                "call_allowed" | "call_admin" | "list_tools" | "prompt" | "get_stream" => "forward",
+                "initialize_agg" | "modern_discover" => "fanout",
+                "call_denied" | "call_escaped" | "call_duplicate_key" | "no_token"
+                | "bad_token" | "foreign_host" | "bad_origin" | "query_token"
+                | "modern_mismatch" => "answer",
+                _ => continue,
+            };
+            assert!(front.starts_with(expect), "{name}: {front}");
+        }
+        assert!(
+            decided >= 30,
+            "only {decided} seeds were decided by both paths"
+        );
+    }
+}

@@ -280,6 +280,95 @@ pub fn fuzz_head(data: &[u8]) {
     }
 }
 
+/// The differential fuzz target's two decisions on one HTTP/1.1 request (`data`: head and
+/// body): as the front door decides it, and as Pingora's path does (Pingora's own parser reading
+/// the same bytes). `None` when either path would not decide it: a head the front door does not
+/// serve itself (Pingora's anyway), a body shorter than declared, a head Pingora refuses.
+pub async fn fuzz_decisions(
+    gateway: &Gateway,
+    snap: &crate::state::Snapshot,
+    data: &[u8],
+) -> Option<(String, String)> {
+    use crate::gateway::Observation;
+    let head::Parsed::Complete(h) = head::parse(data) else {
+        return None;
+    };
+    if !h.servable() || data.len() < h.len + h.body_len {
+        return None;
+    }
+    let front = {
+        let mut view = h.view(&data[..h.len]);
+        view.head_bytes = h.len;
+        let mut body = bytes::Bytes::copy_from_slice(&data[h.len..h.len + h.body_len]);
+        let mut obs = Observation::start(&view.method);
+        let plan = gateway.decide(snap, &view, &mut body, &mut obs).await;
+        summary(plan, is_admin(&view))
+    };
+    let stream: Stream = Box::new(std::io::Cursor::new(data[..h.len + h.body_len].to_vec()));
+    let mut session = pingora_proxy::Session::new_h1(stream);
+    if !matches!(session.read_request().await, Ok(true)) {
+        return None;
+    }
+    let req = session.req_header().clone();
+    let view = crate::request::RequestView::from_parts(&req.method, &req.uri, &req.headers, false);
+    let mut obs = Observation::start(&view.method);
+    let mut body = super::pingora::body::SessionBody::new(&mut session);
+    let plan = gateway.decide(snap, &view, &mut body, &mut obs).await;
+    Some((front, summary(plan, is_admin(&view))))
+}
+
+/// An admin endpoint, whose answers change between two calls (counters, uptime).
+fn is_admin(view: &crate::request::RequestView<'_>) -> bool {
+    use crate::endpoints::Endpoint;
+    matches!(view.path.map(Endpoint::parse), Some(Endpoint::Admin(_)))
+}
+
+/// What a plan decided, as text two plans can be compared by (answers in full, but for an
+/// admin endpoint's body; forwards by operation, upstream, body and session; fan-outs by work
+/// and legs).
+fn summary(plan: crate::gateway::Plan<'_>, admin: bool) -> String {
+    use crate::gateway::{Plan, Work};
+    match plan {
+        Plan::Answer(r) if admin => format!("admin answer {} {:?}", r.status, r.content_type),
+        Plan::Answer(r) => {
+            let mut headers = r.headers.clone();
+            headers.sort();
+            format!(
+                "answer {} {:?} {:?} {}",
+                r.status,
+                r.content_type,
+                headers,
+                String::from_utf8_lossy(&r.body)
+            )
+        }
+        Plan::Forward(f) => format!(
+            "forward {:?} to {} body {} list {:?} session {:?} name {:?} stream {}",
+            f.op,
+            f.upstream.name(),
+            String::from_utf8_lossy(&f.body),
+            f.list.map(|(k, _)| k),
+            f.via.as_ref().map(|v| v.session.clone()),
+            f.via.as_ref().map(|v| v.mcp_name.clone()),
+            f.stream.is_some(),
+        ),
+        Plan::Fanout(f) => {
+            let work = match &f.work {
+                Work::Initialize { id, version, .. } => format!("initialize {id} {version}"),
+                Work::List {
+                    id, kind, cursors, ..
+                } => format!("list {id} {kind:?} {cursors:?}"),
+                Work::Discover { id, .. } => format!("discover {id}"),
+                Work::Broadcast { body, answer } => format!("broadcast {answer:?} {}", body.len()),
+                Work::Resolve { exposed, kind, .. } => format!("resolve {exposed} {kind:?}"),
+                Work::Events => "events".to_owned(),
+                Work::Delete => "delete".to_owned(),
+            };
+            let legs: Vec<_> = f.legs.iter().map(|l| l.upstream.name()).collect();
+            format!("fanout {work} to {legs:?} stream {}", f.stream.is_some())
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
