@@ -167,6 +167,11 @@ impl Proc {
         }
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `signal` (`TERM`, `INT`, `HUP`) to the child.
     pub fn signal(&self, signal: &str) {
         let ok = std::process::Command::new("kill")
@@ -317,7 +322,11 @@ pub async fn run_bounded(name: &str, mut cmd: Command, dir: &Path, limit: Durati
 
 /// `portcullis serve --config CONFIG` (plain logs), to adjust before [`start_gateway`].
 pub fn gateway_command(config: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    // `PORTCULLIS_E2E_BIN`: another build of the gateway (a release build, for the memory
+    // figures of `idle_streams`).
+    let bin = std::env::var_os("PORTCULLIS_E2E_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_portcullis").into(), PathBuf::from);
+    let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .arg("--config")
         .arg(config)

@@ -15,6 +15,7 @@ mod aggregate;
 mod audit;
 mod conformance;
 mod harness;
+mod idle_streams;
 mod inspector;
 mod large_bodies;
 mod multi_upstream;
