@@ -507,8 +507,9 @@ async fn broadcast(f: &Fanout<'_>, view: &RequestView<'_>, traceparent: &str, bo
     futures_util::future::join_all(calls).await;
 }
 
-/// GET: every leg's stream, merged into one SSE answer; each message namespaced.
-async fn events<D: Downstream>(
+/// GET on `/mcp`: every leg's stream, merged into one SSE answer; each message namespaced (the
+/// front door runs it directly, in a future of its own; [`run`] reaches it too).
+pub async fn events<D: Downstream>(
     d: &mut D,
     f: &Fanout<'_>,
     view: &RequestView<'_>,

@@ -39,8 +39,37 @@ pub async fn forward<D: Downstream>(
     if fwd.via.is_some() {
         return super::routed::forward(d, fwd, view, traceparent, obs).await;
     }
-    let server = fwd.upstream.name();
-    let req = Request {
+    let req = request(&fwd, view, traceparent);
+    let answer = match fwd.op {
+        Op::Call => fwd.upstream.call(&fwd.permit, req).await,
+        Op::Events => Box::pin(fwd.upstream.events(&fwd.permit, req)).await,
+        Op::Delete => fwd.upstream.delete(&fwd.permit, req).await,
+    };
+    relay(d, &fwd, answer, obs).await
+}
+
+/// A GET stream ([`Op::Events`] to one upstream): as [`forward`] relays it, in a future sized
+/// for the stream alone. The upstream's stream is opened in a future of its own, gone once it
+/// answered, so an idle stream holds only the relay loop (not room for an upstream call).
+pub async fn stream<D: Downstream>(
+    d: &mut D,
+    fwd: Forward<'_>,
+    view: &crate::request::RequestView<'_>,
+    traceparent: &str,
+    obs: &mut Observation,
+) -> Ended {
+    let req = request(&fwd, view, traceparent);
+    let answer = Box::pin(fwd.upstream.events(&fwd.permit, req)).await;
+    relay(d, &fwd, answer, obs).await
+}
+
+/// The upstream request of `fwd` (one upstream, the client's own session).
+fn request<'a>(
+    fwd: &'a Forward<'_>,
+    view: &'a crate::request::RequestView<'a>,
+    traceparent: &'a str,
+) -> Request<'a> {
+    Request {
         view,
         body: fwd.body.clone(),
         envelope: fwd.envelope.as_ref(),
@@ -48,12 +77,17 @@ pub async fn forward<D: Downstream>(
         session: SessionId::Client,
         mcp_name: None,
         protocol_version: None,
-    };
-    let answer = match fwd.op {
-        Op::Call => fwd.upstream.call(&fwd.permit, req).await,
-        Op::Events => fwd.upstream.events(&fwd.permit, req).await,
-        Op::Delete => fwd.upstream.delete(&fwd.permit, req).await,
-    };
+    }
+}
+
+/// Relay the upstream's `answer` to `fwd` to the client (an upstream failure: a JSON-RPC error).
+async fn relay<D: Downstream>(
+    d: &mut D,
+    fwd: &Forward<'_>,
+    answer: Result<Answer<'_>, crate::upstream::http::Failure>,
+    obs: &mut Observation,
+) -> Ended {
+    let server = fwd.upstream.name();
     let answer = match answer {
         Ok(a) => a,
         Err(f) => {

@@ -375,7 +375,8 @@ mod tests {
     use pingora_core::apps::ServerApp;
 
     /// What a connection holds while it waits for a request is the front door's future: it
-    /// must stay small (the request's own future is boxed only while a request is served).
+    /// must stay small (the request's own future is boxed only while a request is served), and
+    /// so must a request's own.
     /// Memory per connection is measured by bench/conn_memory.sh.
     #[tokio::test]
     async fn a_waiting_connection_holds_a_small_future() {
@@ -407,6 +408,12 @@ mod tests {
         let mut conn = super::conn::Conn::new(l4(client));
         let next = super::serve::serve(&front, &mut conn, &mut rx, None);
         let size = std::mem::size_of_val(&next);
+
         assert!(size < 2048, "the wait for a request head is {size} bytes");
+        drop(next);
+        // A request's own future runs its relay or fan-out in futures of their own, so a
+        // stream that idles for hours holds little beyond its relay loop.
+        let size = super::serve::request_future_size(&front, &mut conn, &mut rx);
+        assert!(size < 3072, "a request's future is {size} bytes");
     }
 }

@@ -9,7 +9,7 @@ use pingora_core::server::ShutdownWatch;
 use super::conn::{Body, Conn, Response};
 use super::head::{self, Parsed};
 use super::Front;
-use crate::gateway::{Observation, Plan, Trace};
+use crate::gateway::{Observation, Op, Plan, Trace, Work};
 use crate::http::{fanout, relay, write};
 
 /// How long a connection may idle between requests (Pingora's default for HTTP/1.1).
@@ -88,11 +88,47 @@ async fn serve_head(
                 write::reply(&mut resp, reply, unread > 0, &mut obs).await;
                 relay::Ended::Complete
             }
+            // Each in a future of its own: this one stays small, and a stream (which may idle
+            // for hours) holds a future sized for its relay loop, not for an upstream call.
+            Plan::Forward(fwd) if fwd.op == Op::Events => {
+                Box::pin(relay::stream(
+                    &mut resp,
+                    fwd,
+                    &view,
+                    trace.traceparent(),
+                    &mut obs,
+                ))
+                .await
+            }
             Plan::Forward(fwd) => {
-                relay::forward(&mut resp, fwd, &view, trace.traceparent(), &mut obs).await
+                Box::pin(relay::forward(
+                    &mut resp,
+                    fwd,
+                    &view,
+                    trace.traceparent(),
+                    &mut obs,
+                ))
+                .await
+            }
+            Plan::Fanout(f) if matches!(f.work, Work::Events) => {
+                Box::pin(fanout::events(
+                    &mut resp,
+                    &f,
+                    &view,
+                    trace.traceparent(),
+                    &mut obs,
+                ))
+                .await
             }
             Plan::Fanout(f) => {
-                fanout::run(&mut resp, f, &view, trace.traceparent(), &mut obs).await
+                Box::pin(fanout::run(
+                    &mut resp,
+                    f,
+                    &view,
+                    trace.traceparent(),
+                    &mut obs,
+                ))
+                .await
             }
         };
         let next = match (ended, resp.close) {
@@ -214,4 +250,17 @@ async fn refuse(conn: &mut Conn, status: u16, limits: HeadLimits) {
     let mut obs = Observation::start(&http::Method::GET);
     let mut resp = Response::new(conn, true, REFUSED_LINGER_BYTES);
     write::reply(&mut resp, reply, true, &mut obs).await;
+}
+
+/// The size of a request's own future (`serve_head`'s), for the test that keeps it small.
+#[cfg(test)]
+pub(super) fn request_future_size(
+    front: &Front,
+    conn: &mut Conn,
+    stop: &mut ShutdownWatch,
+) -> usize {
+    let Parsed::Complete(head) = head::parse(b"GET /mcp/a HTTP/1.1\r\nhost: x\r\n\r\n") else {
+        return usize::MAX;
+    };
+    std::mem::size_of_val(&serve_head(front, conn, stop, head))
 }
