@@ -13,17 +13,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
-use pingora_core::listeners::tls::{Acceptor, TlsSettings};
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
+use pingora_core::listeners::tls::Acceptor;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
-use pingora_core::services::listening::Service;
 
 use crate::auth::{Authn, JwksRefresher};
 use crate::config::Config;
 use crate::gateway::{Gateway, Listener};
-use crate::http::front::Front;
+use crate::http::front::{listen, Front};
 use crate::http::pingora::PingoraPath;
 use crate::state::probe::{Health, Prober};
 use crate::state::watcher::{Watcher, DEFAULT_DEBOUNCE};
@@ -225,28 +223,28 @@ pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let parts = assemble(path, config, &server.configuration, Options::default())?;
-    let mut listener = Service::new("portcullis proxy".to_string(), FrontApp(parts.front));
-    match &parts.tls {
-        Some(certs) => {
-            // HTTPS: HTTP/2 or HTTP/1.1 by ALPN; the certificate comes from the reloadable
-            // resolver (the paths given here are unused).
-            let mut settings = TlsSettings::intermediate("", "")?;
-            settings.set_cert_resolver(certs.clone());
-            settings.enable_h2();
-            listener.add_listener(
-                ListenerConfig::tcp(parts.listen.to_string())
-                    .tls(settings)
-                    .l4_buffer(l4_buffers()),
-            );
-        }
-        None => listener
-            .add_listener(ListenerConfig::tcp(parts.listen.to_string()).l4_buffer(l4_buffers())),
-    }
-    server.add_service(listener);
+    // The listeners are bound here, so an address in use is a startup error with its name.
+    let main = listen::bind(parts.listen)
+        .with_context(|| format!("cannot listen on {} (server.listen)", parts.listen))?;
+    let tls = parts
+        .tls
+        .as_ref()
+        .map(|c| Arc::new(Acceptor::from_server_config(Arc::new(c.server_config()))));
+    server.add_service(listen::Listening::new(
+        "portcullis proxy",
+        parts.front,
+        main,
+        tls,
+    ));
     if let Some((front, addr)) = parts.admin {
-        let mut admin = Service::new("portcullis admin".to_string(), FrontApp(front));
-        admin.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(l4_buffers()));
-        server.add_service(admin);
+        let socket = listen::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?;
+        server.add_service(listen::Listening::new(
+            "portcullis admin",
+            front,
+            socket,
+            None,
+        ));
         tracing::info!(listen = %addr, "admin endpoints on their own listener");
     }
     for (name, svc) in parts.services {
@@ -261,14 +259,6 @@ pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
     ));
     tracing::info!(listen = %parts.listen, tls = parts.tls.is_some(), "portcullis listening");
     Ok(server)
-}
-
-/// The socket buffers of accepted connections: none. Pingora's defaults (a 64 KiB read buffer
-/// and a 1460-byte write buffer) are allocated at the accept whether or not a byte ever comes;
-/// the front door, the HTTP/1.1 and HTTP/2 sessions and rustls each buffer what they read, and
-/// the front door gathers each answer into one write.
-fn l4_buffers() -> L4BufferSettings {
-    L4BufferSettings::unbuffered()
 }
 
 /// Ends the process once a graceful shutdown (SIGTERM) has drained, instead of sleeping out
@@ -339,24 +329,6 @@ async fn idle_for(settle: Duration) {
     }
 }
 
-/// The front door as a Pingora listening app (Pingora owns the listener, TLS, shutdown).
-struct FrontApp(Arc<Front>);
-
-#[async_trait]
-impl pingora_core::apps::ServerApp for FrontApp {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: pingora_core::protocols::Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<pingora_core::protocols::Stream> {
-        self.0.process_new(stream, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        pingora_core::apps::ServerApp::cleanup(&*self.0).await;
-    }
-}
-
 /// Load `path` and run the gateway until it is told to stop.
 pub fn serve(path: &Path) -> anyhow::Result<()> {
     let config = crate::config::load_file(path)
@@ -402,7 +374,7 @@ impl Embedded {
                     .await
                     .with_context(|| format!("cannot bind the admin listener {at}"))?;
                 let bound = admin.local_addr()?;
-                tokio::spawn(serve_listener(front.clone(), admin, None, watch.clone()));
+                tokio::spawn(listen::serve(front.clone(), admin, None, watch.clone()));
                 Some(bound)
             }
             None => None,
@@ -411,7 +383,7 @@ impl Embedded {
             .tls
             .as_ref()
             .map(|c| Arc::new(Acceptor::from_server_config(Arc::new(c.server_config()))));
-        tokio::spawn(serve_listener(parts.front.clone(), listener, tls, watch));
+        tokio::spawn(listen::serve(parts.front.clone(), listener, tls, watch));
         Ok(Embedded {
             parts,
             addr,
@@ -429,49 +401,5 @@ impl Embedded {
 impl Drop for Embedded {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// How long a TLS handshake may take (Pingora's listener allows the same).
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Serve `app` on an already bound listener (HTTPS when `tls` is given) until `shutdown` turns
-/// true.
-pub async fn serve_listener(
-    app: Arc<Front>,
-    listener: tokio::net::TcpListener,
-    tls: Option<Arc<Acceptor>>,
-    shutdown: ShutdownWatch,
-) {
-    use pingora_core::apps::ServerApp;
-    use pingora_core::protocols::l4::stream::Stream;
-    let mut stop = shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.changed() => return,
-        };
-        let Ok((tcp, _)) = accepted else { continue };
-        let _ = tcp.set_nodelay(true);
-        let app = app.clone();
-        let shutdown = shutdown.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let l4 = Stream::from(tcp);
-            let mut stream: pingora_core::protocols::Stream = match tls {
-                None => Box::new(l4),
-                Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4))
-                        .await
-                    {
-                        Ok(Ok(s)) => Box::new(s),
-                        _ => return,
-                    }
-                }
-            };
-            while let Some(reused) = app.process_new(stream, &shutdown).await {
-                stream = reused;
-            }
-        });
     }
 }

@@ -115,7 +115,7 @@ fn compile_server(raw: RawServer, ctx: &mut Ctx<'_>) -> ServerOut {
         ctx.error(
             &p.key("max_connections"),
             format!("`max_connections` is {max_connections}"),
-            Some("use 1 to 1000000 (each open connection costs the gateway about 12 KiB and a file descriptor)".into()),
+            Some("use 1 to 1000000 (each open connection costs the gateway about 3 KiB and a file descriptor)".into()),
         );
     }
     let max_streams = raw.max_streams_per_principal.unwrap_or(100);

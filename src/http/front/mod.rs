@@ -27,6 +27,7 @@
 
 mod conn;
 mod head;
+pub mod listen;
 mod preface;
 mod serve;
 

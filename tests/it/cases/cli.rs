@@ -175,3 +175,48 @@ fn the_committed_schema_is_what_the_binary_prints() {
         assert!(server.get(key).is_some(), "{key}");
     }
 }
+
+/// A listen address already in use is a startup error naming the address and the key, and the
+/// process exits (it never half-starts without its listener).
+#[test]
+fn serve_names_a_listen_address_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        format!("server:\n  listen: \"{addr}\"\noauth:\n  enabled: false\nproxy:\n  servers: []\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the gateway kept running without its listener");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains(&format!("cannot listen on {addr} (server.listen)")),
+        "{text}"
+    );
+    drop(taken);
+}

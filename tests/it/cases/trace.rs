@@ -87,12 +87,15 @@ async fn log_lines_of_a_request_carry_its_id_and_no_secret() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    // The upstream is down (a port nothing listens on): the relay logs a warning.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // The upstream fails (it closes every connection at once; a port freed for the purpose
+    // could be taken by another test's listener meanwhile): the relay logs a warning.
+    let closing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = closing.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = closing.accept().await {
+            drop(conn);
+        }
+    });
     let secret = "upstream-secret-value";
     let yaml = authn_config(dead).replace(
         "      connection:\n",
