@@ -223,6 +223,7 @@ pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let parts = assemble(path, config, &server.configuration, Options::default())?;
+    listen::raise_open_files(parts.store.peek(|s| s.config.server.max_connections));
     // The listeners are bound here, so an address in use is a startup error with its name.
     let main = listen::bind(parts.listen)
         .with_context(|| format!("cannot listen on {} (server.listen)", parts.listen))?;

@@ -36,6 +36,43 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause after a failed accept (out of file descriptors, say), so the loop does not spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
+/// Raise the soft limit on open files towards what `max_connections` needs (a descriptor for
+/// each client connection and one for its upstream, and room for the rest), up to the hard
+/// limit; warn when even the hard limit is short (accepts would then fail with "too many open
+/// files" before `max_connections` is reached). Called once at startup.
+pub fn raise_open_files(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(1024);
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= want {
+        return;
+    }
+    let target = want.min(hard);
+    if target > soft {
+        match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            Ok(()) => tracing::info!(
+                from = soft,
+                to = target,
+                "raised the open-file limit for server.max_connections"
+            ),
+            Err(e) => tracing::warn!(error = %e, soft, "cannot raise the open-file limit"),
+        }
+    }
+    if target < want {
+        tracing::warn!(
+            limit = target,
+            needed = want,
+            max_connections,
+            "the open-file limit is below what server.max_connections needs (two descriptors per connection): accepts will fail before max_connections; raise it (ulimit -n, systemd LimitNOFILE, the container runtime's nofile) or lower server.max_connections"
+        );
+    }
+}
+
 /// Bind `addr` for a listener (address reuse on, non-blocking, a deep backlog).
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};

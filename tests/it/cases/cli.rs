@@ -220,3 +220,63 @@ fn serve_names_a_listen_address_in_use() {
     );
     drop(taken);
 }
+
+/// A soft open-file limit too low for `server.max_connections` is raised at startup (up to the
+/// hard limit), so accepts do not fail with "too many open files" long before the cap.
+#[test]
+fn serve_raises_a_low_open_file_limit() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "server:\n  listen: \"127.0.0.1:{port}\"\n  max_connections: 1000\n  grace_period: 1s\noauth:\n  enabled: false\nproxy:\n  servers: []\n"
+        ),
+    )
+    .unwrap();
+    // The hard limit stays; the soft one starts at 256.
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 256 && exec {} serve --config {}",
+            env!("CARGO_BIN_EXE_portcullis"),
+            path.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let soft = |pid: u32| -> Option<u64> {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
+    };
+    let hard: u64 = {
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        line.split_whitespace().nth(4).unwrap().parse().unwrap()
+    };
+    // 2 x 1000 + 1024, or the hard limit when that is lower.
+    let want = 3024.min(hard);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = None;
+    while std::time::Instant::now() < deadline {
+        seen = soft(pid);
+        if seen == Some(want) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(seen, Some(want), "the soft open-file limit was not raised");
+}
