@@ -58,6 +58,10 @@ pub async fn stream<D: Downstream>(
     traceparent: &str,
     obs: &mut Observation,
 ) -> Ended {
+    if fwd.via.is_some() {
+        // A GET on `/mcp` is a fan-out, never a routed forward; `forward` handles any other.
+        return Box::pin(forward(d, fwd, view, traceparent, obs)).await;
+    }
     let req = request(&fwd, view, traceparent);
     let answer = Box::pin(fwd.upstream.events(&fwd.permit, req)).await;
     relay(d, &fwd, answer, obs).await

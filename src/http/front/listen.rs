@@ -33,8 +33,15 @@ use super::Front;
 const BACKLOG: i32 = 65535;
 /// How long a TLS handshake may take (as Pingora's listener allows).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Pause after a failed accept (out of file descriptors, say), so the loop does not spin.
+/// Pause after an accept failed for want of a resource, so the loop does not spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+/// The errors after which accepting fails again at once (out of descriptors or memory).
+const AGAIN_AT_ONCE: [i32; 4] = [
+    nix::errno::Errno::EMFILE as i32,
+    nix::errno::Errno::ENFILE as i32,
+    nix::errno::Errno::ENOBUFS as i32,
+    nix::errno::Errno::ENOMEM as i32,
+];
 
 /// Raise the soft limit on open files towards what `max_connections` needs (a descriptor for
 /// each client connection and one for its upstream, and room for the rest), up to the hard
@@ -127,6 +134,9 @@ impl pingora_core::services::Service for Listening {
                 tracing::error!(listener = %self.name, error = %e, "cannot serve the listener")
             }
         }
+        // As Pingora's listening service does once it stops accepting: Pingora's proxy closes
+        // its keep-alive connections after their request in flight.
+        self.front.cleanup().await;
     }
 
     fn name(&self) -> &str {
@@ -153,7 +163,11 @@ pub async fn serve(
             Ok((tcp, _)) => tcp,
             Err(e) => {
                 accept_failed(&e);
-                tokio::time::sleep(ACCEPT_PAUSE).await;
+                // Out of descriptors or memory it fails again at once: pause. A connection
+                // that failed on its own (reset before the accept) costs no pause.
+                if e.raw_os_error().is_some_and(|n| AGAIN_AT_ONCE.contains(&n)) {
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
                 continue;
             }
         };
@@ -162,6 +176,8 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         pingora_runtime::current_handle().spawn(async move {
+            // No socket digest (Pingora's listener records the peer's address in one, a few
+            // hundred bytes per connection): nothing in the gateway reads it.
             let l4 = L4::from(tcp);
             let mut stream: pingora_core::protocols::Stream = match tls {
                 None => Box::new(l4),

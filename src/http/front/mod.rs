@@ -303,19 +303,23 @@ pub async fn fuzz_decisions(
         let mut body = bytes::Bytes::copy_from_slice(&data[h.len..h.len + h.body_len]);
         let mut obs = Observation::start(&view.method);
         let plan = gateway.decide(snap, &view, &mut body, &mut obs).await;
-        summary(plan, is_admin(&view))
+        summary(plan, &view)
     };
     let stream: Stream = Box::new(std::io::Cursor::new(data[..h.len + h.body_len].to_vec()));
     let mut session = pingora_proxy::Session::new_h1(stream);
     if !matches!(session.read_request().await, Ok(true)) {
-        return None;
+        // A head Pingora's parser refuses: the front door must not send it upstream either
+        // (an answer of its own is fine: Pingora would have answered 400).
+        return front
+            .starts_with("forward")
+            .then(|| (front, "Pingora refuses this head".to_owned()));
     }
     let req = session.req_header().clone();
     let view = crate::request::RequestView::from_parts(&req.method, &req.uri, &req.headers, false);
     let mut obs = Observation::start(&view.method);
     let mut body = super::pingora::body::SessionBody::new(&mut session);
     let plan = gateway.decide(snap, &view, &mut body, &mut obs).await;
-    Some((front, summary(plan, is_admin(&view))))
+    Some((front, summary(plan, &view)))
 }
 
 /// An admin endpoint, whose answers change between two calls (counters, uptime).
@@ -327,8 +331,19 @@ fn is_admin(view: &crate::request::RequestView<'_>) -> bool {
 /// What a plan decided, as text two plans can be compared by (answers in full, but for an
 /// admin endpoint's body; forwards by operation, upstream, body and session; fan-outs by work
 /// and legs).
-fn summary(plan: crate::gateway::Plan<'_>, admin: bool) -> String {
+fn summary(plan: crate::gateway::Plan<'_>, view: &crate::request::RequestView<'_>) -> String {
     use crate::gateway::{Plan, Work};
+    let admin = is_admin(view);
+    // What a forward carries upstream from the head besides its body: the caller it was
+    // decided for, and the MCP fields passed on.
+    let carried = format!(
+        "session {:?} version {:?} method {:?} name {:?} accept-sse {}",
+        view.session_id,
+        view.protocol_version,
+        view.mcp_method,
+        view.mcp_name,
+        view.accepts_sse()
+    );
     match plan {
         Plan::Answer(r) if admin => format!("admin answer {} {:?}", r.status, r.content_type),
         Plan::Answer(r) => {
@@ -343,9 +358,10 @@ fn summary(plan: crate::gateway::Plan<'_>, admin: bool) -> String {
             )
         }
         Plan::Forward(f) => format!(
-            "forward {:?} to {} body {} list {:?} session {:?} name {:?} stream {}",
+            "forward {:?} to {} for {:?} body {} list {:?} session {:?} name {:?} stream {} ({carried})",
             f.op,
             f.upstream.name(),
+            f.permit.principal().tag(),
             String::from_utf8_lossy(&f.body),
             f.list.map(|(k, _)| k),
             f.via.as_ref().map(|v| v.session.clone()),
@@ -365,7 +381,11 @@ fn summary(plan: crate::gateway::Plan<'_>, admin: bool) -> String {
                 Work::Delete => "delete".to_owned(),
             };
             let legs: Vec<_> = f.legs.iter().map(|l| l.upstream.name()).collect();
-            format!("fanout {work} to {legs:?} stream {}", f.stream.is_some())
+            format!(
+                "fanout {work} to {legs:?} for {:?} stream {} ({carried})",
+                f.principal.tag(),
+                f.stream.is_some()
+            )
         }
     }
 }

@@ -223,6 +223,7 @@ fn serve_names_a_listen_address_in_use() {
 
 /// A soft open-file limit too low for `server.max_connections` is raised at startup (up to the
 /// hard limit), so accepts do not fail with "too many open files" long before the cap.
+#[cfg(target_os = "linux")]
 #[test]
 fn serve_raises_a_low_open_file_limit() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

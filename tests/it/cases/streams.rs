@@ -172,10 +172,10 @@ async fn a_caller_holds_at_most_max_streams_on_every_front_end_and_gets_places_b
         "{metrics}"
     );
 
-    // A closed stream (either front end) gives its place back.
-    drop(first);
     assert_eq!(open_streams(&gw, "alice"), 2);
     assert_eq!(open_streams(&gw, "bob"), 1);
+    // A closed stream (either front end) gives its place back.
+    drop(first);
     let third = until_open(|| get(&h1, &gw, "/mcp/up", &alice, Some("s1"))).await;
     drop(second);
     let fourth = until_open(|| get(&h2, &gw, "/mcp/up", &alice, Some("s1"))).await;
@@ -220,8 +220,14 @@ async fn streams_on_mcp_and_on_a_server_share_one_budget_and_survive_a_lowered_c
     assert_eq!(merged.status(), 200, "the /mcp stream opens");
     let direct = get(&http, &gw, "/mcp/up", &alice, Some("s1")).await;
     assert_eq!(direct.status(), 200);
+    let upstream_gets = up.seen.gets.load(std::sync::atomic::Ordering::SeqCst);
     assert_refused(get(&http, &gw, "/mcp", &alice, Some(&sid)).await, 2).await;
     assert_refused(get(&http, &gw, "/mcp/up", &alice, Some("s1")).await, 2).await;
+    assert_eq!(
+        up.seen.gets.load(std::sync::atomic::Ordering::SeqCst),
+        upstream_gets,
+        "a refused stream reached the upstream"
+    );
 
     // A reload lowering the cap cuts no open stream and refuses new ones until enough end;
     // the count survives the reload.
