@@ -42,6 +42,7 @@ mod glob;
 mod raw;
 mod schema;
 mod source;
+mod summary;
 
 use std::path::Path;
 

@@ -9,6 +9,7 @@ mod decide;
 pub mod limit;
 pub mod observe;
 pub mod plan;
+pub mod route;
 pub mod streams;
 pub mod trace;
 

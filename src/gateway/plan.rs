@@ -125,7 +125,7 @@ pub enum Work {
         answer: Option<Value>,
     },
     /// A covered request naming a shortened name: the one leg's list finds the upstream
-    /// name, then [`super::aggregate::route`] decides it.
+    /// name, then [`super::route::route`] decides it.
     Resolve {
         /// The classified request.
         envelope: Envelope,

@@ -352,7 +352,7 @@ async fn resolve<D: Downstream>(
         write::reply(d, reply, false, obs).await;
         return Ended::Complete;
     };
-    match crate::gateway::aggregate::route(
+    match crate::gateway::route::route(
         snap,
         &principal,
         leg,

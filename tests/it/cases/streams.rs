@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::jwt::{fixture, token, ISSUER};
+use crate::common::jwt::{oauth_section, token, ISSUER};
 use crate::common::{client, Gateway, Upstream};
 
 const FIXTURE: &str = concat!(
@@ -22,13 +22,7 @@ fn config(upstream: std::net::SocketAddr, max: u32) -> String {
         r#"server:
   listen: "127.0.0.1:8080"
   max_streams_per_principal: {max}
-oauth:
-  enabled: true
-  provider: okta
-  authorization_servers: ["{ISSUER}"]
-  audiences: ["api://default"]
-  jwks_uri: "file://{jwks}"
-auth:
+{oauth}auth:
   claims: ["groups"]
   mappings:
     "groups:User": ["scope:user"]
@@ -46,7 +40,7 @@ proxy:
       type: stdio
       connection: {{ command: python3, args: ["-u", "{FIXTURE}"], timeout: 20s }}
 "#,
-        jwks = fixture("jwks.json")
+        oauth = oauth_section()
     )
 }
 
