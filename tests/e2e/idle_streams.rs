@@ -78,6 +78,28 @@ async fn open(port: u16, sid: &str) -> TcpStream {
     s
 }
 
+/// A stream for every session in `sids`, opened [`WAVE`] at a time.
+async fn open_all(port: u16, sids: &[String]) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(sids.len());
+    for wave in sids.chunks(WAVE) {
+        held.extend(join_all(wave.iter().map(|sid| open(port, sid))).await);
+    }
+    held
+}
+
+/// `portcullis_sse_streams_open` on the gateway at `base`.
+async fn streams_open(client: &reqwest::Client, base: &str) -> i64 {
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    gauge(&metrics, "portcullis_sse_streams_open")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_streams_stay_open_and_cost_little_each() {
     // This process holds the 10,000 client sockets: its soft open-file limit up to the hard one.
@@ -164,27 +186,13 @@ proxy:
     let before = rss_kib(gateway.pid());
 
     let started = Instant::now();
-    let mut held = Vec::with_capacity(STREAMS);
-    for wave in sids.chunks(WAVE) {
-        held.extend(join_all(wave.iter().map(|sid| open(port, sid))).await);
-    }
+    let held = open_all(port, &sids).await;
     let opened_in = started.elapsed();
     gateway.assert_running();
     // Calls are still served while every stream is open.
     join_all(sids[..20].iter().cloned().map(call)).await;
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        gauge(&metrics, "portcullis_sse_streams_open") >= STREAMS as i64,
-        "{}",
-        gauge(&metrics, "portcullis_sse_streams_open")
-    );
+    let open_now = streams_open(&client, &base).await;
+    assert!(open_now >= STREAMS as i64, "{open_now}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(gateway.pid());
     let per_stream = (after.saturating_sub(before) * 1024) / STREAMS as u64;
@@ -202,29 +210,18 @@ proxy:
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let metrics = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if gauge(&metrics, "portcullis_sse_streams_open") == 0 {
+        let open_now = streams_open(&client, &base).await;
+        if open_now == 0 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "streams still open a minute after their clients left: {}",
-            gauge(&metrics, "portcullis_sse_streams_open")
+            "streams still open a minute after their clients left: {open_now}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Every place came back: all 10,000 open again (the cap is 10,000).
-    let mut again = Vec::with_capacity(STREAMS);
-    for wave in sids.chunks(WAVE) {
-        again.extend(join_all(wave.iter().map(|sid| open(port, sid))).await);
-    }
+    let again = open_all(port, &sids).await;
     assert_eq!(again.len(), STREAMS);
     drop(again);
     gateway.assert_running();
