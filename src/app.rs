@@ -254,7 +254,7 @@ pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
     server.add_service(background_service(
         "drain on shutdown",
         Drain {
-            registry: parts.store.registry().clone(),
+            store: parts.store.clone(),
             grace,
         },
     ));
@@ -269,7 +269,7 @@ pub fn build(path: &Path, config: Config) -> anyhow::Result<Server> {
 /// `grace`, at least 1 s), and exits with status 0. An idle gateway exits within a few hundred
 /// milliseconds. Production only: in-process tests never exit their test process.
 struct Drain {
-    registry: Arc<crate::upstream::registry::Registry>,
+    store: Arc<Store>,
     grace: Duration,
 }
 
@@ -285,6 +285,8 @@ impl BackgroundService for Drain {
         }
         let started = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + self.grace;
+        // `subscriptions/listen` streams end now, each with its closing result.
+        self.store.retire_live();
         let busy = crate::gateway::observe::in_flight();
         tracing::info!(in_flight = busy, grace = ?self.grace, "shutting down: draining the requests in flight");
         let drained = tokio::time::timeout_at(deadline, idle_for(SETTLE)).await;
@@ -295,11 +297,11 @@ impl BackgroundService for Drain {
             );
         }
         // Also what a reload racing the shutdown may have started.
-        self.registry.retire_all(self.grace);
+        self.store.registry().retire_all(self.grace);
         let left = deadline
             .saturating_duration_since(tokio::time::Instant::now())
             .max(Duration::from_secs(1));
-        if tokio::time::timeout(left, self.registry.until_stopped())
+        if tokio::time::timeout(left, self.store.registry().until_stopped())
             .await
             .is_err()
         {

@@ -31,6 +31,7 @@ use crate::mcp::aggregate as agg;
 use crate::mcp::era::{self, negotiate, Era};
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{Envelope, Message, Use};
+use crate::mcp::listen::{self, Filter};
 use crate::mcp::names::{cursor, Resolved};
 use crate::mcp::reply::Reply;
 use crate::mcp::session::{self, principal_tag, Session};
@@ -50,7 +51,7 @@ impl Gateway {
         obs: &mut Observation,
     ) -> Plan<'s> {
         match req.method {
-            http::Method::POST => post(snap, principal, req, body, obs).await,
+            http::Method::POST => post(self, snap, principal, req, body, obs).await,
             http::Method::GET | http::Method::DELETE if era::of(req) == Era::Modern => {
                 Plan::Answer(
                     Reply::error(405, "method_not_allowed", "2026-07-28 requests are POSTs")
@@ -165,6 +166,7 @@ fn all_legs<'s>(snap: &'s Snapshot, principal: &Arc<Principal>) -> Vec<Leg<'s>> 
 }
 
 async fn post<'s, B: BodySource>(
+    gw: &Gateway,
     snap: &'s Snapshot,
     principal: Arc<Principal>,
     req: &RequestView<'_>,
@@ -179,7 +181,7 @@ async fn post<'s, B: BodySource>(
         if let Err(reply) = era::check(req, &envelope, &bytes) {
             return Plan::Answer(reply);
         }
-        return modern(snap, principal, envelope, bytes, obs);
+        return modern(gw, snap, principal, envelope, bytes, obs);
     }
     let Some(msg) = envelope.single().filter(|_| !envelope.batch) else {
         let m = "Invalid Request: batches are not supported on /mcp; send one message per request";
@@ -376,8 +378,9 @@ async fn post<'s, B: BodySource>(
 /// A 2026-07-28 request on `/mcp` (its headers already checked): stateless, no session. Every
 /// running upstream the caller may reach is a leg; `server/discover` and lists fan out, a
 /// request naming a tool, prompt or resource goes to its owner with its own name in the body
-/// and in `Mcp-Name`. `subscriptions/listen` is not merged yet (and not advertised).
+/// and in `Mcp-Name`; `subscriptions/listen` merges every leg's listen stream.
 fn modern<'s>(
+    gw: &Gateway,
     snap: &'s Snapshot,
     principal: Arc<Principal>,
     envelope: Envelope,
@@ -409,6 +412,9 @@ fn modern<'s>(
             id: id.clone(),
             body: bytes,
         });
+    }
+    if method == listen::METHOD {
+        return subscribe(gw, snap, principal, id, &bytes);
     }
     if let Some(kind) = ListKind::for_method(method) {
         let params: Value = serde_json::from_slice(&bytes).unwrap_or_default();
@@ -475,6 +481,94 @@ fn modern<'s>(
             Plan::Answer(Reply::rpc_error(200, id, -32602, &m))
         }
     }
+}
+
+/// 2026-07-28 `subscriptions/listen` on `/mcp`: one stream (a place among the caller's open
+/// streams) merging a listen stream of every upstream the caller may reach. Each resource URI
+/// is resolved to its server and upstream URI and authorized like `resources/subscribe`; one
+/// the caller may not use, or that names nothing, is simply not honored (the acknowledgment
+/// leaves it out, as it does a URI no upstream accepted).
+fn subscribe<'s>(
+    gw: &Gateway,
+    snap: &'s Snapshot,
+    principal: Arc<Principal>,
+    id: &Value,
+    bytes: &[u8],
+) -> Plan<'s> {
+    let v: Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let mut filter = match Filter::from_params(v.get("params")) {
+        Ok(f) => f,
+        Err(why) => {
+            let m = format!("Invalid params: {why}");
+            return Plan::Answer(Reply::rpc_error(400, id, -32602, &m));
+        }
+    };
+    let stream = match gw.stream_slot(snap, &principal, None) {
+        Ok(slot) => slot,
+        Err(reply) => return Plan::Answer(reply),
+    };
+    let legs = all_legs(snap, &principal);
+    let mut uris = Vec::new();
+    for exposed in std::mem::take(&mut filter.uris) {
+        let Some((server, original)) = snap.names.resolve_uri(&exposed) else {
+            continue;
+        };
+        if !legs.iter().any(|l| l.upstream.name() == server) {
+            super::audit::unreachable(snap, &principal, server, Kind::Resource, original);
+            continue;
+        }
+        let audit = super::audit::enabled();
+        let mut allowed = None;
+        let record =
+            |kind: Kind,
+             name: &str,
+             outcome: Result<policy::DecidedBy<'_>, &policy::Denied<'_>>| {
+                if audit {
+                    match outcome {
+                        Ok(by) => allowed = Some(by.source().to_owned()),
+                        Err(_) => {
+                            super::audit::decision(snap, &principal, server, kind, name, outcome)
+                        }
+                    }
+                }
+            };
+        let permitted = snap
+            .policy
+            .permit_each(&principal, server, [(Kind::Resource, original)], record)
+            .is_ok();
+        if let Some(rule) = &allowed {
+            super::audit::event(
+                snap,
+                &principal,
+                server,
+                Kind::Resource,
+                original,
+                "allow",
+                rule,
+            );
+        }
+        if permitted {
+            uris.push((server.to_owned(), original.to_owned(), exposed));
+        } else {
+            crate::in_request!(info, server, uri = %original, subject = %principal.subject, "policy left a resource out of a listen stream");
+        }
+    }
+    let meta = v
+        .pointer("/params/_meta")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    Plan::Fanout(Fanout {
+        stream: Some(stream),
+        snap,
+        legs,
+        principal,
+        work: Work::Listen {
+            id: id.clone(),
+            meta,
+            filter,
+            uris,
+        },
+    })
 }
 
 /// The server a used name belongs to, and how its upstream name is found.

@@ -28,6 +28,7 @@ use crate::endpoints::{admin, guard, oauth, Admin, Endpoint};
 use crate::mcp::era::{self, Era};
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{self, Envelope};
+use crate::mcp::listen;
 use crate::mcp::reply::Reply;
 use crate::policy::limit::Charge;
 use crate::policy::{DecidedBy, Denied, Kind};
@@ -273,7 +274,24 @@ impl Gateway {
             let m = "Invalid Request: list methods cannot be batched on an authenticated endpoint";
             return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, m));
         }
-        let uses = envelope.uses().map(|(_, u)| (u.kind, u.name.as_str()));
+        // 2026-07-28 `subscriptions/listen` names resources in its filter: each is authorized
+        // like `resources/subscribe`, and the stream takes a place among the caller's streams.
+        let listening = envelope.single_request() == Some(listen::METHOD);
+        let subscribed = if listening {
+            match listen_uris(&body) {
+                Ok(uris) => uris,
+                Err(why) => {
+                    let m = format!("Invalid params: {why}");
+                    return Plan::Answer(Reply::rpc_error(400, &envelope.error_id(), -32602, &m));
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let uses = envelope
+            .uses()
+            .map(|(_, u)| (u.kind, u.name.as_str()))
+            .chain(subscribed.iter().map(|u| (Kind::Resource, u.as_str())));
         // Audit: a denial is recorded at once; allows once the request is sure to go upstream
         // (a batch refused whole, or a rate limit, records no allow).
         let audit = super::audit::enabled();
@@ -289,10 +307,18 @@ impl Gateway {
         let permit = match snap.policy.permit_each(&principal, server, uses, record) {
             Ok(p) => p,
             Err((i, denied)) => {
-                let (id, used) = envelope.uses().nth(i).unzip();
-                let (id, used) = (id.unwrap_or(&Value::Null), used);
+                let listen_id = envelope.error_id();
+                let (id, name) = match envelope.uses().nth(i) {
+                    Some((id, u)) => (id, u.name.as_str()),
+                    None => {
+                        let n = envelope.uses().count();
+                        let uri = subscribed
+                            .get(i.saturating_sub(n))
+                            .map_or("", String::as_str);
+                        (&listen_id, uri)
+                    }
+                };
                 let noun = denied.kind.as_str();
-                let name = used.map_or("", |u| u.name.as_str());
                 obs.denied(server, denied.kind);
                 crate::in_request!(info, server, kind = noun, name = %name, rule = denied.by.source(), subject = %principal.subject, "policy denied the request");
                 return Plan::Answer(denial(
@@ -316,11 +342,16 @@ impl Gateway {
         {
             return Plan::Answer(reply);
         }
+        let stream = match listening.then(|| self.stream_slot(snap, &principal, Some(server))) {
+            Some(Err(reply)) => return Plan::Answer(reply),
+            Some(Ok(slot)) => Some(slot),
+            None => None,
+        };
         for (kind, name, rule) in &allowed {
             super::audit::event(snap, &principal, server, *kind, name, "allow", rule);
         }
         Plan::Forward(Forward {
-            stream: None,
+            stream,
             op: Op::Call,
             upstream,
             permit,
@@ -391,6 +422,13 @@ pub(super) async fn read_json<B: BodySource>(
             Err(removed.unwrap_or_else(|| Reply::rpc_error(400, &e.id(), e.code(), &e.to_string())))
         }
     }
+}
+
+/// The resource URIs of a `subscriptions/listen` request's filter (`Err`: the filter is not
+/// one; the request is refused rather than passed on unchecked).
+fn listen_uris(body: &[u8]) -> Result<Vec<String>, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    listen::Filter::from_params(v.get("params")).map(|f| f.uris)
 }
 
 /// The list a single request asks for, if it is a list request.

@@ -138,6 +138,18 @@ pub enum Work {
     },
     /// GET: every leg's server-initiated stream, merged.
     Events,
+    /// 2026-07-28 `subscriptions/listen`: every leg's listen stream, merged into one.
+    Listen {
+        /// The request's id (the subscription id).
+        id: Value,
+        /// The client's `params._meta`, sent on with every leg's request.
+        meta: Value,
+        /// What the client asked for; its URIs are the ones the caller may use, each with its
+        /// server and upstream URI.
+        filter: crate::mcp::listen::Filter,
+        /// (server, upstream URI, URI on `/mcp`) of each subscribed resource.
+        uris: Vec<(String, String, String)>,
+    },
     /// DELETE: end the session on every leg.
     Delete,
 }

@@ -84,13 +84,16 @@ pub async fn run<D: Downstream>(
             Reply::bytes(200, "application/json", Bytes::from_static(b"{}"))
         }
         Work::Events => return events(d, &f, view, traceparent, obs).await,
+        Work::Listen { .. } => {
+            return super::subscriptions::listen(d, &f, view, traceparent, obs).await
+        }
         Work::Resolve { .. } => return Ended::Complete,
     };
     write::reply(d, reply, false, obs).await;
     Ended::Complete
 }
 
-fn request<'a>(
+pub(super) fn request<'a>(
     view: &'a RequestView<'a>,
     leg: &'a Leg<'_>,
     body: Bytes,
@@ -109,7 +112,7 @@ fn request<'a>(
 }
 
 /// `fut`, bounded by the leg's timeout; a failure as text.
-async fn within<T, E: std::fmt::Display>(
+pub(super) async fn within<T, E: std::fmt::Display>(
     leg: &Leg<'_>,
     fut: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
@@ -121,7 +124,7 @@ async fn within<T, E: std::fmt::Display>(
     }
 }
 
-fn skipped(leg: &Leg<'_>, why: &str) {
+pub(super) fn skipped(leg: &Leg<'_>, why: &str) {
     let server = leg.upstream.name();
     let reason = if why.starts_with("no answer within") {
         "timeout"

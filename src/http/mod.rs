@@ -11,4 +11,5 @@ pub mod pingora;
 pub mod relay;
 pub mod routed;
 pub mod stream;
+pub mod subscriptions;
 pub mod write;

@@ -196,8 +196,9 @@ pub fn gateway_meta() -> Value {
 }
 
 /// The gateway's 2026-07-28 `server/discover` result over the upstreams that answered: the
-/// capabilities any of them has, less what `/mcp` does not serve yet (`subscriptions/listen`:
-/// no `listChanged`, no `subscribe`), the gateway's identity, each upstream's instructions.
+/// capabilities any of them has (list changes and resource updates where any offers them: a
+/// `subscriptions/listen` on `/mcp` merges theirs), the gateway's identity, each upstream's
+/// instructions.
 pub fn merge_discover(answered: &[Initialized<'_>]) -> Value {
     let mut result = merge_initialize(MODERN, answered);
     let Some(obj) = result.as_object_mut() else {
@@ -205,13 +206,6 @@ pub fn merge_discover(answered: &[Initialized<'_>]) -> Value {
     };
     obj.remove("protocolVersion");
     obj.remove("serverInfo");
-    if let Some(caps) = obj.get_mut("capabilities").and_then(Value::as_object_mut) {
-        for kind in ["tools", "prompts", "resources"] {
-            if caps.contains_key(kind) {
-                caps.insert(kind.into(), json!({}));
-            }
-        }
-    }
     obj.insert("supportedVersions".into(), json!([MODERN]));
     obj.insert("resultType".into(), Value::from("complete"));
     obj.insert("ttlMs".into(), Value::from(0));

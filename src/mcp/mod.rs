@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod era;
 pub mod filter;
 pub mod jsonrpc;
+pub mod listen;
 pub mod names;
 pub mod outcome;
 pub(crate) mod raw;

@@ -99,6 +99,11 @@ impl Store {
         &self.path
     }
 
+    /// The gateway is shutting down: streams that end gracefully on a reload end now.
+    pub fn retire_live(&self) {
+        self.current.load().upstreams.retire();
+    }
+
     /// Subscribe to reload attempts (the value counts them).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
@@ -152,6 +157,8 @@ impl Store {
         let grace = new.server.grace_period;
         let (live, gone) = Snapshot::with_upstreams(new, &self.registry, Some(&old));
         self.current.store(Arc::new(live));
+        // Streams opened under the old snapshot that must follow the config end gracefully.
+        old.upstreams.retire();
         self.registry.retire(gone, grace);
         metrics().reload(ReloadResult::Success, Some(&hash), at);
         tracing::info!(file = %file, hash = %hash, "config reloaded");

@@ -100,6 +100,8 @@ pub struct Upstream {
     pub http: Option<HttpUpstream>,
     /// Its shared session (stdio, legacy SSE, or a Streamable HTTP server's SSE fallback).
     pub shared: Option<Arc<Mux>>,
+    /// When its snapshot stops being the live one.
+    pub retirement: routes::Retirement,
 }
 
 /// What an upstream answered.
@@ -262,7 +264,7 @@ impl Upstream {
     ) -> Result<Answer<'_>, Failure> {
         self.check(permit)?;
         if let Some(mux) = self.shared_now() {
-            return Ok(shared::session::post(&self.config, mux, &req).await);
+            return Ok(shared::session::post(&self.config, mux, &req, &self.retirement).await);
         }
         let Some(http) = &self.http else {
             return Err(not_running(&self.config));
@@ -315,7 +317,7 @@ impl Upstream {
                 );
                 mux.engage();
             }
-            return Ok(shared::session::post(&self.config, mux, &req).await);
+            return Ok(shared::session::post(&self.config, mux, &req, &self.retirement).await);
         }
         Ok(Answer::Http(HttpAnswer {
             head: resp,

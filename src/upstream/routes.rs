@@ -4,21 +4,53 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use super::http::HttpUpstream;
 use super::shared::mux::Mux;
 use super::Upstream;
 use crate::config::{Config, Transport};
 
 /// The upstreams of a snapshot.
-#[derive(Default)]
 pub struct Upstreams {
     by_name: HashMap<String, Upstream>,
+    retire: watch::Sender<bool>,
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Upstreams {
+            by_name: HashMap::new(),
+            retire: watch::channel(false).0,
+        }
+    }
+}
+
+/// Resolves once the snapshot these upstreams belong to is no longer the live one (a reload
+/// replaced it, or the gateway is shutting down): what a long-lived stream opened under it
+/// (`subscriptions/listen`) waits for to end gracefully.
+#[derive(Clone)]
+pub struct Retirement(watch::Receiver<bool>);
+
+impl Retirement {
+    /// Wait for the retirement (at once if it already happened).
+    pub async fn wait(&mut self) {
+        if self.0.wait_for(|r| *r).await.is_err() {
+            // The snapshot is gone: retired too.
+        }
+    }
+
+    /// Whether it already happened.
+    pub fn happened(&self) -> bool {
+        *self.0.borrow()
+    }
 }
 
 impl Upstreams {
     /// Prepare every upstream of `config`; `shared` holds the running shared sessions (stdio,
     /// legacy SSE, SSE fallbacks) by server name, from the registry.
     pub fn build(config: &Config, mut shared: HashMap<String, Arc<Mux>>) -> Self {
+        let (retire, _) = watch::channel(false);
         let by_name = config
             .proxy
             .servers
@@ -32,11 +64,23 @@ impl Upstreams {
                     config: up.clone(),
                     http,
                     shared: shared.remove(&up.name),
+                    retirement: Retirement(retire.subscribe()),
                 };
                 (up.name.clone(), upstream)
             })
             .collect();
-        Upstreams { by_name }
+        Upstreams { by_name, retire }
+    }
+
+    /// These upstreams' snapshot is no longer the live one: streams waiting on a
+    /// [`Retirement`] end.
+    pub fn retire(&self) {
+        self.retire.send_replace(true);
+    }
+
+    /// Wait for [`Upstreams::retire`].
+    pub fn retirement(&self) -> Retirement {
+        Retirement(self.retire.subscribe())
     }
 
     /// The upstream called `name`.

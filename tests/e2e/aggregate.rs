@@ -475,3 +475,122 @@ async fn both_eras_of_the_python_client_work_where_the_gateway_serves_them() {
     assert!(r["call"]["text"].to_string().contains("Plain text"), "{r}");
     trio.assert_running();
 }
+
+/// `tests/e2e/py/listen.py URL SPEC`: the report of a 2026-07-28 listen stream.
+async fn listen(trio: &Trio, name: &str, url: &str, spec: Value) -> Value {
+    let mut cmd = Command::new(trio.peers.python());
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/py/listen.py"
+    ))
+    .arg(url)
+    .arg(spec.to_string())
+    .env("PYTHONUNBUFFERED", "1");
+    let out = run_bounded(name, cmd, trio.dir(), Duration::from_secs(120)).await;
+    out.assert_success(&format!("listen client on {url}"));
+    let report: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert!(report.get("error").is_none(), "{name}: {report}");
+    report
+}
+
+#[tokio::test]
+async fn a_listen_stream_merges_every_upstream_and_ends_gracefully_on_reload_and_shutdown() {
+    let mut trio = Trio::start().await;
+    let doc = "demo://resource/static/document/architecture.md";
+    let pid = trio.gateway.pid();
+    // On /mcp: list changes of the Python server (2026-07-28, its own listen stream) and
+    // resource updates of the stdio server (legacy: the gateway's own session subscribes).
+    // The reference server speaks only the legacy era and is left out; a URI naming no server
+    // is not honored.
+    let r = listen(
+        &trio,
+        "listen-mcp",
+        &trio.mcp(),
+        json!({
+            "filter": { "tools": true, "prompts": true, "uris": [
+                format!("mcp://everything/{doc}"),
+                "mcp://py/test://watched-resource",
+                "mcp://ref/test://static-text",
+                "mcp://nowhere/x",
+            ] },
+            "steps": [
+                { "call": "py__test_trigger_tool_change", "expect": "tools" },
+                { "call": "py__test_trigger_prompt_change", "expect": "prompts" },
+                // Starts updates every 5 s for what the stdio server's sessions subscribed.
+                { "call": "everything__toggle-subscriber-updates", "expect": "updated" },
+            ],
+            "end": { "signal": "HUP", "pid": pid, "touch": trio.config.display().to_string() },
+        }),
+    )
+    .await;
+    assert_eq!(
+        r["honored"],
+        json!({ "tools": true, "prompts": true, "resources": false, "uris": [
+            format!("mcp://everything/{doc}"), "mcp://py/test://watched-resource",
+        ] }),
+        "{r}"
+    );
+    let events = r["events"].as_array().unwrap();
+    for wanted in [
+        json!(["tools", null]),
+        json!(["prompts", null]),
+        json!(["updated", format!("mcp://everything/{doc}")]),
+    ] {
+        assert!(events.contains(&wanted), "{wanted} missing: {r}");
+    }
+    // A changed config was reloaded: the stream ended with its closing result.
+    assert_eq!(r["ended"], "graceful", "{r}");
+    assert!(
+        trio.gateway
+            .log()
+            .contains("upstream left out of the /mcp answer"),
+        "the legacy-only reference server is left out with a warning"
+    );
+    // On /mcp/everything (stdio, legacy only): the gateway's session serves the stream.
+    let r = listen(
+        &trio,
+        "listen-everything",
+        &format!("{}/everything", trio.mcp()),
+        json!({
+            "filter": { "tools": true, "uris": [doc] },
+            "steps": [ { "expect": "updated" } ],
+        }),
+    )
+    .await;
+    assert_eq!(r["honored"]["uris"], json!([doc]), "{r}");
+    assert!(events_of(&r).contains(&json!(["updated", doc])), "{r}");
+    // On /mcp/py: passed through to the Python server's own listen.
+    let r = listen(
+        &trio,
+        "listen-py",
+        &format!("{}/py", trio.mcp()),
+        json!({
+            "filter": { "tools": true },
+            "steps": [ { "call": "test_trigger_tool_change", "expect": "tools" } ],
+        }),
+    )
+    .await;
+    assert!(events_of(&r).contains(&json!(["tools", null])), "{r}");
+    trio.assert_running();
+    // SIGTERM: the stream ends with its closing result at once, and the gateway exits.
+    let started = std::time::Instant::now();
+    let r = listen(
+        &trio,
+        "listen-shutdown",
+        &trio.mcp(),
+        json!({ "filter": { "tools": true }, "end": { "signal": "TERM", "pid": pid } }),
+    )
+    .await;
+    assert_eq!(r["ended"], "graceful", "{r}");
+    let status = trio.gateway.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.is_some_and(|s| s.success()), "exit: {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+fn events_of(report: &Value) -> Vec<Value> {
+    report["events"].as_array().cloned().unwrap_or_default()
+}

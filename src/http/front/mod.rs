@@ -378,6 +378,7 @@ fn summary(plan: crate::gateway::Plan<'_>, view: &crate::request::RequestView<'_
                 Work::Broadcast { body, answer } => format!("broadcast {answer:?} {}", body.len()),
                 Work::Resolve { exposed, kind, .. } => format!("resolve {exposed} {kind:?}"),
                 Work::Events => "events".to_owned(),
+                Work::Listen { id, filter, uris, .. } => format!("listen {id} {filter:?} {uris:?}"),
                 Work::Delete => "delete".to_owned(),
             };
             let legs: Vec<_> = f.legs.iter().map(|l| l.upstream.name()).collect();

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::super::routes::Retirement;
 use super::super::{Answer, Request};
 use super::mux::{self, Caps, Done, Mux, Replies};
 use crate::config::Upstream as UpstreamConfig;
 use crate::mcp::era::{self, Era};
+use crate::mcp::listen::{self, Filter};
 use crate::mcp::reply::Reply;
 
 /// How long a request waits for an upstream that is still starting.
@@ -45,7 +47,14 @@ fn session_not_found() -> Reply {
 }
 
 /// A POST: one JSON-RPC message (batches are refused: they cannot be mapped one to one).
-pub async fn post(up: &UpstreamConfig, mux: &Arc<Mux>, req: &Request<'_>) -> Answer<'static> {
+/// `retirement`: when the snapshot the request pinned stops being live (a listen stream ends
+/// then).
+pub async fn post(
+    up: &UpstreamConfig,
+    mux: &Arc<Mux>,
+    req: &Request<'_>,
+    retirement: &Retirement,
+) -> Answer<'static> {
     let server = up.name.as_str();
     let mut msg: Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
@@ -59,7 +68,7 @@ pub async fn post(up: &UpstreamConfig, mux: &Arc<Mux>, req: &Request<'_>) -> Ans
         return Answer::Local(Reply::rpc_error(400, &Value::Null, -32600, m));
     }
     if era::of(req.view) == Era::Modern {
-        return modern(up, mux, req, msg).await;
+        return modern(up, mux, req, msg, retirement).await;
     }
     let Ok((sid, caps)) = caller_session(req, mux) else {
         return Answer::Local(session_not_found());
@@ -108,13 +117,14 @@ pub async fn post(up: &UpstreamConfig, mux: &Arc<Mux>, req: &Request<'_>) -> Ans
 /// upstream's handshake; other requests run as calls of a session minted for the one request,
 /// declaring no client capabilities (a modern client takes no server-to-client requests), and
 /// their result is made a 2026-07-28 result (`resultType`, the server's identity in `_meta`,
-/// `ttlMs`/`cacheScope` on lists and reads). Methods 2026-07-28 removed, and
-/// `subscriptions/listen` (a legacy upstream's notifications are not mapped to it), are 404.
+/// `ttlMs`/`cacheScope` on lists and reads). `subscriptions/listen` is served from a session of
+/// its own ([`listen`]). Methods 2026-07-28 removed are 404.
 async fn modern(
     up: &UpstreamConfig,
     mux: &Arc<Mux>,
     req: &Request<'_>,
     mut msg: Value,
+    retirement: &Retirement,
 ) -> Answer<'static> {
     let server = up.name.as_str();
     let method = msg
@@ -132,21 +142,11 @@ async fn modern(
     };
     match method.as_str() {
         "server/discover" => {
-            let mut caps = init
+            // The upstream's own: its list changes and resource updates reach listen streams.
+            let caps = init
                 .get("capabilities")
                 .cloned()
                 .unwrap_or_else(|| json!({}));
-            for (kind, flags) in [
-                ("tools", &["listChanged"][..]),
-                ("prompts", &["listChanged"]),
-                ("resources", &["listChanged", "subscribe"]),
-            ] {
-                if let Some(obj) = caps.get_mut(kind).and_then(Value::as_object_mut) {
-                    for f in flags {
-                        obj.remove(*f);
-                    }
-                }
-            }
             let mut result = json!({
                 "supportedVersions": [era::MODERN],
                 "capabilities": caps,
@@ -163,12 +163,12 @@ async fn modern(
                 &json!({ "jsonrpc": "2.0", "id": id, "result": result }),
             ))
         }
+        listen::METHOD => listen(up, mux, &msg, id, &init, retirement.clone()).await,
         "initialize"
         | "ping"
         | "logging/setLevel"
         | "resources/subscribe"
-        | "resources/unsubscribe"
-        | "subscriptions/listen" => {
+        | "resources/unsubscribe" => {
             let m = format!(
                 "Method not found: `{method}` is not available at 2026-07-28 on this upstream"
             );
@@ -208,6 +208,122 @@ async fn modern(
             }
         }
     }
+}
+
+/// 2026-07-28 `subscriptions/listen` on a legacy upstream: a session of the gateway's own with
+/// the shared upstream (never shared with another request), subscribed to the URIs asked for.
+/// The stream starts with the acknowledgment of what the upstream can deliver (list changes it
+/// announces in its capabilities; resource updates when it offers `subscribe`, for the URIs it
+/// accepted), carries only the events asked for, each stamped with the subscription id, and
+/// ends with the closing result when the snapshot is retired (reload, shutdown) or the upstream
+/// is removed. Dropped, it releases the session and its subscriptions.
+async fn listen(
+    up: &UpstreamConfig,
+    mux: &Arc<Mux>,
+    msg: &Value,
+    id: Value,
+    init: &Value,
+    retirement: Retirement,
+) -> Answer<'static> {
+    let requested = match Filter::from_params(msg.get("params")) {
+        Ok(f) => f,
+        Err(why) => {
+            let m = format!("Invalid params: {why}");
+            return Answer::Local(Reply::rpc_error(400, &id, -32602, &m));
+        }
+    };
+    let can = |path: &str| {
+        init.pointer(&format!("/capabilities{path}"))
+            .and_then(Value::as_bool)
+            == Some(true)
+    };
+    let mut honored = Filter {
+        tools: requested.tools && can("/tools/listChanged"),
+        prompts: requested.prompts && can("/prompts/listChanged"),
+        resources: requested.resources && can("/resources/listChanged"),
+        uris: Vec::new(),
+    };
+    let Some(sid) = mux::new_session_id(Caps::default()) else {
+        let m = "cannot create a session id (no randomness available)";
+        return Answer::Local(Reply::rpc_error(500, &id, -32603, m));
+    };
+    let sid: Arc<str> = Arc::from(sid);
+    // The stream first: an update sent while the subscriptions are made is not lost.
+    let rx = mux.stream(sid.clone(), Caps::default());
+    let release = Release {
+        mux: mux.clone(),
+        session: sid.clone(),
+    };
+    if can("/resources/subscribe") {
+        for uri in requested.uris {
+            if subscribe(up, mux, &sid, &uri).await {
+                honored.uris.push(uri);
+            }
+        }
+    }
+    Answer::Events(Events {
+        rx,
+        listen: Some(Box::new(Listening {
+            id,
+            honored,
+            acked: false,
+            closed: false,
+            retirement,
+            _release: release,
+        })),
+    })
+}
+
+/// Subscribe session `sid` to `uri` upstream: whether the upstream accepted it.
+async fn subscribe(up: &UpstreamConfig, mux: &Arc<Mux>, sid: &Arc<str>, uri: &str) -> bool {
+    let method = "resources/subscribe";
+    let mut m = json!({ "jsonrpc": "2.0", "id": 0, "method": method, "params": { "uri": uri } });
+    let answer = call(
+        up,
+        mux,
+        sid.clone(),
+        Caps::default(),
+        &mut m,
+        method.into(),
+        json!(0),
+        false,
+    )
+    .await;
+    let Answer::Messages(mut messages) = answer else {
+        return false;
+    };
+    loop {
+        match messages.next(Duration::from_secs(3600)).await {
+            Item::Answer { is_error, .. } => return !is_error,
+            Item::Failed { detail, .. } => {
+                tracing::warn!(server = %up.name, uri, reason = %detail, "a listen stream's subscription failed");
+                return false;
+            }
+            Item::Message(_) | Item::Quiet => {}
+        }
+    }
+}
+
+/// Ends a listen stream's session of the shared upstream when the stream is dropped.
+struct Release {
+    mux: Arc<Mux>,
+    session: Arc<str>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.mux.release(self.session.clone());
+    }
+}
+
+/// A listen stream over a shared session (see [`listen`]).
+struct Listening {
+    id: Value,
+    honored: Filter,
+    acked: bool,
+    closed: bool,
+    retirement: Retirement,
+    _release: Release,
 }
 
 /// How a call's answer is made a 2026-07-28 result.
@@ -522,16 +638,42 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// A shared session's notification stream.
+/// A shared session's notification stream (GET), or a 2026-07-28 listen stream.
 pub struct Events {
     rx: tokio::sync::mpsc::Receiver<Bytes>,
+    listen: Option<Box<Listening>>,
 }
 
 impl Events {
     /// The next message; `None` when the stream ended (replaced by a newer one, the session
-    /// closed, the upstream removed).
+    /// closed, the upstream removed). A listen stream starts with its acknowledgment, carries
+    /// the events it asked for and ends with its closing result.
     pub async fn next(&mut self) -> Option<Bytes> {
-        self.rx.recv().await
+        let Events { rx, listen } = self;
+        let Some(l) = listen else {
+            return rx.recv().await;
+        };
+        if !l.acked {
+            l.acked = true;
+            return Some(listen::acknowledged(&l.id, &l.honored));
+        }
+        if l.closed {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                m = rx.recv() => {
+                    let Some(m) = m else { break };
+                    let Ok(v) = serde_json::from_slice::<Value>(&m) else { continue };
+                    if listen::Event::of(&v).is_some_and(|e| l.honored.admits(e)) {
+                        return Some(listen::stamp(v, &l.id));
+                    }
+                }
+                () = l.retirement.wait() => break,
+            }
+        }
+        l.closed = true;
+        Some(listen::closed(&l.id))
     }
 }
 
@@ -549,6 +691,7 @@ pub async fn get(up: &UpstreamConfig, mux: &Arc<Mux>, req: &Request<'_>) -> Answ
     }
     Answer::Events(Events {
         rx: mux.stream(sid, caps),
+        listen: None,
     })
 }
 

@@ -155,11 +155,9 @@ async fn a_legacy_stdio_upstream_serves_2026_07_28_through_the_gateway() {
         "{v}"
     );
     assert!(r["capabilities"]["tools"].is_object(), "{v}");
-    // Not served for a legacy upstream, so not advertised.
-    assert!(
-        r["capabilities"]["tools"].get("listChanged").is_none(),
-        "{v}"
-    );
+    // The upstream's own: its list changes and updates reach listen streams.
+    assert_eq!(r["capabilities"]["tools"]["listChanged"], true, "{v}");
+    assert_eq!(r["capabilities"]["resources"]["subscribe"], true, "{v}");
     assert_eq!(
         (r["resultType"].as_str(), r["cacheScope"].as_str()),
         (Some("complete"), Some("private"))
@@ -198,8 +196,24 @@ async fn a_legacy_stdio_upstream_serves_2026_07_28_through_the_gateway() {
     assert_eq!(v["result"]["resultType"], "complete", "{v}");
     assert_eq!(v["id"], 5);
 
+    // A listen request without a filter: refused before anything is sent.
+    let body =
+        json!({"jsonrpc":"2.0","id":3,"method":"subscriptions/listen","params":{"_meta":meta()}});
+    let (status, v) = send(
+        &gw,
+        "/mcp/fx",
+        &[V, ("mcp-method", "subscriptions/listen")],
+        &body,
+        false,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_i64()),
+        (400, Some(-32602)),
+        "{v}"
+    );
     // Removed in 2026-07-28: 404 -32601, even when the classifier could not read its params.
-    for method in ["ping", "resources/subscribe", "subscriptions/listen"] {
+    for method in ["ping", "resources/subscribe"] {
         let body = json!({"jsonrpc":"2.0","id":3,"method":method,"params":{"_meta":meta()}});
         let (status, v) = send(&gw, "/mcp/fx", &[V, ("mcp-method", method)], &body, false).await;
         assert_eq!(
@@ -254,10 +268,10 @@ async fn the_aggregated_endpoint_serves_2026_07_28_statelessly() {
         r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "portcullis",
         "{v}"
     );
-    assert_eq!(
-        r["capabilities"]["tools"],
-        json!({}),
-        "listen is not served on /mcp: {v}"
+    // List changes as the upstreams offer them: `subscriptions/listen` on /mcp merges theirs.
+    assert!(
+        r["capabilities"]["tools"]["listChanged"].is_boolean(),
+        "{v}"
     );
     assert!(
         r.get("protocolVersion").is_none() && r.get("serverInfo").is_none(),
@@ -306,13 +320,16 @@ async fn the_aggregated_endpoint_serves_2026_07_28_statelessly() {
         "{v}"
     );
     assert_eq!(up.posts(), posts);
-    // Removed methods, listen (not served yet), notifications, GET.
-    for method in ["initialize", "subscriptions/listen"] {
+    // Removed methods, a listen without its filter, GET.
+    for (method, status_code, code) in [
+        ("initialize", 404, -32601),
+        ("subscriptions/listen", 400, -32602),
+    ] {
         let body = json!({"jsonrpc":"2.0","id":3,"method":method,"params":{"_meta":meta()}});
         let (status, v) = send(&gw, "/mcp", &[V, ("mcp-method", method)], &body, false).await;
         assert_eq!(
             (status, v["error"]["code"].as_i64()),
-            (404, Some(-32601)),
+            (status_code, Some(code)),
             "{method}: {v}"
         );
     }

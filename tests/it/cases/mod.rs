@@ -13,6 +13,7 @@ mod head_limits;
 mod interface;
 mod jwt;
 mod limits;
+mod listen;
 mod matrix;
 mod outcomes;
 mod policy;

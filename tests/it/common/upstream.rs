@@ -8,6 +8,10 @@
 //! - `status:CODE`: an empty answer with that status;
 //! - `tool-error` / `rpc-error`: a JSON result with `isError: true` / a JSON-RPC error;
 //! - `sse-tool-error`: a progress event, then a result with `isError: true`, as SSE.
+//! - `listen`, `listen-close`, `listen-cut` (2026-07-28 `subscriptions/listen`): the
+//!   acknowledgment of what was asked, then a tools list change, a log message, an update of
+//!   each subscribed URI and of `res://other`, each stamped; then the stream stays open
+//!   (`listen`), ends with the closing result (`listen-close`) or breaks (`listen-cut`).
 //!
 //! `GET /mcp` opens an SSE stream (3 events 30 ms apart; then, with `x-test-reply: forever`,
 //! stays open until the client goes away); `DELETE /mcp` answers 200.
@@ -23,7 +27,7 @@ use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, Response, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use tokio::sync::Notify;
 
 /// A `tools/list` answer with a visible and a hidden tool, marked publicly cacheable.
@@ -176,6 +180,49 @@ async fn on_post(
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
             base(StatusCode::OK, "application/json", &headers)
                 .body(Body::from(result))
+                .unwrap()
+        }
+        [m @ ("listen" | "listen-close" | "listen-cut")] => {
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let id = body["id"].clone();
+            let asked = body["params"]["notifications"].clone();
+            let key = "io.modelcontextprotocol/subscriptionId";
+            let frame = |v: serde_json::Value| -> Result<Bytes, std::io::Error> {
+                Ok(Bytes::from(format!("event: message\ndata: {v}\n\n")))
+            };
+            let note = |method: &str, mut params: serde_json::Value| {
+                params["_meta"] = serde_json::json!({ key: id.clone() });
+                frame(serde_json::json!({ "jsonrpc": "2.0", "method": method, "params": params }))
+            };
+            let mut frames = vec![
+                note("notifications/subscriptions/acknowledged", serde_json::json!({ "notifications": asked.clone() })),
+                note("notifications/tools/list_changed", serde_json::json!({})),
+                note("notifications/message", serde_json::json!({ "level": "info", "data": "x" })),
+            ];
+            for uri in asked["resourceSubscriptions"].as_array().into_iter().flatten() {
+                frames.push(note("notifications/resources/updated", serde_json::json!({ "uri": uri })));
+            }
+            frames.push(note("notifications/resources/updated", serde_json::json!({ "uri": "res://other" })));
+            let end: Vec<Result<Bytes, std::io::Error>> = match *m {
+                "listen-close" => vec![frame(serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": { "_meta": { key: id.clone() } } }))],
+                "listen-cut" => vec![Err(std::io::Error::other("cut"))],
+                _ => Vec::new(),
+            };
+            let cut = *m == "listen-cut";
+            let frames = stream::iter(frames).chain(stream::iter(end));
+            let body = if *m == "listen" {
+                Body::from_stream(frames.chain(stream::pending()))
+            } else if cut {
+                // Slowly enough that the events go out before the break.
+                Body::from_stream(frames.then(|f| async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    f
+                }))
+            } else {
+                Body::from_stream(frames)
+            };
+            base(StatusCode::OK, "text/event-stream", &headers)
+                .body(body)
                 .unwrap()
         }
         ["tools"] => base(StatusCode::OK, "application/json", &headers)

@@ -484,6 +484,12 @@ impl Mux {
         self.send(Cmd::Close { session });
     }
 
+    /// End a session only the gateway knows (a `subscriptions/listen` stream's): its calls are
+    /// cancelled and its subscriptions released, with no id to remember.
+    pub fn release(&self, session: Arc<str>) {
+        self.send(Cmd::Close { session });
+    }
+
     /// Whether `session` was ended by a DELETE on this replica.
     pub fn is_closed(&self, session: &str) -> bool {
         self.closed.load().ids.contains(session)
