@@ -314,6 +314,7 @@ async fn post<'s, B: BodySource>(
                         server: Some(server),
                         tool: None,
                         part: Part::WithoutTool,
+                        named: None,
                     };
                     if let Err(reply) = limit::admit(snap, &principal, true, &envelope, target, obs)
                     {

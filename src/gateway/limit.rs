@@ -59,7 +59,7 @@ pub(super) fn admit(
             if super::audit::enabled() {
                 // The policy allowed these uses; the audit trail says what became of them.
                 for (_, used) in envelope.uses() {
-                    let name = target.tool.unwrap_or(used.name.as_str());
+                    let name = target.named.unwrap_or(used.name.as_str());
                     let server = target.server.unwrap_or(AGGREGATE_LABEL);
                     super::audit::event(
                         snap,

@@ -92,6 +92,7 @@ pub fn route<'s>(
         server: Some(server),
         tool: (method == "tools/call").then_some(original),
         part,
+        named: Some(original),
     };
     if let Err(reply) = limit::admit(snap, principal, in_session, &envelope, charge, obs) {
         return Plan::Answer(reply);

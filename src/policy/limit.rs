@@ -57,6 +57,9 @@ pub struct Charge<'a> {
     pub tool: Option<&'a str>,
     /// Which rules to charge.
     pub part: Part,
+    /// On `/mcp`: the upstream's own name of what a covered request names (the audit trail
+    /// records a refused use under it, as it records allows and denials).
+    pub named: Option<&'a str>,
 }
 
 /// Why a message is refused.
@@ -319,6 +322,7 @@ mod tests {
             server: Some(server),
             tool: Some(tool),
             part: Part::All,
+            named: None,
         }
     }
 

@@ -328,8 +328,21 @@ impl Upstream {
         }))
     }
 
-    /// GET: the session's server-initiated stream.
+    /// GET: the session's server-initiated stream (its span, with tracing on, covers opening it).
     pub async fn events(
+        &self,
+        permit: &Permit<'_>,
+        req: Request<'_>,
+    ) -> Result<Answer<'_>, Failure> {
+        if crate::telemetry::otel::enabled() {
+            use tracing::Instrument;
+            let span = crate::telemetry::otel::upstream_span(&self.config.name);
+            return self.events_inner(permit, req).instrument(span).await;
+        }
+        self.events_inner(permit, req).await
+    }
+
+    async fn events_inner(
         &self,
         permit: &Permit<'_>,
         req: Request<'_>,
@@ -343,6 +356,19 @@ impl Upstream {
 
     /// DELETE: end the session.
     pub async fn delete(
+        &self,
+        permit: &Permit<'_>,
+        req: Request<'_>,
+    ) -> Result<Answer<'_>, Failure> {
+        if crate::telemetry::otel::enabled() {
+            use tracing::Instrument;
+            let span = crate::telemetry::otel::upstream_span(&self.config.name);
+            return self.delete_inner(permit, req).instrument(span).await;
+        }
+        self.delete_inner(permit, req).await
+    }
+
+    async fn delete_inner(
         &self,
         permit: &Permit<'_>,
         req: Request<'_>,

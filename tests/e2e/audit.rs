@@ -59,6 +59,11 @@ auth:
     "fixture:echo": ["scope:user"]
     "fixture:stats": ["scope:admin"]
     "py:*": ["scope:user"]
+rate_limits:
+  - key: principal
+    requests_per_second: 0.001
+    burst: 1
+    tools: ["py:test_simple_text"]
 proxy:
   session_key: "{SESSION_KEY}"
   servers:
@@ -144,6 +149,32 @@ proxy:
         .unwrap();
     let text = r.text().await.unwrap();
     assert!(text.contains("\"result\""), "{text}");
+    // A prompt and a resource of it, by their names on /mcp.
+    let get = json!({"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"py__test_simple_prompt"}});
+    let text = post("/mcp", get, &alice, Some(&sid))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("simple prompt"), "{text}");
+    let read = json!({"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"mcp://py/test://static-text"}});
+    let text = post("/mcp", read, &alice, Some(&sid))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("static text resource"), "{text}");
+    // A tool with a rate limit of one: the second call is refused, and audited so.
+    for limited in [false, true] {
+        let r = post("/mcp", call("py__test_simple_text"), &alice, Some(&sid))
+            .await
+            .unwrap();
+        // (In a session the refusal is a JSON-RPC error, so the session's stream survives.)
+        let text = r.text().await.unwrap();
+        assert_eq!(text.contains("-32029"), limited, "{text}");
+    }
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).await.is_some());
 
@@ -153,29 +184,35 @@ proxy:
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    let seen: Vec<(String, String, String, String)> = events
+    let seen: Vec<[String; 5]> = events
         .iter()
         .map(|e| {
             let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
-            (s("decision"), s("server"), s("name"), s("rule"))
+            [s("decision"), s("server"), s("kind"), s("name"), s("rule")]
         })
         .collect();
-    let expect = |d: &str, server: &str, name: &str, rule: &str| {
-        (
-            d.to_owned(),
-            server.to_owned(),
-            name.to_owned(),
-            rule.to_owned(),
-        )
+    let expect = |d: &str, server: &str, kind: &str, name: &str, rule: &str| {
+        [d, server, kind, name, rule].map(str::to_owned)
     };
     assert_eq!(
         seen,
         vec![
-            expect("allow", "fixture", "echo", "fixture:echo"),
-            expect("deny", "fixture", "stats", "fixture:stats"),
-            expect("allow", "fixture", "echo", "fixture:echo"),
-            expect("deny", "fixture", "stats", "fixture:stats"),
-            expect("allow", "py", "echo", "py:*"),
+            expect("allow", "fixture", "tool", "echo", "fixture:echo"),
+            expect("deny", "fixture", "tool", "stats", "fixture:stats"),
+            expect("allow", "fixture", "tool", "echo", "fixture:echo"),
+            expect("deny", "fixture", "tool", "stats", "fixture:stats"),
+            expect("allow", "py", "tool", "echo", "py:*"),
+            // The upstream's own names, as for tools.
+            expect("allow", "py", "prompt", "test_simple_prompt", "py:*"),
+            expect("allow", "py", "resource", "test://static-text", "py:*"),
+            expect("allow", "py", "tool", "test_simple_text", "py:*"),
+            expect(
+                "limited",
+                "py",
+                "tool",
+                "test_simple_text",
+                "rate_limits[0]"
+            ),
         ],
         "{audit}"
     );
@@ -184,7 +221,6 @@ proxy:
         assert_eq!(e["sub"], "alice");
         assert_eq!(e["iss"], ISSUER);
         assert_eq!(e["client"], "audit-client");
-        assert_eq!(e["kind"], "tool");
         assert_eq!(e["request_id"].as_str().unwrap().len(), 32, "{e}");
         assert_eq!(e["config"].as_str().unwrap().len(), 64, "{e}");
     }

@@ -92,7 +92,7 @@ async fn requests_and_upstream_calls_are_exported_as_one_trace() {
     let seen = Arc::new(Seen::default());
     let app = Router::new()
         .route("/v1/traces", post(traces))
-        .route("/mcp", post(mcp))
+        .route("/mcp", post(mcp).delete(mcp))
         .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let receiver = listener.local_addr().unwrap();
@@ -130,6 +130,16 @@ proxy:
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // A DELETE (no body) gets its upstream span too.
+    let ended = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let resp = client
+        .delete(format!("{base}/mcp/up"))
+        .header("mcp-session-id", "s-1")
+        .header("traceparent", format!("00-{ended}-{caller}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
     // Shutdown flushes what the batch processor holds.
     gw.signal("TERM");
     assert!(
@@ -138,6 +148,14 @@ proxy:
         gw.log_tail()
     );
 
+    let exported = spans(&seen.exports.lock().unwrap());
+    let deleted: Vec<_> = exported.iter().filter(|s| s.2 == ended).collect();
+    let request = deleted.iter().find(|s| s.0 == "DELETE /mcp/up");
+    let upstream = deleted.iter().find(|s| s.0 == "upstream up");
+    match (request, upstream) {
+        (Some(r), Some(u)) => assert_eq!(u.4, r.3, "the DELETE upstream is a child"),
+        _ => panic!("no DELETE request and upstream spans in {deleted:?}"),
+    }
     let sent_up = seen.traceparents.lock().unwrap().clone();
     let sent_up: Vec<&String> = sent_up.iter().filter(|t| t.contains(trace)).collect();
     assert_eq!(sent_up.len(), 1, "{sent_up:?}");

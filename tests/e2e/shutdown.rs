@@ -1,6 +1,7 @@
 //! SIGTERM on a real `portcullis serve`: an idle gateway exits at once (not after its grace
 //! period, which would equal Kubernetes' kill deadline), its stdio child stopped; a call in
-//! flight finishes first while new connections are refused, then the process exits.
+//! flight finishes first while new connections are refused, then the process exits; an answer
+//! longer than the grace period streams on until it is over, then is cut.
 
 use std::time::{Duration, Instant};
 
@@ -139,4 +140,69 @@ async fn a_call_in_flight_finishes_before_the_gateway_exits() {
         });
     assert!(status.success(), "{status}");
     eprintln!("exited {:?} after the last answer", answered.elapsed());
+}
+
+#[tokio::test]
+async fn an_answer_longer_than_the_grace_period_holds_the_exit_until_it_is_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        config(port).replace("grace_period: 30s", "grace_period: 2s"),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let (mut gw, base) = start_gateway(gateway_command(&path), port, &client, dir.path()).await;
+    // A 6 s call streaming progress: it outlives the 2 s grace period.
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"slow","arguments":{"steps":60,"ms":100},"_meta":{"progressToken":"p"}}});
+    let mut resp = client
+        .post(format!("{base}/mcp/fixture"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains("notifications/progress") {
+        let chunk = resp.chunk().await.unwrap().expect("a progress event");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    // Held: the answer still streams after the signal.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        gw.wait_exit(Duration::ZERO).await.is_none(),
+        "exited with an answer streaming before the grace period was over"
+    );
+    let before = seen.matches("notifications/progress").count();
+    // Then cut at the grace period: the answer ends unfinished and the process exits.
+    let ended = tokio::time::timeout(Duration::from_secs(6), async {
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the answer outlived the grace period");
+    assert!(
+        seen.matches("notifications/progress").count() > before,
+        "nothing streamed after the signal: {seen}"
+    );
+    assert!(!seen.contains("done 60"), "the call was not cut: {seen}");
+    let status = gw
+        .wait_exit(Duration::from_secs(6))
+        .await
+        .unwrap_or_else(|| panic!("still running; log:\n{}", gw.log_tail()));
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status}");
+    // (Whether the gateway's drain or Pingora's own grace timer, both at `grace_period`, ends
+    // the process first is a race; either exits with 0.)
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "exited after {took:?}"
+    );
 }
