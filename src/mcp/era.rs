@@ -45,6 +45,28 @@ pub fn negotiate(requested: Option<&str>) -> &'static str {
 
 /// The stateless protocol version.
 pub const MODERN: &str = "2026-07-28";
+
+/// The 2026-07-28 `server/discover` result of a legacy upstream, from its `initialize` result
+/// (capabilities, `serverInfo` in `_meta`, instructions).
+pub fn discovered(init: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let caps = init
+        .get("capabilities")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let mut result = json!({
+        "supportedVersions": [MODERN],
+        "capabilities": caps,
+        "resultType": "complete",
+        "ttlMs": 0,
+        "cacheScope": "private",
+        "_meta": { "io.modelcontextprotocol/serverInfo": init.get("serverInfo").cloned().unwrap_or(Value::Null) },
+    });
+    if let Some(i) = init.get("instructions") {
+        result["instructions"] = i.clone();
+    }
+    result
+}
 /// JSON-RPC error: a routing header does not match the body.
 pub const HEADER_MISMATCH: i64 = -32020;
 /// JSON-RPC error: a protocol version the server does not speak.

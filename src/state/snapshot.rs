@@ -54,7 +54,7 @@ impl Snapshot {
         muxes: HashMap<String, Arc<Mux>>,
         previous: Option<&Snapshot>,
     ) -> Self {
-        let upstreams = Upstreams::build(&config, muxes);
+        let upstreams = Upstreams::build(&config, muxes, previous.map(|p| &p.upstreams));
         let policy = Policy::from_config(&config);
         let names = Names::new(&config);
         let sessions = SessionKey::new(config.proxy.session_key.as_ref());

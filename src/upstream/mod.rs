@@ -21,6 +21,7 @@
 //! | [`routes`]   | every upstream of a snapshot, by name                           |
 //! | [`registry`] | the running shared sessions, reconciled with each config load   |
 
+pub mod hidden;
 pub mod http;
 pub mod registry;
 pub mod routes;
@@ -100,6 +101,8 @@ pub struct Upstream {
     pub http: Option<HttpUpstream>,
     /// Its shared session (stdio, legacy SSE, or a Streamable HTTP server's SSE fallback).
     pub shared: Option<Arc<Mux>>,
+    /// Its era, and the hidden legacy sessions of 2026-07-28 callers (HTTP, legacy only).
+    pub hidden: Arc<hidden::Hidden>,
     /// When its snapshot stops being the live one.
     pub retirement: routes::Retirement,
 }
@@ -129,17 +132,117 @@ pub struct HttpAnswer<'u> {
 pub struct HttpBody<'u> {
     exchange: Exchange,
     upstream: &'u HttpUpstream,
+    /// Set for a legacy upstream's answer to a 2026-07-28 caller ([`hidden`]): its results are
+    /// completed as the caller's era needs them.
+    completer: Option<Box<Completer>>,
+}
+
+/// Completes the results of a legacy answer for a 2026-07-28 caller (`resultType`), as the
+/// body passes: SSE event by event, JSON at its end.
+#[derive(Default)]
+pub(crate) struct Completer {
+    sse: bool,
+    /// A list or read: its result also says how long it may be cached, and by whom.
+    list: bool,
+    framer: crate::mcp::sse::Framer,
+    json: bytes::BytesMut,
+    ended: bool,
+}
+
+/// Most bytes of a JSON answer held to be completed.
+const MAX_COMPLETED: usize = 16 * 1024 * 1024;
+
+impl Completer {
+    /// A completer for an answer with head `head` (its length is dropped: it changes).
+    /// `method`: the request's (lists and reads get `ttlMs: 0` and `cacheScope: private`).
+    pub(crate) fn for_head(head: &mut crate::response::Head, method: &str) -> Box<Completer> {
+        head.set_length(None);
+        Box::new(Completer {
+            sse: head.is_event_stream(),
+            list: crate::mcp::filter::ListKind::for_method(method).is_some()
+                || method == "resources/read",
+            ..Completer::default()
+        })
+    }
+
+    /// `message` with its result completed (`resultType: complete`; on lists and reads
+    /// `ttlMs: 0`, `cacheScope: private`), if it is a response lacking them.
+    fn complete(&self, message: &[u8]) -> Option<Vec<u8>> {
+        let mut v: Value = serde_json::from_slice(message).ok()?;
+        let result = v.get_mut("result")?.as_object_mut()?;
+        if result.contains_key("resultType") {
+            return None;
+        }
+        result.insert("resultType".into(), Value::from("complete"));
+        if self.list {
+            result.entry("ttlMs").or_insert_with(|| Value::from(0));
+            result
+                .entry("cacheScope")
+                .or_insert_with(|| Value::from("private"));
+        }
+        serde_json::to_vec(&v).ok()
+    }
+
+    /// What the client gets of `chunk` (`None`: the body's end).
+    fn pass(&mut self, chunk: Option<Bytes>) -> Result<Option<Bytes>, H1Error> {
+        let too_large = || H1Error::Protocol("a legacy answer too large to complete".into());
+        match (self.sse, chunk) {
+            (true, Some(c)) => {
+                let events = self.framer.push(&c).map_err(|_| too_large())?;
+                let mut out = Vec::with_capacity(c.len() + 32);
+                for ev in events {
+                    match crate::mcp::sse::event_data(&ev).and_then(|d| self.complete(&d)) {
+                        Some(data) => {
+                            out.extend_from_slice(&crate::mcp::sse::with_data(&ev, &data))
+                        }
+                        None => out.extend_from_slice(&ev),
+                    }
+                }
+                Ok(Some(Bytes::from(out)))
+            }
+            (true, None) => {
+                self.ended = true;
+                let rest = self.framer.rest();
+                Ok((!rest.is_empty()).then_some(rest))
+            }
+            (false, Some(c)) => {
+                if self.json.len() + c.len() > MAX_COMPLETED {
+                    return Err(too_large());
+                }
+                self.json.extend_from_slice(&c);
+                Ok(Some(Bytes::new()))
+            }
+            (false, None) => {
+                self.ended = true;
+                let all = std::mem::take(&mut self.json).freeze();
+                Ok(Some(self.complete(&all).map_or(all, Bytes::from)))
+            }
+        }
+    }
 }
 
 impl HttpBody<'_> {
     /// The next piece of the body as it arrives; `None` at its end.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, H1Error> {
-        self.exchange.next_chunk().await
+        let Some(c) = &mut self.completer else {
+            return self.exchange.next_chunk().await;
+        };
+        loop {
+            if c.ended {
+                return Ok(None);
+            }
+            let chunk = self.exchange.next_chunk().await?;
+            match c.pass(chunk)? {
+                Some(out) if !out.is_empty() => return Ok(Some(out)),
+                // Nothing complete yet, or the end (`ended` is set).
+                _ => {}
+            }
+        }
     }
 
     /// True when body bytes are already here (the head can go out with them in one write).
     pub fn has_buffered(&self) -> bool {
-        self.exchange.has_buffered()
+        self.completer.is_none() && self.exchange.has_buffered()
     }
 
     /// The answer was relayed to its end: its connection goes back to the pool.
@@ -269,6 +372,11 @@ impl Upstream {
         let Some(http) = &self.http else {
             return Err(not_running(&self.config));
         };
+        if crate::mcp::era::of(req.view) == crate::mcp::era::Era::Modern
+            && self.legacy_only(http, &req).await
+        {
+            return Box::pin(self.hidden_call(http, permit, req)).await;
+        }
         let mut head = Vec::with_capacity(512);
         http::head::encode(
             req.view,
@@ -279,6 +387,7 @@ impl Upstream {
                 session: req.held(),
                 mcp_name: req.mcp_name,
                 protocol_version: req.protocol_version,
+                mcp_method: None,
             },
             &mut head,
         );
@@ -324,6 +433,7 @@ impl Upstream {
             body: HttpBody {
                 exchange,
                 upstream: http,
+                completer: None,
             },
         }))
     }
@@ -394,6 +504,7 @@ impl Upstream {
             session: req.held(),
             mcp_name: None,
             protocol_version: req.protocol_version,
+            mcp_method: None,
         };
         http::head::encode(req.view, http, None, req.traceparent, own, &mut head);
         let (exchange, resp) = http.exchange(&head, b"", stream).await?;
@@ -402,6 +513,7 @@ impl Upstream {
             body: HttpBody {
                 exchange,
                 upstream: http,
+                completer: None,
             },
         }))
     }

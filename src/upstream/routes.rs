@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::hidden::Hidden;
 use super::http::HttpUpstream;
 use super::shared::mux::Mux;
 use super::Upstream;
@@ -49,7 +50,13 @@ impl Retirement {
 impl Upstreams {
     /// Prepare every upstream of `config`; `shared` holds the running shared sessions (stdio,
     /// legacy SSE, SSE fallbacks) by server name, from the registry.
-    pub fn build(config: &Config, mut shared: HashMap<String, Arc<Mux>>) -> Self {
+    /// `previous`: the upstreams of the snapshot this one replaces (what is known of an HTTP
+    /// upstream whose URL did not change carries over: its era, its hidden sessions).
+    pub fn build(
+        config: &Config,
+        mut shared: HashMap<String, Arc<Mux>>,
+        previous: Option<&Upstreams>,
+    ) -> Self {
         let (retire, _) = watch::channel(false);
         let by_name = config
             .proxy
@@ -60,9 +67,24 @@ impl Upstreams {
                     Transport::StreamableHttp(t) => Some(HttpUpstream::new(up.clone(), t.clone())),
                     Transport::Sse(_) | Transport::Stdio(_) => None,
                 };
+                let url = |u: &Upstream| match &u.config.transport {
+                    Transport::StreamableHttp(t) => Some(t.url.clone()),
+                    _ => None,
+                };
+                let hidden = previous
+                    .and_then(|p| p.get(&up.name))
+                    .filter(|old| {
+                        let now = match &up.transport {
+                            Transport::StreamableHttp(t) => Some(&t.url),
+                            _ => None,
+                        };
+                        url(old).as_ref() == now && now.is_some()
+                    })
+                    .map_or_else(Default::default, |old| Hidden::carried(&old.hidden));
                 let upstream = Upstream {
                     config: up.clone(),
                     http,
+                    hidden,
                     shared: shared.remove(&up.name),
                     retirement: Retirement(retire.subscribe()),
                 };

@@ -454,8 +454,8 @@ async fn both_eras_of_the_python_client_work_where_the_gateway_serves_them() {
         "{r}"
     );
     assert!(!r["progress"].as_array().unwrap().is_empty(), "{r}");
-    // /mcp in both eras: stdio and modern HTTP upstreams serve a 2026-07-28 client (a
-    // legacy-only HTTP upstream is left out of it, with a warning), legacy clients get all.
+    // /mcp in both eras: every upstream serves a 2026-07-28 client, the legacy-only HTTP
+    // reference server through a session the gateway keeps for that caller.
     for mode in ["2026-07-28", "auto"] {
         let r = client_mode(
             &trio,
@@ -469,7 +469,29 @@ async fn both_eras_of_the_python_client_work_where_the_gateway_serves_them() {
         assert_eq!(r["progress"].as_array().unwrap().len(), 2, "{r}");
         let r = client_mode(&trio, &trio.mcp(), mode, "py__test_simple_text", "{}").await;
         assert_eq!(r["call"]["is_error"], false, "{r}");
+        let r = client_mode(&trio, &trio.mcp(), mode, "ref__test_simple_text", "{}").await;
+        assert_eq!(r["protocol"], "2026-07-28", "{r}");
+        assert!(r["call"]["text"].to_string().contains("Plain text"), "{r}");
+        // And on its own endpoint, progress included.
+        let r = client_mode(
+            &trio,
+            &format!("{}/ref", trio.mcp()),
+            mode,
+            "test_tool_with_progress",
+            "{}",
+        )
+        .await;
+        assert_eq!(r["protocol"], "2026-07-28", "{r}");
+        assert_eq!(r["call"]["is_error"], false, "{r}");
+        assert!(!r["progress"].as_array().unwrap().is_empty(), "{r}");
     }
+    assert!(
+        trio.gateway
+            .log()
+            .contains("the upstream speaks only the legacy era"),
+        "{}",
+        trio.gateway.log_tail()
+    );
     let r = client_mode(&trio, &trio.mcp(), "legacy", "ref__test_simple_text", "{}").await;
     assert_eq!(r["protocol"], "2025-11-25", "{r}");
     assert!(r["call"]["text"].to_string().contains("Plain text"), "{r}");

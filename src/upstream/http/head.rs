@@ -63,7 +63,9 @@ pub fn encode(
     for (name, value) in view.fields.iter() {
         if dropped(name, connection)
             || (held.is_some() && name.eq_ignore_ascii_case(b"mcp-session-id"))
-            || (own.mcp_name.is_some() && name.eq_ignore_ascii_case(b"mcp-name"))
+            || ((own.mcp_name.is_some() || own.mcp_method.is_some())
+                && name.eq_ignore_ascii_case(b"mcp-name"))
+            || (own.mcp_method.is_some() && name.eq_ignore_ascii_case(b"mcp-method"))
             || (own.protocol_version.is_some()
                 && name.eq_ignore_ascii_case(b"mcp-protocol-version"))
             || (name.eq_ignore_ascii_case(b"authorization") && !cfg.forward_authorization)
@@ -85,6 +87,9 @@ pub fn encode(
     }
     if let Some(v) = own.protocol_version {
         push(out, b"mcp-protocol-version", v.as_bytes());
+    }
+    if let Some(method) = own.mcp_method {
+        push(out, b"mcp-method", method.as_bytes());
     }
     if let Some(name) = own.mcp_name {
         push(
@@ -110,6 +115,9 @@ pub struct Own<'a> {
     pub mcp_name: Option<&'a str>,
     /// The version the upstream negotiated, in place of the client's `MCP-Protocol-Version`.
     pub protocol_version: Option<&'a str>,
+    /// A request of the gateway's own: this `Mcp-Method` in place of the client's, and no
+    /// `Mcp-Name` but `mcp_name`.
+    pub mcp_method: Option<&'a str>,
 }
 
 fn push(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -178,6 +186,7 @@ mod tests {
             session: Some(Some(b"upstream-1")),
             mcp_name: Some("allowed"),
             protocol_version: Some("2025-06-18"),
+            mcp_method: None,
         };
         let head = encode_own(&client, &up, Some(2), own).to_ascii_lowercase();
         for gone in ["pcs1.sealed", "p__forbidden", "2025-11-25"] {
@@ -203,6 +212,16 @@ mod tests {
             ..Own::default()
         };
         assert!(encode_own(&[], &up, None, wrapped).contains("mcp-name: =?base64?w6ljaG8=?=\r\n"));
+        // A request of the gateway's own: its method, and none of the client's routing fields.
+        let routed = [("mcp-method", "tools/call"), ("mcp-name", "echo")];
+        let probe = Own {
+            mcp_method: Some("server/discover"),
+            ..Own::default()
+        };
+        let head = encode_own(&routed, &up, None, probe);
+        assert_eq!(head.matches("mcp-method").count(), 1, "{head}");
+        assert!(head.contains("mcp-method: server/discover\r\n"), "{head}");
+        assert!(!head.contains("mcp-name"), "{head}");
     }
 
     #[test]

@@ -142,25 +142,11 @@ async fn modern(
     };
     match method.as_str() {
         "server/discover" => {
-            // The upstream's own: its list changes and resource updates reach listen streams.
-            let caps = init
-                .get("capabilities")
-                .cloned()
-                .unwrap_or_else(|| json!({}));
-            let mut result = json!({
-                "supportedVersions": [era::MODERN],
-                "capabilities": caps,
-                "resultType": "complete",
-                "ttlMs": 0,
-                "cacheScope": "private",
-                "_meta": { "io.modelcontextprotocol/serverInfo": init.get("serverInfo").cloned().unwrap_or(Value::Null) },
-            });
-            if let Some(i) = init.get("instructions") {
-                result["instructions"] = i.clone();
-            }
+            // The upstream's own capabilities: its list changes and resource updates reach
+            // listen streams.
             Answer::Local(Reply::json(
                 200,
-                &json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+                &json!({ "jsonrpc": "2.0", "id": id, "result": era::discovered(&init) }),
             ))
         }
         listen::METHOD => listen(up, mux, &msg, id, &init, retirement.clone()).await,

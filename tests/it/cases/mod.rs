@@ -10,6 +10,7 @@ mod errors;
 mod faults;
 mod front;
 mod head_limits;
+mod hidden;
 mod interface;
 mod jwt;
 mod limits;
