@@ -35,6 +35,7 @@ use crate::mcp::listen::{self, Filter};
 use crate::mcp::names::{cursor, Resolved};
 use crate::mcp::reply::Reply;
 use crate::mcp::session::{self, principal_tag, Session};
+use crate::mcp::tasks;
 use crate::policy::limit::{Charge, Part};
 use crate::policy::{self, Kind};
 use crate::request::{BodySource, RequestView, Single};
@@ -339,6 +340,13 @@ async fn post<'s, B: BodySource>(
                 _ => unknown(id, used.kind, exposed),
             }
         }
+        Message::Request { id, method, .. } if tasks::ROUTED.contains(&method.as_str()) => {
+            task(snap, &principal, &session, &envelope, &bytes, id, obs)
+        }
+        Message::Request { id, method, .. } if method == "tasks/list" => {
+            let m = "Method not found: `tasks/list` is not available on /mcp (a task's id is handed out with the call that made it; keep it)";
+            Plan::Answer(Reply::rpc_error(200, id, -32601, m))
+        }
         Message::Request { id, method, .. } => unknown_method(id, method),
         Message::Notification { .. } => fanout(
             session_legs(snap, &principal, &session),
@@ -370,6 +378,7 @@ async fn post<'s, B: BodySource>(
                     version: leg.version,
                     names: &snap.names,
                     mcp_name: None,
+                    task: None,
                 }),
             })
         }
@@ -569,6 +578,98 @@ fn subscribe<'s>(
             filter,
             uris,
         },
+    })
+}
+
+/// `tasks/get`, `tasks/result` or `tasks/cancel` on `/mcp`: the task id must be one this
+/// caller was handed ([`tasks::resolve`]); the request is authorized like a call of the tool
+/// that made the task, and goes to that server with the upstream's task id, its answer's task
+/// ids made `/mcp` ones again. Any other id is answered like an unknown one.
+#[allow(clippy::too_many_arguments)]
+fn task<'s>(
+    snap: &'s Snapshot,
+    principal: &Arc<Principal>,
+    session: &Session,
+    envelope: &Envelope,
+    bytes: &[u8],
+    id: &Value,
+    obs: &mut Observation,
+) -> Plan<'s> {
+    let unknown = || {
+        let m = "Invalid params: unknown task";
+        Plan::Answer(Reply::rpc_error(200, id, -32602, m))
+    };
+    let mut v: Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let Some(exposed) = v.pointer("/params/taskId").and_then(Value::as_str) else {
+        let m = "Invalid params: `params.taskId` must be a string";
+        return Plan::Answer(Reply::rpc_error(200, id, -32602, m));
+    };
+    let tag = principal.tag();
+    let Some((server, tool, original)) = tasks::resolve(&snap.names, &snap.sessions, &tag, exposed)
+    else {
+        return unknown();
+    };
+    let Some(leg) = session_leg(snap, principal, session, server) else {
+        return unknown();
+    };
+    let audit = super::audit::enabled();
+    let mut allowed = None;
+    let record =
+        |kind: Kind, name: &str, outcome: Result<policy::DecidedBy<'_>, &policy::Denied<'_>>| {
+            if audit {
+                match outcome {
+                    Ok(by) => allowed = Some(by.source().to_owned()),
+                    Err(_) => super::audit::decision(snap, principal, server, kind, name, outcome),
+                }
+            }
+        };
+    let permit = match snap.policy.permit_each(
+        principal,
+        server,
+        [(Kind::Tool, tool.as_str())],
+        record,
+    ) {
+        Ok(p) => p,
+        Err((_, denied)) => {
+            obs.denied(server, denied.kind);
+            crate::in_request!(info, server, tool = %tool, rule = denied.by.source(), subject = %principal.subject, "policy denied a task request");
+            return Plan::Answer(super::decide::denial(
+                snap, None, envelope, id, "tool", &tool, &denied,
+            ));
+        }
+    };
+    let charge = Charge {
+        server: Some(server),
+        ..Charge::default()
+    };
+    if let Err(reply) = limit::admit(snap, principal, true, envelope, charge, obs) {
+        return Plan::Answer(reply);
+    }
+    if let Some(rule) = &allowed {
+        super::audit::event(snap, principal, server, Kind::Tool, &tool, "allow", rule);
+    }
+    v["params"]["taskId"] = Value::from(original);
+    Plan::Forward(Forward {
+        stream: None,
+        op: Op::Call,
+        upstream: leg.upstream,
+        permit,
+        body: Bytes::from(v.to_string()),
+        envelope: Some(envelope.clone()),
+        list: None,
+        via: Some(Via {
+            session: leg.session,
+            version: leg.version,
+            names: &snap.names,
+            mcp_name: None,
+            task: Some((
+                tasks::Binding {
+                    principal: tag,
+                    tool,
+                },
+                &snap.sessions,
+            )),
+        }),
     })
 }
 

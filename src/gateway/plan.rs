@@ -70,6 +70,12 @@ pub struct Via<'s> {
     pub names: &'s Names,
     /// 2026-07-28: the `Mcp-Name` the upstream gets (its own name for what the body names).
     pub mcp_name: Option<String>,
+    /// A call that makes or names a task: what its task ids are bound to, and the key that
+    /// binds them (the answer's task ids are made `/mcp` ones).
+    pub task: Option<(
+        crate::mcp::tasks::Binding,
+        &'s crate::mcp::session::SessionKey,
+    )>,
 }
 
 /// One upstream of a fan-out.

@@ -103,6 +103,13 @@ pub fn route<'s>(
     let Some(body) = agg::rename_target(bytes, used, target, original) else {
         return unknown(id, used.kind, &used.name);
     };
+    let task = (method == "tools/call" && asks_for_task(bytes)).then(|| {
+        let binding = crate::mcp::tasks::Binding {
+            principal: principal.tag(),
+            tool: original.to_owned(),
+        };
+        (binding, &snap.sessions)
+    });
     Plan::Forward(Forward {
         stream: None,
         op: Op::Call,
@@ -117,8 +124,18 @@ pub fn route<'s>(
             names: &snap.names,
             // Always the upstream's own name: the client's header never reaches it.
             mcp_name: Some(original.to_owned()),
+            task,
         }),
     })
+}
+
+/// Whether a `tools/call` body asks for a task (`params.task`): a cheap look first, parsed
+/// only when the word is there.
+fn asks_for_task(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, b"\"task\"").is_some()
+        && serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .is_some_and(|v| v.pointer("/params/task").is_some_and(Value::is_object))
 }
 
 pub(super) fn unknown_method<'s>(id: &Value, method: &str) -> Plan<'s> {

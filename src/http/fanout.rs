@@ -568,6 +568,9 @@ pub async fn events<D: Downstream>(
         let chunk = tokio::select! {
             biased;
             next = merged.next() => match next {
+                // A task's status names the upstream's task id, which only the call that made
+                // the task can make an `/mcp` one: left out (clients poll `tasks/get`).
+                Some((_, m)) if memchr::memmem::find(&m, b"notifications/tasks/status").is_some() => continue,
                 Some((server, m)) => event(&agg::outward(names, server, &m).unwrap_or(m)),
                 None => break,
             },

@@ -53,7 +53,16 @@ pub async fn forward<D: Downstream>(
         }
     };
     let watch = fwd.tool().is_some();
-    let outward = |m: Bytes| agg::outward(names, server, &m).unwrap_or(m);
+    let task = via.task.as_ref();
+    let outward = |m: Bytes| {
+        let m = agg::outward(names, server, &m).unwrap_or(m);
+        match task {
+            Some((binding, key)) => {
+                crate::mcp::tasks::outward(names, key, server, binding, &m).unwrap_or(m)
+            }
+            None => m,
+        }
+    };
     let streamed = match &answer {
         Answer::Http(h) => h.head.is_event_stream() && h.head.status() == 200,
         Answer::Messages(_) | Answer::Events(_) => true,

@@ -169,6 +169,15 @@ pub fn merge_initialize(version: &str, answered: &[Initialized<'_>]) -> Value {
             caps.insert(plain.into(), json!({}));
         }
     }
+    // Tasks of tool calls (their ids namespaced and bound to the caller: `super::tasks`);
+    // `tasks/list` is not served on `/mcp`, so not offered.
+    if has("/capabilities/tasks/requests/tools/call") {
+        let mut tasks = json!({ "requests": { "tools": { "call": {} } } });
+        if has("/capabilities/tasks/cancel") {
+            tasks["cancel"] = json!({});
+        }
+        caps.insert("tasks".into(), tasks);
+    }
     let instructions: Vec<String> = answered
         .iter()
         .filter_map(|a| {
@@ -206,6 +215,10 @@ pub fn merge_discover(answered: &[Initialized<'_>]) -> Value {
     };
     obj.remove("protocolVersion");
     obj.remove("serverInfo");
+    // Tasks are served on `/mcp` in the legacy era only.
+    if let Some(caps) = obj.get_mut("capabilities").and_then(Value::as_object_mut) {
+        caps.remove("tasks");
+    }
     obj.insert("supportedVersions".into(), json!([MODERN]));
     obj.insert("resultType".into(), Value::from("complete"));
     obj.insert("ttlMs".into(), Value::from(0));

@@ -14,6 +14,7 @@ pub(crate) mod raw;
 pub mod reply;
 pub mod session;
 pub mod sse;
+pub mod tasks;
 
 /// Header carrying the session id (legacy protocol revisions).
 pub const SESSION_ID: &str = "mcp-session-id";

@@ -85,6 +85,9 @@ pub fn principal_tag(p: &Principal) -> [u8; 16] {
 /// A session key, ready to seal and open.
 pub struct SessionKey {
     key: LessSafeKey,
+    /// Authenticates the task ids `/mcp` hands out ([`crate::mcp::tasks`]), derived from the
+    /// same secret.
+    task: ring::hmac::Key,
     /// Tells this key's opened sessions apart from another key's in [`OPENED`].
     generation: u64,
 }
@@ -123,7 +126,24 @@ impl SessionKey {
         };
         static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        SessionKey { key, generation }
+        // A key of its own for task ids, so the one secret never serves two algorithms.
+        let derive = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes);
+        let task_secret = ring::hmac::sign(&derive, b"portcullis/task-id/1");
+        let task = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, task_secret.as_ref());
+        SessionKey {
+            key,
+            task,
+            generation,
+        }
+    }
+
+    /// 16 bytes authenticating `data` as a task id this gateway (or a replica sharing its key)
+    /// handed out.
+    pub fn task_tag(&self, data: &[u8]) -> [u8; 16] {
+        let tag = ring::hmac::sign(&self.task, data);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&tag.as_ref()[..16]);
+        out
     }
 
     /// Seal `s` into a session id.

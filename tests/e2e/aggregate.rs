@@ -616,3 +616,68 @@ async fn a_listen_stream_merges_every_upstream_and_ends_gracefully_on_reload_and
 fn events_of(report: &Value) -> Vec<Value> {
     report["events"].as_array().cloned().unwrap_or_default()
 }
+
+#[tokio::test]
+async fn a_task_of_a_stdio_upstream_is_reached_by_its_namespaced_id() {
+    let trio = Trio::start().await;
+    let (c, url) = (trio.client.clone(), trio.mcp());
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}});
+    let (status, v, sid) = rpc(&c, &url, None, init).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["result"]["capabilities"]["tasks"]["requests"]["tools"]["call"].is_object(),
+        "tasks of tool calls are offered: {v}"
+    );
+    assert!(
+        v["result"]["capabilities"]["tasks"].get("list").is_none(),
+        "{v}"
+    );
+    let sid = sid.unwrap();
+    let s = Some(sid.as_str());
+    let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
+    rpc(&c, &url, s, note).await;
+    // server-everything's research tool, as a task (four 1 s stages).
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"everything__simulate-research-query","arguments":{"topic":"portcullis"},
+        "task":{"ttl":60000}}});
+    let (_, v, _) = rpc(&c, &url, s, call).await;
+    let task = v["result"]["task"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_owned();
+    assert!(task.starts_with("everything__"), "{task}");
+    let get =
+        |id: &str| json!({"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{"taskId":id}});
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v, _) = rpc(&c, &url, s, get(&task)).await;
+        assert_eq!(
+            v["result"]["taskId"],
+            task.as_str(),
+            "the same id comes back: {v}"
+        );
+        match v["result"]["status"].as_str() {
+            Some("completed") => break,
+            Some("working") => {}
+            other => panic!("{other:?}: {v}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "not completed: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let result = json!({"jsonrpc":"2.0","id":3,"method":"tasks/result","params":{"taskId":task}});
+    let (_, v, _) = rpc(&c, &url, s, result).await;
+    assert!(
+        v["result"]["content"].to_string().contains("portcullis"),
+        "{v}"
+    );
+    // Ids the caller was not handed: unknown, and nothing reaches the upstream for them.
+    let tampered = format!("{}x", &task[..task.len() - 1]);
+    for id in [tampered.as_str(), "everything__abc", "ref__abc.def.ghi"] {
+        let (_, v, _) = rpc(&c, &url, s, get(id)).await;
+        assert_eq!(v["error"]["code"], -32602, "{id}: {v}");
+    }
+    let list = json!({"jsonrpc":"2.0","id":4,"method":"tasks/list","params":{}});
+    let (_, v, _) = rpc(&c, &url, s, list).await;
+    assert_eq!(v["error"]["code"], -32601, "{v}");
+}

@@ -24,5 +24,6 @@ mod smuggling;
 mod stdio;
 mod streaming;
 mod streams;
+mod tasks;
 mod tls;
 mod trace;

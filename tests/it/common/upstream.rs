@@ -8,6 +8,7 @@
 //! - `status:CODE`: an empty answer with that status;
 //! - `tool-error` / `rpc-error`: a JSON result with `isError: true` / a JSON-RPC error;
 //! - `sse-tool-error`: a progress event, then a result with `isError: true`, as SSE.
+//! - `task`: `tools/call` makes task `t-1` (working); `tasks/*` answer the task named, completed;
 //! - `listen`, `listen-close`, `listen-cut` (2026-07-28 `subscriptions/listen`): the
 //!   acknowledgment of what was asked, then a tools list change, a log message, an update of
 //!   each subscribed URI and of `res://other`, each stamped; then the stream stays open
@@ -223,6 +224,18 @@ async fn on_post(
             };
             base(StatusCode::OK, "text/event-stream", &headers)
                 .body(body)
+                .unwrap()
+        }
+        ["task"] => {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let result = if v["method"] == "tools/call" {
+                serde_json::json!({ "task": { "taskId": "t-1", "status": "working" } })
+            } else {
+                serde_json::json!({ "taskId": v["params"]["taskId"], "status": "completed" })
+            };
+            let answer = serde_json::json!({ "jsonrpc": "2.0", "id": v["id"], "result": result });
+            base(StatusCode::OK, "application/json", &headers)
+                .body(Body::from(answer.to_string()))
                 .unwrap()
         }
         ["tools"] => base(StatusCode::OK, "application/json", &headers)
