@@ -127,7 +127,8 @@ fn session_legs<'s>(snap: &'s Snapshot, principal: &Arc<Principal>, s: &Session)
         .collect()
 }
 
-/// The leg of `server` in an open session, if it is still part of it.
+/// The leg of `server` in an open session, if it is still part of it and the caller may reach
+/// it.
 fn session_leg<'s>(
     snap: &'s Snapshot,
     principal: &Arc<Principal>,
@@ -142,13 +143,39 @@ fn session_leg<'s>(
     })
 }
 
+/// The leg of `server` in an open session for a request the policy then decides on what it
+/// names (a tool, prompt or resource; a task's tool): that decision is the reach check.
+fn routed_leg<'s>(
+    snap: &'s Snapshot,
+    principal: &Arc<Principal>,
+    s: &Session,
+    server: &str,
+) -> Option<Leg<'s>> {
+    let held = s.upstream(server)?;
+    running_leg(snap, principal, server).map(|leg| Leg {
+        session: (!held.session.is_empty()).then(|| held.session.clone()),
+        version: (!held.version.is_empty()).then(|| held.version.clone()),
+        ..leg
+    })
+}
+
 /// `server` as a leg without a session (2026-07-28, `initialize`), if it runs and the caller
 /// may reach it.
 fn one_leg<'s>(snap: &'s Snapshot, principal: &Arc<Principal>, server: &str) -> Option<Leg<'s>> {
+    running_leg(snap, principal, server)
+        .filter(|leg| snap.policy.may_reach(principal, leg.upstream.name()))
+}
+
+/// `server` as a leg, if it runs (the caller's reach unchecked).
+fn running_leg<'s>(
+    snap: &'s Snapshot,
+    principal: &Arc<Principal>,
+    server: &str,
+) -> Option<Leg<'s>> {
     let upstream = snap.upstreams.get(server)?;
     let server = upstream.name();
     let runs = upstream.http.is_some() || upstream.shared.is_some();
-    (runs && snap.policy.may_reach(principal, server)).then(|| Leg {
+    runs.then(|| Leg {
         upstream,
         permit: snap.policy.permit_session(principal, server),
         session: None,
@@ -291,7 +318,7 @@ async fn post<'s, B: BodySource>(
             let resolved = resolve(snap, used);
             let leg = resolved
                 .as_ref()
-                .and_then(|(server, _)| session_leg(snap, &principal, &session, server));
+                .and_then(|(server, _)| routed_leg(snap, &principal, &session, server));
             match (resolved, leg) {
                 (Some((_, Resolved::Name(original))), Some(leg)) => {
                     let original = original.into_owned();
@@ -307,7 +334,9 @@ async fn post<'s, B: BodySource>(
                         obs,
                     )
                 }
-                (Some((server, Resolved::Shortened)), Some(leg)) => {
+                (Some((server, Resolved::Shortened)), Some(leg))
+                    if snap.policy.may_reach(&principal, server) =>
+                {
                     // Found in the upstream's list by the fan-out, then decided by `route`.
                     // The lookup reaches the upstream: the rules that need no tool name are
                     // charged now, the others once it is known.
@@ -465,7 +494,7 @@ fn modern<'s>(
     let resolved = resolve(snap, used);
     let leg = resolved
         .as_ref()
-        .and_then(|(server, _)| one_leg(snap, &principal, server));
+        .and_then(|(server, _)| running_leg(snap, &principal, server));
     match (resolved, leg) {
         (Some((_, Resolved::Name(original))), Some(leg)) => {
             let original = original.into_owned();
@@ -609,7 +638,7 @@ fn task<'s>(
     else {
         return unknown();
     };
-    let Some(leg) = session_leg(snap, principal, session, server) else {
+    let Some(leg) = routed_leg(snap, principal, session, server) else {
         return unknown();
     };
     let audit = super::audit::enabled();

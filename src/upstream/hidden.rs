@@ -5,6 +5,7 @@
 //! ```text
 //!  2026-07-28 request ──> era known? ── modern ──> passed on as it is
 //!                            │ unknown: one `server/discover` of the gateway's own decides
+//!                            │ (a result: modern; a 4xx or a JSON-RPC error: legacy only)
 //!                            └ legacy ──> the caller's hidden session (initialize +
 //!                                         notifications/initialized once, then kept):
 //!                                         server/discover   answered from its `initialize`
@@ -109,21 +110,18 @@ impl Upstream {
             Err(_) => return false,
         };
         let status = answer.head.status();
-        let modern = status == 200
-            && match first_message(Answer::Http(answer)).await {
-                Some(m) => m
-                    .pointer("/result/supportedVersions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|v| v.iter().any(|v| v == era::MODERN)),
-                None => false,
-            };
-        let known = if modern {
-            MODERN
-        } else if (400..500).contains(&status) || status == 200 {
-            LEGACY_ONLY
-        } else {
-            // 5xx: not an answer about the protocol; ask again next time.
-            UNKNOWN
+        let known = match status {
+            // A result: it serves 2026-07-28 requests (pass them through); an error in its
+            // place (`-32601`, a stateless legacy server): legacy only.
+            200 => match first_message(Answer::Http(answer)).await {
+                Some(m) if m.get("result").is_some() => MODERN,
+                Some(_) => LEGACY_ONLY,
+                None => UNKNOWN,
+            },
+            // Refused without a session: a legacy server wants `initialize` first.
+            400..=499 => LEGACY_ONLY,
+            // Not an answer about the protocol: ask again next time.
+            _ => UNKNOWN,
         };
         if known == LEGACY_ONLY {
             crate::in_request!(info, server = %self.config.name, status, "the upstream speaks only the legacy era: 2026-07-28 callers get sessions of their own with it");

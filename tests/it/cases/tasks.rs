@@ -99,6 +99,9 @@ async fn a_task_is_its_callers_and_is_authorized_like_its_tool() {
     // The tool is taken away: so is its task.
     gw.apply(&config(&up, "scope:admin")).await;
     let (v, _) = rpc(&gw, "alice", Some(&alice), get(&task)).await;
-    assert_eq!(v["error"]["message"], "Unknown tool: research", "denied as the tool: {v}");
+    assert_eq!(
+        v["error"]["message"], "Unknown tool: research",
+        "denied as the tool: {v}"
+    );
     assert_eq!(up.posts(), posts);
 }

@@ -14,6 +14,9 @@
 //!   each subscribed URI and of `res://other`, each stamped; then the stream stays open
 //!   (`listen`), ends with the closing result (`listen-close`) or breaks (`listen-cut`).
 //!
+//! A `server/discover` with id `portcullis-discover` (the gateway asking which era it speaks)
+//! is answered as a 2026-07-28 server and counted apart (`probes`, not `posts`).
+//!
 //! `GET /mcp` opens an SSE stream (3 events 30 ms apart; then, with `x-test-reply: forever`,
 //! stays open until the client goes away); `DELETE /mcp` answers 200.
 //! Every answer carries `mcp-session-id: upstream-session` and echoes some request headers.
@@ -37,6 +40,8 @@ pub const TOOLS_RESULT: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"n
 #[derive(Default)]
 pub struct Seen {
     pub posts: AtomicUsize,
+    /// The gateway's own `server/discover` (which era it speaks), not counted in `posts`.
+    pub probes: AtomicUsize,
     pub gets: AtomicUsize,
     pub deletes: AtomicUsize,
     pub cancelled: AtomicUsize,
@@ -123,6 +128,14 @@ async fn on_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
+    // The gateway's own question (which era the upstream speaks) is not a client's request.
+    if body.windows(21).any(|w| w == b"\"portcullis-discover\"") {
+        seen.probes.fetch_add(1, Ordering::SeqCst);
+        let answer = r#"{"jsonrpc":"2.0","id":"portcullis-discover","result":{"supportedVersions":["2026-07-28"],"capabilities":{}}}"#;
+        return base(StatusCode::OK, "application/json", &headers)
+            .body(Body::from(answer))
+            .unwrap();
+    }
     seen.posts.fetch_add(1, Ordering::SeqCst);
     seen.peers.lock().unwrap().insert(peer);
     seen.post_notify.notify_waiters();
