@@ -277,6 +277,16 @@ impl Gateway {
         // 2026-07-28 `subscriptions/listen` names resources in its filter: each is authorized
         // like `resources/subscribe`, and the stream takes a place among the caller's streams.
         let listening = envelope.single_request() == Some(listen::METHOD);
+        if !listening
+            && envelope
+                .messages
+                .iter()
+                .any(|m| m.method() == Some(listen::METHOD))
+        {
+            // Its URIs are checked, and its stream counted, for a single request only.
+            let m = "Invalid Request: subscriptions/listen must be sent alone, not in a batch";
+            return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, m));
+        }
         let subscribed = if listening {
             match listen_uris(&body) {
                 Ok(uris) => uris,

@@ -570,7 +570,7 @@ pub async fn events<D: Downstream>(
             next = merged.next() => match next {
                 // A task's status names the upstream's task id, which only the call that made
                 // the task can make an `/mcp` one: left out (clients poll `tasks/get`).
-                Some((_, m)) if memchr::memmem::find(&m, b"notifications/tasks/status").is_some() => continue,
+                Some((_, m)) if is_task_status(&m) => continue,
                 Some((server, m)) => event(&agg::outward(names, server, &m).unwrap_or(m)),
                 None => break,
             },
@@ -591,4 +591,12 @@ pub async fn events<D: Downstream>(
         Ok(()) => Ended::Complete,
         Err(_) => Ended::Broken,
     }
+}
+
+/// Whether an upstream message is `notifications/tasks/status` (a cheap look first).
+fn is_task_status(m: &[u8]) -> bool {
+    memchr::memmem::find(m, b"notifications/tasks/status").is_some()
+        && serde_json::from_slice::<Value>(m).ok().is_some_and(|v| {
+            v.get("method").and_then(Value::as_str) == Some("notifications/tasks/status")
+        })
 }

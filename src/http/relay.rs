@@ -16,6 +16,7 @@ use super::stream::{event, gone, start_sse, KEEPALIVE};
 use super::write;
 use crate::gateway::{Forward, Observation, Op};
 use crate::mcp::filter::ListFilter;
+use crate::mcp::jsonrpc::Envelope;
 use crate::mcp::outcome::{Seen, Watch};
 use crate::mcp::reply::{upstream_failure_body, Reply};
 use crate::mcp::sse;
@@ -111,7 +112,12 @@ async fn relay<D: Downstream>(
         }
         Answer::Http(h) => {
             let id = list.is_some().then(|| fwd.error_id());
-            http(d, h, list, id, watch, obs).await
+            // A listen stream passed through ends with its closing result when the snapshot
+            // is retired (reload, shutdown), as the gateway's own listen streams do.
+            let retire = (fwd.envelope.as_ref().and_then(Envelope::single_request)
+                == Some(crate::mcp::listen::METHOD))
+            .then(|| (fwd.upstream.retirement.clone(), fwd.error_id()));
+            http(d, h, list, id, watch, retire, obs).await
         }
         Answer::Messages(m) => messages(d, m, list, obs).await,
         Answer::Events(e) => events(d, e, obs).await,
@@ -194,19 +200,22 @@ enum Step {
     Failed(String),
     TooLarge,
     Gone,
+    Retired,
 }
 
 /// The JSON-RPC error a caller gets for a list answer too large to filter.
 const TOO_LARGE: &str =
     "the upstream's list answer is larger than the 16 MiB the gateway filters; ask for smaller pages";
 
-/// Relay a Streamable HTTP answer.
+/// Relay a Streamable HTTP answer. `retire`: a listen stream's, and its id: the stream ends
+/// with its closing result once the snapshot is retired.
 async fn http<D: Downstream>(
     d: &mut D,
     answer: HttpAnswer<'_>,
     list: Option<ListFilter<'_>>,
     list_id: Option<Value>,
     watch: bool,
+    mut retire: Option<(crate::upstream::routes::Retirement, Value)>,
     obs: &mut Observation,
 ) -> Ended {
     let HttpAnswer {
@@ -240,9 +249,19 @@ async fn http<D: Downstream>(
         obs.status(status);
     }
     let mut watching = true;
+    // Whether what went out so far ends at an SSE event's end (a closing result may follow).
+    let mut at_boundary = true;
     loop {
+        let listening = retire.is_some();
+        let retired = async {
+            match &mut retire {
+                Some((r, _)) => r.wait().await,
+                None => std::future::pending().await,
+            }
+        };
         let step = tokio::select! {
             biased;
+            () = retired, if listening => Step::Retired,
             next = h.next_chunk() => match next {
                 Ok(Some(chunk)) => {
                     if let Some(w) = &mut outcome {
@@ -270,9 +289,24 @@ async fn http<D: Downstream>(
         match step {
             Step::Send(b) if b.is_empty() => {}
             Step::Send(b) => {
+                at_boundary = b.ends_with(b"\n\n") || b.ends_with(b"\r\n\r\n");
                 if d.chunk(b).await.is_err() {
                     return Ended::Broken;
                 }
+            }
+            Step::Retired => {
+                // Ending the upstream exchange (dropped, not pooled) ends its stream there.
+                let Some((_, id)) = retire.take() else {
+                    return Ended::Broken;
+                };
+                if !is_sse || !at_boundary || held_head.is_some() {
+                    return Ended::Broken;
+                }
+                let closed = event(&crate::mcp::listen::closed(&id));
+                if d.chunk(closed).await.is_err() || d.end().await.is_err() {
+                    return Ended::Broken;
+                }
+                return Ended::Complete;
             }
             Step::Skip => {}
             Step::Done => break,

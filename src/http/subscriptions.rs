@@ -118,6 +118,8 @@ pub async fn listen<D: Downstream>(
     }
     let mut retirement = f.snap.upstreams.retirement();
     let mut watching = true;
+    // A keep-alive goes out after KEEPALIVE without a write (events left out do not count).
+    let mut quiet_until = tokio::time::Instant::now() + KEEPALIVE;
     let graceful = loop {
         let next = async {
             match merged.next().await {
@@ -145,7 +147,7 @@ pub async fn listen<D: Downstream>(
                     _ => continue,
                 }
             },
-            _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
+            () = tokio::time::sleep_until(quiet_until) => Bytes::from_static(b": keepalive\n\n"),
             hung_up = d.hangup(), if watching => {
                 if hung_up {
                     return Ended::Broken;
@@ -157,6 +159,7 @@ pub async fn listen<D: Downstream>(
         if d.chunk(chunk).await.is_err() {
             return Ended::Broken;
         }
+        quiet_until = tokio::time::Instant::now() + KEEPALIVE;
     };
     if !graceful {
         // Cut, not closed: the client learns the stream was lost and listens again.

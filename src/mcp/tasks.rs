@@ -35,13 +35,13 @@ pub struct Binding {
 }
 
 fn tag(key: &SessionKey, principal: &[u8; 16], server: &str, tool: &str, task: &str) -> [u8; 16] {
-    let mut data = Vec::with_capacity(16 + server.len() + tool.len() + task.len() + 2);
+    let mut data = Vec::with_capacity(16 + server.len() + tool.len() + task.len() + 24);
     data.extend_from_slice(principal);
-    data.extend_from_slice(server.as_bytes());
-    data.push(0);
-    data.extend_from_slice(tool.as_bytes());
-    data.push(0);
-    data.extend_from_slice(task.as_bytes());
+    // Each field with its length first: no two field lists read as the same bytes.
+    for field in [server, tool, task] {
+        data.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        data.extend_from_slice(field.as_bytes());
+    }
     key.task_tag(&data)
 }
 

@@ -37,6 +37,10 @@ use crate::policy::Permit;
 /// Most hidden sessions kept per upstream.
 pub const MAX_SESSIONS: usize = 10_000;
 
+/// How long an era question that decided nothing (the upstream failed, refused the caller's
+/// credentials, ...) waits before it is asked again.
+const ASK_AGAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The legacy version the gateway asks a legacy upstream for.
 const LEGACY: &str = "2025-11-25";
 
@@ -48,6 +52,10 @@ const LEGACY_ONLY: u8 = 2;
 #[derive(Default)]
 pub struct Hidden {
     era: AtomicU8,
+    /// Held while the era is asked (only while it is unknown: never on a decided upstream).
+    asking: tokio::sync::Mutex<()>,
+    /// Unix seconds before which an undecided era is not asked again.
+    ask_after: AtomicU64,
     sessions: DashMap<[u8; 16], Arc<OnceCell<Held>>>,
     /// A clock for "least recently used" (incremented per use).
     ticks: AtomicU64,
@@ -88,9 +96,30 @@ impl Upstream {
     /// as it is (and asked again next time).
     pub(super) async fn legacy_only(&self, http: &HttpUpstream, req: &Request<'_>) -> bool {
         match self.hidden.era.load(Ordering::Relaxed) {
+            MODERN => false,
+            LEGACY_ONLY => true,
+            // Asked lately, decided nothing: passed through until it is asked again.
+            _ if crate::mcp::session::now() < self.hidden.ask_after.load(Ordering::Relaxed) => {
+                false
+            }
+            // Boxed: a request's future holds room for the question only while it is asked.
+            _ => Box::pin(self.ask_era(http, req)).await,
+        }
+    }
+
+    /// Ask the upstream which era it speaks (see [`Upstream::legacy_only`]): one question at a
+    /// time (others wait for its answer), and after an answer that decides nothing, not again
+    /// for [`ASK_AGAIN`] (requests pass through meanwhile).
+    async fn ask_era(&self, http: &HttpUpstream, req: &Request<'_>) -> bool {
+        let _one = self.hidden.asking.lock().await;
+        match self.hidden.era.load(Ordering::Relaxed) {
             MODERN => return false,
             LEGACY_ONLY => return true,
             _ => {}
+        }
+        let now = crate::mcp::session::now();
+        if now < self.hidden.ask_after.load(Ordering::Relaxed) {
+            return false;
         }
         let probe = json!({
             "jsonrpc": "2.0", "id": "portcullis-discover", "method": "server/discover",
@@ -107,22 +136,39 @@ impl Upstream {
         };
         let answer = match self.exchange(http, req, &probe, own).await {
             Ok(a) => a,
-            Err(_) => return false,
+            Err(_) => {
+                self.hidden
+                    .ask_after
+                    .store(now + ASK_AGAIN.as_secs(), Ordering::Relaxed);
+                return false;
+            }
         };
         let status = answer.head.status();
         let known = match status {
-            // A result: it serves 2026-07-28 requests (pass them through); an error in its
-            // place (`-32601`, a stateless legacy server): legacy only.
+            // A result: it serves 2026-07-28 requests (pass them through); "no such method"
+            // in its place (a stateless legacy server): legacy only.
             200 => match first_message(Answer::Http(answer)).await {
                 Some(m) if m.get("result").is_some() => MODERN,
-                Some(_) => LEGACY_ONLY,
-                None => UNKNOWN,
+                Some(m)
+                    if matches!(
+                        m.pointer("/error/code").and_then(Value::as_i64),
+                        Some(-32601 | -32600)
+                    ) =>
+                {
+                    LEGACY_ONLY
+                }
+                _ => UNKNOWN,
             },
             // Refused without a session: a legacy server wants `initialize` first.
-            400..=499 => LEGACY_ONLY,
-            // Not an answer about the protocol: ask again next time.
+            400 | 404 | 405 => LEGACY_ONLY,
+            // Not an answer about the protocol (401, 403, 429, 5xx, ...): ask again later.
             _ => UNKNOWN,
         };
+        if known == UNKNOWN {
+            self.hidden
+                .ask_after
+                .store(now + ASK_AGAIN.as_secs(), Ordering::Relaxed);
+        }
         if known == LEGACY_ONLY {
             crate::in_request!(info, server = %self.config.name, status, "the upstream speaks only the legacy era: 2026-07-28 callers get sessions of their own with it");
         }
@@ -147,12 +193,16 @@ impl Upstream {
         let tag = permit.principal().tag();
         let mut retried = false;
         loop {
-            let cell = self
-                .hidden
-                .sessions
-                .entry(tag)
-                .or_insert_with(|| Arc::new(OnceCell::new()))
-                .clone();
+            let known = self.hidden.sessions.get(&tag).map(|c| c.clone());
+            let cell = match known {
+                Some(c) => c,
+                None => self
+                    .hidden
+                    .sessions
+                    .entry(tag)
+                    .or_insert_with(|| Arc::new(OnceCell::new()))
+                    .clone(),
+            };
             let held = match cell.get_or_try_init(|| self.open(http, &req)).await {
                 Ok(h) => h,
                 Err(f) => {
@@ -180,7 +230,15 @@ impl Upstream {
             };
             let mut answer = self.exchange_bytes(http, &req, &req.body, own).await?;
             if answer.head.status() == 404 && !retried {
-                // The upstream forgot the session and did not act on the request.
+                // "Session not found" (no response to this request: the upstream did not act
+                // on it): a new session, and the request once more. A response to it is the
+                // caller's.
+                let said = first_message(Answer::Http(answer)).await;
+                if let Some(m) =
+                    said.filter(|m| m.get("id").is_some_and(|i| !i.is_null() && *i == id))
+                {
+                    return Ok(Answer::Local(Reply::json(404, &m)));
+                }
                 self.forget(&tag, &cell);
                 retried = true;
                 continue;

@@ -397,7 +397,10 @@ impl Upstream {
             let limit = http.config.connect_timeout.min(http::GET_FIRST_WAIT);
             http.opening.after(session, limit).await;
         }
-        let (exchange, resp) = http.exchange(&head, &req.body, false).await?;
+        // A listen stream is long-lived and may be quiet for long: no idle limit, as for GET.
+        let listen =
+            req.envelope.and_then(Envelope::single_request) == Some(crate::mcp::listen::METHOD);
+        let (exchange, resp) = http.exchange(&head, &req.body, listen).await?;
         // The client opens its GET stream once it hears of this: expect it (see `order`).
         if resp.status() == 202
             && req

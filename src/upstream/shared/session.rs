@@ -241,11 +241,20 @@ async fn listen(
         session: sid.clone(),
     };
     if can("/resources/subscribe") {
-        for uri in requested.uris {
-            if subscribe(up, mux, &sid, &uri).await {
-                honored.uris.push(uri);
-            }
-        }
+        // At once, each bounded by the upstream's timeout.
+        let made = futures_util::future::join_all(
+            requested
+                .uris
+                .iter()
+                .map(|uri| subscribe(up, mux, &sid, uri)),
+        )
+        .await;
+        honored.uris = requested
+            .uris
+            .into_iter()
+            .zip(made)
+            .filter_map(|(uri, ok)| ok.then_some(uri))
+            .collect();
     }
     Answer::Events(Events {
         rx,

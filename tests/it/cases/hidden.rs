@@ -198,8 +198,12 @@ async fn each_caller_gets_a_legacy_session_of_its_own() {
         "{v}"
     );
     // Not mapped: a listen stream.
-    let (status, v) = modern(&gw, "/mcp/old", "alice", "subscriptions/listen", None).await;
-    assert!(status >= 400 && v["error"]["code"].is_i64(), "{status} {v}");
+    let (status, v) = listen(&gw, "alice").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_i64()),
+        (404, Some(-32601)),
+        "{v}"
+    );
     assert_eq!(up.initialized.load(Ordering::SeqCst), 2);
     // The upstream forgets alice's session: her next call opens a new one, and the upstream
     // acts on it exactly once.
@@ -208,11 +212,69 @@ async fn each_caller_gets_a_legacy_session_of_its_own() {
     let (_, v) = modern(&gw, "/mcp/old", "alice", "tools/call", Some("echo")).await;
     assert_eq!(v["result"]["content"][0]["text"], "echo in s-3", "{v}");
     assert_eq!(up.calls.lock().unwrap().len(), before + 1);
-    // Legacy clients are untouched: their own sessions, passed through.
-    assert!(up
-        .calls
-        .lock()
-        .unwrap()
-        .iter()
-        .all(|(s, _)| s.starts_with("s-")));
+}
+
+async fn listen(gw: &Gateway, user: &str) -> (u16, Value) {
+    let body = json!({"jsonrpc":"2.0","id":9,"method":"subscriptions/listen","params":{
+        "notifications":{"toolsListChanged":true},"_meta":meta()}});
+    let resp = client()
+        .post(gw.url("/mcp/old"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header(
+            "authorization",
+            format!("Bearer {}", token(user, &["User"])),
+        )
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// An upstream that refuses the probe for a reason that says nothing about the protocol
+/// (here 401): the era stays undecided, requests pass through as they are, and it is asked
+/// again only after a while.
+#[tokio::test]
+async fn an_undecided_era_passes_requests_through_and_is_not_asked_at_every_request() {
+    #[derive(Default)]
+    struct Picky {
+        probes: AtomicUsize,
+        posts: AtomicUsize,
+    }
+    async fn picky(State(s): State<Arc<Picky>>, body: String) -> axum::response::Response {
+        if body.contains("portcullis-discover") {
+            s.probes.fetch_add(1, Ordering::SeqCst);
+            return (StatusCode::UNAUTHORIZED, "no").into_response();
+        }
+        s.posts.fetch_add(1, Ordering::SeqCst);
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        let result =
+            json!({"jsonrpc":"2.0","id":v["id"],"result":{"content":[],"resultType":"complete"}});
+        ([("content-type", "application/json")], result.to_string()).into_response()
+    }
+    let state = Arc::new(Picky::default());
+    let app = Router::new()
+        .route("/mcp", post(picky))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let gw = Gateway::start(&config(addr)).await;
+    for _ in 0..5 {
+        let (status, v) = modern(&gw, "/mcp/old", "alice", "tools/call", Some("echo")).await;
+        assert_eq!(status, 200, "{v}");
+        assert!(v["result"].is_object(), "passed through: {v}");
+    }
+    assert_eq!(state.posts.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        state.probes.load(Ordering::SeqCst),
+        1,
+        "asked once, not per request"
+    );
 }
