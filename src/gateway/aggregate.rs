@@ -510,12 +510,39 @@ fn modern<'s>(
                 obs,
             )
         }
+        (Some((server, Resolved::Shortened)), Some(leg))
+            if snap.policy.may_reach(&principal, server) =>
+        {
+            // As in the legacy era: found in the upstream's list, then decided by `route`.
+            let target = Charge {
+                server: Some(server),
+                tool: None,
+                part: Part::WithoutTool,
+                named: None,
+            };
+            if let Err(reply) = limit::admit(snap, &principal, false, &envelope, target, obs) {
+                return Plan::Answer(reply);
+            }
+            let kind = used.kind;
+            let exposed = exposed.to_owned();
+            Plan::Fanout(Fanout {
+                stream: None,
+                snap,
+                legs: vec![leg],
+                principal,
+                work: Work::Resolve {
+                    envelope,
+                    body: bytes,
+                    exposed,
+                    kind,
+                },
+            })
+        }
         (resolved, _) => {
             if let Some((server, Resolved::Name(original))) = resolved {
                 super::audit::unreachable(snap, &principal, server, used.kind, &original);
             }
-            // Shortened names are not resolved at 2026-07-28 yet: unknown, answered exactly
-            // like a hidden one (the status tells nothing apart).
+            // Unknown, answered exactly like a hidden one (the status tells nothing apart).
             let m = format!("Unknown {}: {exposed}", used.kind.as_str());
             Plan::Answer(Reply::rpc_error(200, id, -32602, &m))
         }

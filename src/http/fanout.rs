@@ -108,6 +108,7 @@ pub(super) fn request<'a>(
         session: SessionId::Held(leg.session.as_deref()),
         mcp_name: None,
         protocol_version: leg.version.as_deref(),
+        mcp_method: None,
     }
 }
 
@@ -154,9 +155,11 @@ async fn ask_leg(
     body: Bytes,
     traceparent: &str,
     id: &Value,
+    own_method: Option<&str>,
 ) -> Result<Value, String> {
     let envelope = classify(&body).ok();
-    let req = request(view, leg, body.clone(), envelope.as_ref(), traceparent);
+    let mut req = request(view, leg, body.clone(), envelope.as_ref(), traceparent);
+    req.mcp_method = own_method;
     within(leg, async {
         let answer = leg
             .upstream
@@ -318,17 +321,30 @@ async fn resolve<D: Downstream>(
     };
     let server = leg.upstream.name();
     let ask = Value::from(1);
+    // 2026-07-28: the lists are the gateway's own requests with the client's envelope.
+    let modern = crate::mcp::era::of(view) == crate::mcp::era::Era::Modern;
+    let meta = modern
+        .then(|| {
+            serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.pointer("/params/_meta").cloned())
+        })
+        .flatten();
     let mut cursor: Option<Value> = None;
     let mut found = None;
     for _ in 0..RESOLVE_PAGES {
-        let params = cursor
+        let mut params = cursor
             .take()
             .map_or_else(|| json!({}), |c| json!({ "cursor": c }));
+        if let Some(m) = &meta {
+            params["_meta"] = m.clone();
+        }
         let list = Bytes::from(
             json!({ "jsonrpc": "2.0", "id": 1, "method": list_kind.method(), "params": params })
                 .to_string(),
         );
-        let page = match ask_leg(&leg, view, list, traceparent, &ask).await {
+        let own = modern.then_some(list_kind.method());
+        let page = match ask_leg(&leg, view, list, traceparent, &ask, own).await {
             Ok(p) => p,
             Err(why) => {
                 skipped(&leg, &why);
@@ -362,7 +378,7 @@ async fn resolve<D: Downstream>(
         envelope,
         &body,
         &original,
-        true,
+        !modern,
         crate::policy::limit::Part::ToolOnly,
         obs,
     ) {
@@ -402,7 +418,7 @@ async fn list(
         );
         let ask = &ask;
         async move {
-            match ask_leg(leg, view, body, traceparent, ask).await {
+            match ask_leg(leg, view, body, traceparent, ask, None).await {
                 Err(why) if why == SESSION_GONE && leg.session.is_some() => Err(()),
                 Err(why) => {
                     skipped(leg, &why);
@@ -462,7 +478,7 @@ async fn discover(
     body: &Bytes,
 ) -> Reply {
     let calls = f.legs.iter().map(|leg| async move {
-        ask_leg(leg, view, body.clone(), traceparent, id)
+        ask_leg(leg, view, body.clone(), traceparent, id, None)
             .await
             .map_err(|why| skipped(leg, &why))
             .ok()

@@ -82,6 +82,7 @@ fn request<'a>(
         session: SessionId::Client,
         mcp_name: None,
         protocol_version: None,
+        mcp_method: None,
     }
 }
 

@@ -41,6 +41,7 @@ pub async fn forward<D: Downstream>(
         session: SessionId::Held(via.session.as_deref()),
         mcp_name: via.mcp_name.as_deref(),
         protocol_version: via.version.as_deref(),
+        mcp_method: None,
     };
     let answer = match fwd.upstream.call(&fwd.permit, req).await {
         Ok(a) => a,

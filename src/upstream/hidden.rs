@@ -226,7 +226,7 @@ impl Upstream {
                 session: Some(held.id.as_deref().map(str::as_bytes)),
                 mcp_name: req.mcp_name,
                 protocol_version: Some(&held.version),
-                mcp_method: None,
+                mcp_method: req.mcp_method,
             };
             let mut answer = self.exchange_bytes(http, &req, &req.body, own).await?;
             if answer.head.status() == 404 && !retried {

@@ -62,6 +62,9 @@ pub struct Request<'a> {
     pub mcp_name: Option<&'a str>,
     /// On `/mcp`: the `MCP-Protocol-Version` the upstream negotiated, in place of the client's.
     pub protocol_version: Option<&'a str>,
+    /// A request of the gateway's own at 2026-07-28 (a list read to find a shortened name):
+    /// its `Mcp-Method`, in place of the client's (and no client `Mcp-Name`).
+    pub mcp_method: Option<&'a str>,
 }
 
 /// Which `Mcp-Session-Id` a request carries upstream.
@@ -387,7 +390,7 @@ impl Upstream {
                 session: req.held(),
                 mcp_name: req.mcp_name,
                 protocol_version: req.protocol_version,
-                mcp_method: None,
+                mcp_method: req.mcp_method,
             },
             &mut head,
         );

@@ -58,6 +58,7 @@ async fn call_messages(
         session: SessionId::Client,
         mcp_name: None,
         protocol_version: None,
+        mcp_method: None,
     };
     let answer = upstream.call(&permit, req).await.unwrap();
     let mut reader = answer.into_messages();

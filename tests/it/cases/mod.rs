@@ -20,6 +20,7 @@ mod outcomes;
 mod policy;
 mod reload;
 mod security;
+mod shortened;
 mod smuggling;
 mod stdio;
 mod streaming;

@@ -9,6 +9,8 @@
 //! - `tool-error` / `rpc-error`: a JSON result with `isError: true` / a JSON-RPC error;
 //! - `sse-tool-error`: a progress event, then a result with `isError: true`, as SSE.
 //! - `task`: `tools/call` makes task `t-1` (working); `tasks/*` answer the task named, completed;
+//! - `long-tools`: `tools/list` lists one tool named [`LONG_TOOL`] (71 characters);
+//!   `tools/call` answers with the name it was called by;
 //! - `listen`, `listen-close`, `listen-cut` (2026-07-28 `subscriptions/listen`): the
 //!   acknowledgment of what was asked, then a tools list change, a log message, an update of
 //!   each subscribed URI and of `res://other`, each stamped; then the stream stays open
@@ -33,6 +35,10 @@ use axum::routing::post;
 use axum::Router;
 use futures_util::{stream, StreamExt};
 use tokio::sync::Notify;
+
+/// A tool name too long for `/mcp` under any prefix (71 characters).
+pub const LONG_TOOL: &str =
+    "a_tool_whose_name_is_far_too_long_to_carry_a_prefix_and_still_fit_in_64";
 
 /// A `tools/list` answer with a visible and a hidden tool, marked publicly cacheable.
 pub const TOOLS_RESULT: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}},{"name":"delete_everything","inputSchema":{"type":"object"}}],"cacheScope":"public"}}"#;
@@ -237,6 +243,20 @@ async fn on_post(
             };
             base(StatusCode::OK, "text/event-stream", &headers)
                 .body(body)
+                .unwrap()
+        }
+        ["long-tools"] => {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let result = match v["method"].as_str() {
+                Some("tools/list") => serde_json::json!({ "tools": [
+                    { "name": LONG_TOOL, "inputSchema": { "type": "object" } } ] }),
+                Some("tools/call") => serde_json::json!({ "content": [
+                    { "type": "text", "text": v["params"]["name"] } ] }),
+                _ => serde_json::json!({}),
+            };
+            let answer = serde_json::json!({ "jsonrpc": "2.0", "id": v["id"], "result": result });
+            base(StatusCode::OK, "application/json", &headers)
+                .body(Body::from(answer.to_string()))
                 .unwrap()
         }
         ["task"] => {
