@@ -718,13 +718,13 @@ fn task<'s>(
             version: leg.version,
             names: &snap.names,
             mcp_name: None,
-            task: Some((
+            task: Some(Box::new((
                 tasks::Binding {
                     principal: tag,
                     tool,
                 },
                 &snap.sessions,
-            )),
+            ))),
         }),
     })
 }

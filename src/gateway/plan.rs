@@ -72,10 +72,13 @@ pub struct Via<'s> {
     pub mcp_name: Option<String>,
     /// A call that makes or names a task: what its task ids are bound to, and the key that
     /// binds them (the answer's task ids are made `/mcp` ones).
-    pub task: Option<(
-        crate::mcp::tasks::Binding,
-        &'s crate::mcp::session::SessionKey,
-    )>,
+    /// (Boxed: rare, and every request's plan is moved around.)
+    pub task: Option<
+        Box<(
+            crate::mcp::tasks::Binding,
+            &'s crate::mcp::session::SessionKey,
+        )>,
+    >,
 }
 
 /// One upstream of a fan-out.

@@ -108,7 +108,7 @@ pub fn route<'s>(
             principal: principal.tag(),
             tool: original.to_owned(),
         };
-        (binding, &snap.sessions)
+        Box::new((binding, &snap.sessions))
     });
     Plan::Forward(Forward {
         stream: None,

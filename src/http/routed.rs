@@ -54,7 +54,7 @@ pub async fn forward<D: Downstream>(
         }
     };
     let watch = fwd.tool().is_some();
-    let task = via.task.as_ref();
+    let task = via.task.as_deref();
     let outward = |m: Bytes| {
         let m = agg::outward(names, server, &m).unwrap_or(m);
         match task {
