@@ -284,7 +284,7 @@ impl Gateway {
                 .any(|m| m.method() == Some(listen::METHOD))
         {
             // Its URIs are checked, and its stream counted, for a single request only.
-            let m = "Invalid Request: subscriptions/listen must be sent alone, not in a batch";
+            let m = "Invalid Request: subscriptions/listen must be a single request (not in a batch, not a notification)";
             return Plan::Answer(Reply::rpc_error(400, &Value::Null, -32600, m));
         }
         let subscribed = if listening {

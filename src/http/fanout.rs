@@ -323,13 +323,22 @@ async fn resolve<D: Downstream>(
     let ask = Value::from(1);
     // 2026-07-28: the lists are the gateway's own requests with the client's envelope.
     let modern = crate::mcp::era::of(view) == crate::mcp::era::Era::Modern;
+    // Only the protocol's own keys (not the call's progress token, say).
     let meta = modern
         .then(|| {
             serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v.pointer("/params/_meta").cloned())
         })
-        .flatten();
+        .flatten()
+        .and_then(|m| match m {
+            Value::Object(o) => Some(Value::Object(
+                o.into_iter()
+                    .filter(|(k, _)| k.starts_with("io.modelcontextprotocol/"))
+                    .collect(),
+            )),
+            _ => None,
+        });
     let mut cursor: Option<Value> = None;
     let mut found = None;
     for _ in 0..RESOLVE_PAGES {

@@ -115,8 +115,10 @@ async fn relay<D: Downstream>(
             let id = list.is_some().then(|| fwd.error_id());
             // A listen stream passed through ends with its closing result when the snapshot
             // is retired (reload, shutdown), as the gateway's own listen streams do.
-            let retire = (fwd.envelope.as_ref().and_then(Envelope::single_request)
-                == Some(crate::mcp::listen::METHOD))
+            let retire = (h.head.status() == 200
+                && h.head.is_event_stream()
+                && fwd.envelope.as_ref().and_then(Envelope::single_request)
+                    == Some(crate::mcp::listen::METHOD))
             .then(|| (fwd.upstream.retirement.clone(), fwd.error_id()));
             http(d, h, list, id, watch, retire, obs).await
         }
@@ -204,6 +206,21 @@ enum Step {
     Retired,
 }
 
+/// Keep the last four bytes of what went out (`b` appended).
+fn remember_tail(last: &mut [u8; 4], b: &[u8]) {
+    if b.len() >= 4 {
+        last.copy_from_slice(&b[b.len() - 4..]);
+    } else {
+        last.rotate_left(b.len());
+        last[4 - b.len()..].copy_from_slice(b);
+    }
+}
+
+/// Whether bytes ending in `last` end an SSE event (a blank line: LF, CRLF or CR).
+fn at_event_end(last: &[u8; 4]) -> bool {
+    last.ends_with(b"\n\n") || last.ends_with(b"\r\n\r\n") || last.ends_with(b"\r\r")
+}
+
 /// The JSON-RPC error a caller gets for a list answer too large to filter.
 const TOO_LARGE: &str =
     "the upstream's list answer is larger than the 16 MiB the gateway filters; ask for smaller pages";
@@ -250,8 +267,9 @@ async fn http<D: Downstream>(
         obs.status(status);
     }
     let mut watching = true;
-    // Whether what went out so far ends at an SSE event's end (a closing result may follow).
-    let mut at_boundary = true;
+    // The last bytes that went out: whether they end an SSE event (a closing result may
+    // follow then), whatever chunks they came in.
+    let mut last = [0u8; 4];
     loop {
         let listening = retire.is_some();
         let retired = async {
@@ -290,7 +308,9 @@ async fn http<D: Downstream>(
         match step {
             Step::Send(b) if b.is_empty() => {}
             Step::Send(b) => {
-                at_boundary = b.ends_with(b"\n\n") || b.ends_with(b"\r\n\r\n");
+                if retire.is_some() {
+                    remember_tail(&mut last, &b);
+                }
                 if d.chunk(b).await.is_err() {
                     return Ended::Broken;
                 }
@@ -300,7 +320,9 @@ async fn http<D: Downstream>(
                 let Some((_, id)) = retire.take() else {
                     return Ended::Broken;
                 };
-                if !is_sse || !at_boundary || held_head.is_some() {
+                if !at_event_end(&last) || held_head.is_some() {
+                    // Mid-event: cut (the client listens again), never a broken event.
+                    d.abort().await;
                     return Ended::Broken;
                 }
                 let closed = event(&crate::mcp::listen::closed(&id));
@@ -517,6 +539,26 @@ async fn events<D: Downstream>(d: &mut D, mut e: Events, obs: &mut Observation) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_end_is_seen_across_chunks() {
+        let mut last = [0u8; 4];
+        for (chunks, end) in [
+            (&[&b"data: {}\n\n"[..]][..], true),
+            (&[&b"data: {}\n"[..], b"\n"], true),
+            (&[&b"data: {}\r\n\r"[..], b"\n"], true),
+            (&[&b"data: {}\r"[..], b"\r"], true),
+            (&[&b"data: {"[..]], false),
+            (&[&b"data: {}\n"[..]], false),
+            (&[&b"\n\n"[..], b"data"], false),
+        ] {
+            last = [0; 4];
+            for c in chunks {
+                remember_tail(&mut last, c);
+            }
+            assert_eq!(at_event_end(&last), end, "{chunks:?}");
+        }
+    }
 
     #[test]
     fn an_sse_head_says_never_buffer_once() {

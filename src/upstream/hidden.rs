@@ -5,7 +5,9 @@
 //! ```text
 //!  2026-07-28 request ──> era known? ── modern ──> passed on as it is
 //!                            │ unknown: one `server/discover` of the gateway's own decides
-//!                            │ (a result: modern; a 4xx or a JSON-RPC error: legacy only)
+//!                            │ (a result: modern; 400/404/405 or -32601/-32600: legacy
+//!                            │ only; anything else, or no answer within 10 s: undecided,
+//!                            │ passed through, asked again 10 s later)
 //!                            └ legacy ──> the caller's hidden session (initialize +
 //!                                         notifications/initialized once, then kept):
 //!                                         server/discover   answered from its `initialize`
@@ -40,6 +42,9 @@ pub const MAX_SESSIONS: usize = 10_000;
 /// How long an era question that decided nothing (the upstream failed, refused the caller's
 /// credentials, ...) waits before it is asked again.
 const ASK_AGAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The longest the era question may take (at most the upstream's `connection.timeout`).
+const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The legacy version the gateway asks a legacy upstream for.
 const LEGACY: &str = "2025-11-25";
@@ -92,8 +97,8 @@ impl Hidden {
 
 impl Upstream {
     /// Whether a 2026-07-28 request to this HTTP upstream goes through a hidden session (it
-    /// speaks only the legacy era). Asked once; an upstream that could not be asked is tried
-    /// as it is (and asked again next time).
+    /// speaks only the legacy era). Asked once; while undecided, requests are tried as they
+    /// are and the question is asked again after [`ASK_AGAIN`].
     pub(super) async fn legacy_only(&self, http: &HttpUpstream, req: &Request<'_>) -> bool {
         match self.hidden.era.load(Ordering::Relaxed) {
             MODERN => false,
@@ -134,43 +139,48 @@ impl Upstream {
             protocol_version: Some(era::MODERN),
             mcp_method: Some("server/discover"),
         };
-        let answer = match self.exchange(http, req, &probe, own).await {
-            Ok(a) => a,
-            Err(_) => {
-                self.hidden
-                    .ask_after
-                    .store(now + ASK_AGAIN.as_secs(), Ordering::Relaxed);
-                return false;
-            }
-        };
-        let status = answer.head.status();
-        let known = match status {
-            // A result: it serves 2026-07-28 requests (pass them through); "no such method"
-            // in its place (a stateless legacy server): legacy only.
-            200 => match first_message(Answer::Http(answer)).await {
-                Some(m) if m.get("result").is_some() => MODERN,
-                Some(m)
-                    if matches!(
-                        m.pointer("/error/code").and_then(Value::as_i64),
-                        Some(-32601 | -32600)
-                    ) =>
-                {
-                    LEGACY_ONLY
-                }
+        // Bounded as a whole (a head that never comes, an SSE answer of keep-alives only).
+        let limit = PROBE_LIMIT.min(self.config.timeout);
+        let asked = tokio::time::timeout(limit, async {
+            let answer = self.exchange(http, req, &probe, own).await.ok()?;
+            let status = answer.head.status();
+            Some(match status {
+                // A result: it serves 2026-07-28 requests (pass them through); "no such
+                // method" in its place (a stateless legacy server): legacy only.
+                200 => match first_message(Answer::Http(answer)).await {
+                    Some(m) if m.get("result").is_some() => MODERN,
+                    Some(m)
+                        if matches!(
+                            m.pointer("/error/code").and_then(Value::as_i64),
+                            Some(-32601 | -32600)
+                        ) =>
+                    {
+                        LEGACY_ONLY
+                    }
+                    _ => UNKNOWN,
+                },
+                // Refused without a session: a legacy server wants `initialize` first.
+                400 | 404 | 405 => LEGACY_ONLY,
+                // Not an answer about the protocol (401, 403, 429, 5xx, ...): ask later.
                 _ => UNKNOWN,
-            },
-            // Refused without a session: a legacy server wants `initialize` first.
-            400 | 404 | 405 => LEGACY_ONLY,
-            // Not an answer about the protocol (401, 403, 429, 5xx, ...): ask again later.
-            _ => UNKNOWN,
+            })
+        })
+        .await;
+        let known = asked.ok().flatten().unwrap_or(UNKNOWN);
+        let status = if known == LEGACY_ONLY {
+            "legacy"
+        } else {
+            "other"
         };
         if known == UNKNOWN {
-            self.hidden
-                .ask_after
-                .store(now + ASK_AGAIN.as_secs(), Ordering::Relaxed);
+            // From the end of this question: requests that waited for it pass through.
+            self.hidden.ask_after.store(
+                crate::mcp::session::now() + ASK_AGAIN.as_secs(),
+                Ordering::Relaxed,
+            );
         }
         if known == LEGACY_ONLY {
-            crate::in_request!(info, server = %self.config.name, status, "the upstream speaks only the legacy era: 2026-07-28 callers get sessions of their own with it");
+            crate::in_request!(info, server = %self.config.name, answer = status, "the upstream speaks only the legacy era: 2026-07-28 callers get sessions of their own with it");
         }
         self.hidden.era.store(known, Ordering::Relaxed);
         known == LEGACY_ONLY
@@ -234,12 +244,13 @@ impl Upstream {
                 // on it): a new session, and the request once more. A response to it is the
                 // caller's.
                 let said = first_message(Answer::Http(answer)).await;
+                // Either way the session is gone as far as this gateway is concerned.
+                self.forget(&tag, &cell);
                 if let Some(m) =
                     said.filter(|m| m.get("id").is_some_and(|i| !i.is_null() && *i == id))
                 {
                     return Ok(Answer::Local(Reply::json(404, &m)));
                 }
-                self.forget(&tag, &cell);
                 retried = true;
                 continue;
             }

@@ -403,7 +403,14 @@ impl Upstream {
         // A listen stream is long-lived and may be quiet for long: no idle limit, as for GET.
         let listen =
             req.envelope.and_then(Envelope::single_request) == Some(crate::mcp::listen::METHOD);
-        let (exchange, resp) = http.exchange(&head, &req.body, listen).await?;
+        let (exchange, resp) = if listen {
+            // Its head within the timeout all the same (an upstream that hangs).
+            tokio::time::timeout(http.config.timeout, http.exchange(&head, &req.body, true))
+                .await
+                .map_err(|_| Failure::from_h1(&H1Error::ReadTimeout))??
+        } else {
+            http.exchange(&head, &req.body, false).await?
+        };
         // The client opens its GET stream once it hears of this: expect it (see `order`).
         if resp.status() == 202
             && req

@@ -241,14 +241,13 @@ async fn listen(
         session: sid.clone(),
     };
     if can("/resources/subscribe") {
-        // At once, each bounded by the upstream's timeout.
-        let made = futures_util::future::join_all(
-            requested
-                .uris
-                .iter()
-                .map(|uri| subscribe(up, mux, &sid, uri)),
-        )
-        .await;
+        // Sixteen at a time (the shared session's queue is every caller's), each bounded by
+        // the upstream's timeout.
+        let mut made = Vec::with_capacity(requested.uris.len());
+        for some in requested.uris.chunks(16) {
+            let calls = some.iter().map(|uri| subscribe(up, mux, &sid, uri));
+            made.extend(futures_util::future::join_all(calls).await);
+        }
         honored.uris = requested
             .uris
             .into_iter()

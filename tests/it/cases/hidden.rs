@@ -27,6 +27,8 @@ struct Legacy {
     calls: Mutex<Vec<(String, String)>>,
     /// Sessions it knows.
     sessions: Mutex<Vec<String>>,
+    /// Answer "Session not found" with the request's own id (else null).
+    echo_404_id: std::sync::atomic::AtomicBool,
 }
 
 async fn legacy(
@@ -62,7 +64,16 @@ async fn legacy(
         return json(StatusCode::BAD_REQUEST, json!({"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request: Server not initialized"}})).into_response();
     };
     if !s.sessions.lock().unwrap().iter().any(|k| k == sid) {
-        return json(StatusCode::NOT_FOUND, json!({"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}})).into_response();
+        let id = if s.echo_404_id.load(Ordering::SeqCst) {
+            v["id"].clone()
+        } else {
+            Value::Null
+        };
+        return json(
+            StatusCode::NOT_FOUND,
+            json!({"jsonrpc":"2.0","id":id,"error":{"code":-32001,"message":"Session not found"}}),
+        )
+        .into_response();
     }
     assert_eq!(
         headers["mcp-protocol-version"], "2025-11-25",
@@ -212,6 +223,31 @@ async fn each_caller_gets_a_legacy_session_of_its_own() {
     let (_, v) = modern(&gw, "/mcp/old", "alice", "tools/call", Some("echo")).await;
     assert_eq!(v["result"]["content"][0]["text"], "echo in s-3", "{v}");
     assert_eq!(up.calls.lock().unwrap().len(), before + 1);
+    // A 404 that answers the request itself: the caller gets it, the session is dropped all
+    // the same (the next call opens a new one), and the request is not sent twice.
+    up.sessions.lock().unwrap().retain(|s| s != "s-3");
+    up.echo_404_id.store(true, Ordering::SeqCst);
+    let (status, v) = modern(&gw, "/mcp/old", "alice", "tools/call", Some("echo")).await;
+    assert_eq!((status, v["id"].clone()), (404, json!(9)), "{v}");
+    up.echo_404_id.store(false, Ordering::SeqCst);
+    let (_, v) = modern(&gw, "/mcp/old", "alice", "tools/call", Some("echo")).await;
+    assert_eq!(v["result"]["content"][0]["text"], "echo in s-4", "{v}");
+    // A legacy client of the same upstream: its own session, passed through as it is.
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let resp = client()
+        .post(gw.url("/mcp/old"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header(
+            "authorization",
+            format!("Bearer {}", token("alice", &["User"])),
+        )
+        .body(init.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["mcp-session-id"], "s-5");
 }
 
 async fn listen(gw: &Gateway, user: &str) -> (u16, Value) {

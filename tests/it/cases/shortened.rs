@@ -77,6 +77,18 @@ async fn a_shortened_name_is_called_by_the_upstreams_own_in_both_eras() {
     ];
     let (v, _) = post(&gw, &modern, call(4)).await;
     assert_eq!(v["result"]["content"][0]["text"], LONG_TOOL, "{v}");
+    // The list the gateway read to find it at 2026-07-28 was its own request: its own
+    // Mcp-Method, no Mcp-Name of the client's.
+    let routing = up.seen.routing.lock().unwrap().clone();
+    let modern_lists: Vec<_> = routing
+        .iter()
+        .filter(|(m, method, _)| m == "tools/list" && method.is_some())
+        .collect();
+    assert!(!modern_lists.is_empty(), "{routing:?}");
+    for (_, method, name) in &modern_lists {
+        assert_eq!(method.as_deref(), Some("tools/list"), "{routing:?}");
+        assert_eq!(name, &None, "{routing:?}");
+    }
     // The upstream was called by its own name, in the body and in Mcp-Name.
     assert_eq!(up.last_headers()["mcp-name"], LONG_TOOL);
     let sent: Value =

@@ -57,6 +57,9 @@ pub struct Seen {
     pub last_query: Mutex<Option<String>>,
     /// The client addresses POSTs came from: one per upstream connection the gateway opened.
     pub peers: Mutex<std::collections::HashSet<SocketAddr>>,
+    /// Every POST's body method with its `Mcp-Method` and `Mcp-Name` fields, in order.
+    #[allow(clippy::type_complexity)]
+    pub routing: Mutex<Vec<(String, Option<String>, Option<String>)>>,
     /// Signalled on every POST received.
     pub post_notify: Notify,
 }
@@ -143,6 +146,22 @@ async fn on_post(
             .unwrap();
     }
     seen.posts.fetch_add(1, Ordering::SeqCst);
+    {
+        let method = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["method"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let field = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        seen.routing
+            .lock()
+            .unwrap()
+            .push((method, field("mcp-method"), field("mcp-name")));
+    }
     seen.peers.lock().unwrap().insert(peer);
     seen.post_notify.notify_waiters();
     *seen.last_query.lock().unwrap() = query;
