@@ -542,7 +542,6 @@ mod tests {
 
     #[test]
     fn an_event_end_is_seen_across_chunks() {
-        let mut last = [0u8; 4];
         for (chunks, end) in [
             (&[&b"data: {}\n\n"[..]][..], true),
             (&[&b"data: {}\n"[..], b"\n"], true),
@@ -552,7 +551,7 @@ mod tests {
             (&[&b"data: {}\n"[..]], false),
             (&[&b"\n\n"[..], b"data"], false),
         ] {
-            last = [0; 4];
+            let mut last = [0u8; 4];
             for c in chunks {
                 remember_tail(&mut last, c);
             }
