@@ -21,9 +21,10 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::decide::read_json;
+use super::legs::{all_legs, routed_leg, running_leg, session_leg, session_legs};
 use super::limit;
 use super::observe::Observation;
-use super::plan::{Fanout, Forward, Leg, Op, Plan, Via, Work};
+use super::plan::{Fanout, Forward, Op, Plan, Via, Work};
 use super::route::{route, unknown, unknown_method};
 use super::Gateway;
 use crate::auth::Principal;
@@ -31,7 +32,7 @@ use crate::mcp::aggregate as agg;
 use crate::mcp::era::{self, negotiate, Era};
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{Envelope, Message, Use};
-use crate::mcp::listen::{self, Filter};
+use crate::mcp::listen;
 use crate::mcp::names::{cursor, Resolved};
 use crate::mcp::reply::Reply;
 use crate::mcp::session::{self, principal_tag, Session};
@@ -116,81 +117,6 @@ fn open(
                 Reply::rpc_error(404, &Value::Null, -32001, "Session not found")
             }),
     }
-}
-
-/// The upstreams of an open session that are still configured, running and reachable by the
-/// caller, in config order.
-fn session_legs<'s>(snap: &'s Snapshot, principal: &Arc<Principal>, s: &Session) -> Vec<Leg<'s>> {
-    s.upstreams
-        .iter()
-        .filter_map(|h| session_leg(snap, principal, s, &h.server))
-        .collect()
-}
-
-/// The leg of `server` in an open session, if it is still part of it and the caller may reach
-/// it.
-fn session_leg<'s>(
-    snap: &'s Snapshot,
-    principal: &Arc<Principal>,
-    s: &Session,
-    server: &str,
-) -> Option<Leg<'s>> {
-    let held = s.upstream(server)?;
-    one_leg(snap, principal, server).map(|leg| Leg {
-        session: (!held.session.is_empty()).then(|| held.session.clone()),
-        version: (!held.version.is_empty()).then(|| held.version.clone()),
-        ..leg
-    })
-}
-
-/// The leg of `server` in an open session for a request the policy then decides on what it
-/// names (a tool, prompt or resource; a task's tool): that decision is the reach check.
-fn routed_leg<'s>(
-    snap: &'s Snapshot,
-    principal: &Arc<Principal>,
-    s: &Session,
-    server: &str,
-) -> Option<Leg<'s>> {
-    let held = s.upstream(server)?;
-    running_leg(snap, principal, server).map(|leg| Leg {
-        session: (!held.session.is_empty()).then(|| held.session.clone()),
-        version: (!held.version.is_empty()).then(|| held.version.clone()),
-        ..leg
-    })
-}
-
-/// `server` as a leg without a session (2026-07-28, `initialize`), if it runs and the caller
-/// may reach it.
-fn one_leg<'s>(snap: &'s Snapshot, principal: &Arc<Principal>, server: &str) -> Option<Leg<'s>> {
-    running_leg(snap, principal, server)
-        .filter(|leg| snap.policy.may_reach(principal, leg.upstream.name()))
-}
-
-/// `server` as a leg, if it runs (the caller's reach unchecked).
-fn running_leg<'s>(
-    snap: &'s Snapshot,
-    principal: &Arc<Principal>,
-    server: &str,
-) -> Option<Leg<'s>> {
-    let upstream = snap.upstreams.get(server)?;
-    let server = upstream.name();
-    let runs = upstream.http.is_some() || upstream.shared.is_some();
-    runs.then(|| Leg {
-        upstream,
-        permit: snap.policy.permit_session(principal, server),
-        session: None,
-        version: None,
-    })
-}
-
-/// Every running upstream the caller may reach, in config order: the legs of `initialize`.
-fn all_legs<'s>(snap: &'s Snapshot, principal: &Arc<Principal>) -> Vec<Leg<'s>> {
-    snap.config
-        .proxy
-        .servers
-        .iter()
-        .filter_map(|up| one_leg(snap, principal, &up.name))
-        .collect()
 }
 
 async fn post<'s, B: BodySource>(
@@ -370,7 +296,7 @@ async fn post<'s, B: BodySource>(
             }
         }
         Message::Request { id, method, .. } if tasks::ROUTED.contains(&method.as_str()) => {
-            task(snap, &principal, &session, &envelope, &bytes, id, obs)
+            super::tasks::task(snap, &principal, &session, &envelope, &bytes, id, obs)
         }
         Message::Request { id, method, .. } if method == "tasks/list" => {
             let m = "Method not found: `tasks/list` is not available on /mcp (a task's id is handed out with the call that made it; keep it)";
@@ -453,7 +379,7 @@ fn modern<'s>(
         });
     }
     if method == listen::METHOD {
-        return subscribe(gw, snap, principal, id, &bytes);
+        return super::listen::subscribe(gw, snap, principal, id, &bytes);
     }
     if let Some(kind) = ListKind::for_method(method) {
         let params: Value = serde_json::from_slice(&bytes).unwrap_or_default();
@@ -547,186 +473,6 @@ fn modern<'s>(
             Plan::Answer(Reply::rpc_error(200, id, -32602, &m))
         }
     }
-}
-
-/// 2026-07-28 `subscriptions/listen` on `/mcp`: one stream (a place among the caller's open
-/// streams) merging a listen stream of every upstream the caller may reach. Each resource URI
-/// is resolved to its server and upstream URI and authorized like `resources/subscribe`; one
-/// the caller may not use, or that names nothing, is simply not honored (the acknowledgment
-/// leaves it out, as it does a URI no upstream accepted).
-fn subscribe<'s>(
-    gw: &Gateway,
-    snap: &'s Snapshot,
-    principal: Arc<Principal>,
-    id: &Value,
-    bytes: &[u8],
-) -> Plan<'s> {
-    let v: Value = serde_json::from_slice(bytes).unwrap_or_default();
-    let mut filter = match Filter::from_params(v.get("params")) {
-        Ok(f) => f,
-        Err(why) => {
-            let m = format!("Invalid params: {why}");
-            return Plan::Answer(Reply::rpc_error(400, id, -32602, &m));
-        }
-    };
-    let stream = match gw.stream_slot(snap, &principal, None) {
-        Ok(slot) => slot,
-        Err(reply) => return Plan::Answer(reply),
-    };
-    let legs = all_legs(snap, &principal);
-    let mut uris = Vec::new();
-    for exposed in std::mem::take(&mut filter.uris) {
-        let Some((server, original)) = snap.names.resolve_uri(&exposed) else {
-            continue;
-        };
-        if !legs.iter().any(|l| l.upstream.name() == server) {
-            super::audit::unreachable(snap, &principal, server, Kind::Resource, original);
-            continue;
-        }
-        let audit = super::audit::enabled();
-        let mut allowed = None;
-        let record =
-            |kind: Kind,
-             name: &str,
-             outcome: Result<policy::DecidedBy<'_>, &policy::Denied<'_>>| {
-                if audit {
-                    match outcome {
-                        Ok(by) => allowed = Some(by.source().to_owned()),
-                        Err(_) => {
-                            super::audit::decision(snap, &principal, server, kind, name, outcome)
-                        }
-                    }
-                }
-            };
-        let permitted = snap
-            .policy
-            .permit_each(&principal, server, [(Kind::Resource, original)], record)
-            .is_ok();
-        if let Some(rule) = &allowed {
-            super::audit::event(
-                snap,
-                &principal,
-                server,
-                Kind::Resource,
-                original,
-                "allow",
-                rule,
-            );
-        }
-        if permitted {
-            uris.push((server.to_owned(), original.to_owned(), exposed));
-        } else {
-            crate::in_request!(info, server, uri = %original, subject = %principal.subject, "policy left a resource out of a listen stream");
-        }
-    }
-    let meta = v
-        .pointer("/params/_meta")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    Plan::Fanout(Fanout {
-        stream: Some(stream),
-        snap,
-        legs,
-        principal,
-        work: Work::Listen {
-            id: id.clone(),
-            meta,
-            filter,
-            uris,
-        },
-    })
-}
-
-/// `tasks/get`, `tasks/result` or `tasks/cancel` on `/mcp`: the task id must be one this
-/// caller was handed ([`tasks::resolve`]); the request is authorized like a call of the tool
-/// that made the task, and goes to that server with the upstream's task id, its answer's task
-/// ids made `/mcp` ones again. Any other id is answered like an unknown one.
-#[allow(clippy::too_many_arguments)]
-fn task<'s>(
-    snap: &'s Snapshot,
-    principal: &Arc<Principal>,
-    session: &Session,
-    envelope: &Envelope,
-    bytes: &[u8],
-    id: &Value,
-    obs: &mut Observation,
-) -> Plan<'s> {
-    let unknown = || {
-        let m = "Invalid params: unknown task";
-        Plan::Answer(Reply::rpc_error(200, id, -32602, m))
-    };
-    let mut v: Value = serde_json::from_slice(bytes).unwrap_or_default();
-    let Some(exposed) = v.pointer("/params/taskId").and_then(Value::as_str) else {
-        let m = "Invalid params: `params.taskId` must be a string";
-        return Plan::Answer(Reply::rpc_error(200, id, -32602, m));
-    };
-    let tag = principal.tag();
-    let Some((server, tool, original)) = tasks::resolve(&snap.names, &snap.sessions, &tag, exposed)
-    else {
-        return unknown();
-    };
-    let Some(leg) = routed_leg(snap, principal, session, server) else {
-        return unknown();
-    };
-    let audit = super::audit::enabled();
-    let mut allowed = None;
-    let record =
-        |kind: Kind, name: &str, outcome: Result<policy::DecidedBy<'_>, &policy::Denied<'_>>| {
-            if audit {
-                match outcome {
-                    Ok(by) => allowed = Some(by.source().to_owned()),
-                    Err(_) => super::audit::decision(snap, principal, server, kind, name, outcome),
-                }
-            }
-        };
-    let permit = match snap.policy.permit_each(
-        principal,
-        server,
-        [(Kind::Tool, tool.as_str())],
-        record,
-    ) {
-        Ok(p) => p,
-        Err((_, denied)) => {
-            obs.denied(server, denied.kind);
-            crate::in_request!(info, server, tool = %tool, rule = denied.by.source(), subject = %principal.subject, "policy denied a task request");
-            return Plan::Answer(super::decide::denial(
-                snap, None, envelope, id, "tool", &tool, &denied,
-            ));
-        }
-    };
-    let charge = Charge {
-        server: Some(server),
-        ..Charge::default()
-    };
-    if let Err(reply) = limit::admit(snap, principal, true, envelope, charge, obs) {
-        return Plan::Answer(reply);
-    }
-    if let Some(rule) = &allowed {
-        super::audit::event(snap, principal, server, Kind::Tool, &tool, "allow", rule);
-    }
-    v["params"]["taskId"] = Value::from(original);
-    Plan::Forward(Forward {
-        stream: None,
-        op: Op::Call,
-        upstream: leg.upstream,
-        permit,
-        body: Bytes::from(v.to_string()),
-        envelope: Some(envelope.clone()),
-        list: None,
-        via: Some(Via {
-            session: leg.session,
-            version: leg.version,
-            names: &snap.names,
-            mcp_name: None,
-            task: Some(Box::new((
-                tasks::Binding {
-                    principal: tag,
-                    tool,
-                },
-                &snap.sessions,
-            ))),
-        }),
-    })
 }
 
 /// The server a used name belongs to, and how its upstream name is found.

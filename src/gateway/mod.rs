@@ -6,11 +6,14 @@
 pub mod aggregate;
 pub mod audit;
 mod decide;
+mod legs;
 pub mod limit;
+mod listen;
 pub mod observe;
 pub mod plan;
 pub mod route;
 pub mod streams;
+mod tasks;
 pub mod trace;
 
 use std::sync::Arc;

@@ -7,6 +7,7 @@
 pub mod downstream;
 pub mod fanout;
 pub mod front;
+pub mod legs;
 pub mod pingora;
 pub mod relay;
 pub mod routed;

@@ -21,7 +21,7 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
 use super::downstream::Downstream;
-use super::fanout::{request, skipped, within};
+use super::legs::{request, skipped, within};
 use super::stream::{event, start_sse, Ended, KEEPALIVE};
 use super::write;
 use crate::gateway::{Fanout, Leg, Observation, Work};

@@ -3,8 +3,10 @@
 //! legacy HTTP+SSE transport ([`legacy_sse`]), both behind one message [`link`]; [`session`] is
 //! the gateway's Streamable HTTP face for such an upstream.
 
+mod calls;
 pub mod legacy_sse;
 pub mod link;
 pub mod mux;
 pub mod session;
 pub mod stdio;
+mod streams;
