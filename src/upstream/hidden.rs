@@ -78,23 +78,6 @@ struct Held {
     used: AtomicU64,
 }
 
-impl Hidden {
-    /// The same upstream after a reload (same URL): what is known of it carries over.
-    pub fn carried(previous: &Arc<Hidden>) -> Arc<Hidden> {
-        previous.clone()
-    }
-
-    /// Hidden sessions held now.
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-}
-
 impl Upstream {
     /// Whether a 2026-07-28 request to this HTTP upstream goes through a hidden session (it
     /// speaks only the legacy era). Asked once; while undecided, requests are tried as they
@@ -167,11 +150,6 @@ impl Upstream {
         })
         .await;
         let known = asked.ok().flatten().unwrap_or(UNKNOWN);
-        let status = if known == LEGACY_ONLY {
-            "legacy"
-        } else {
-            "other"
-        };
         if known == UNKNOWN {
             // From the end of this question: requests that waited for it pass through.
             self.hidden.ask_after.store(
@@ -180,7 +158,7 @@ impl Upstream {
             );
         }
         if known == LEGACY_ONLY {
-            crate::in_request!(info, server = %self.config.name, answer = status, "the upstream speaks only the legacy era: 2026-07-28 callers get sessions of their own with it");
+            crate::in_request!(info, server = %self.config.name, "the upstream speaks only the legacy era: 2026-07-28 callers get sessions of their own with it");
         }
         self.hidden.era.store(known, Ordering::Relaxed);
         known == LEGACY_ONLY

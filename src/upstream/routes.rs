@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::hidden::Hidden;
 use super::http::HttpUpstream;
 use super::shared::mux::Mux;
 use super::Upstream;
@@ -40,11 +39,6 @@ impl Retirement {
             // The snapshot is gone: retired too.
         }
     }
-
-    /// Whether it already happened.
-    pub fn happened(&self) -> bool {
-        *self.0.borrow()
-    }
 }
 
 impl Upstreams {
@@ -67,20 +61,14 @@ impl Upstreams {
                     Transport::StreamableHttp(t) => Some(HttpUpstream::new(up.clone(), t.clone())),
                     Transport::Sse(_) | Transport::Stdio(_) => None,
                 };
-                let url = |u: &Upstream| match &u.config.transport {
-                    Transport::StreamableHttp(t) => Some(t.url.clone()),
-                    _ => None,
-                };
+                // The same HTTP upstream (same URL): its era and hidden sessions carry over.
                 let hidden = previous
                     .and_then(|p| p.get(&up.name))
                     .filter(|old| {
-                        let now = match &up.transport {
-                            Transport::StreamableHttp(t) => Some(&t.url),
-                            _ => None,
-                        };
-                        url(old).as_ref() == now && now.is_some()
+                        http_url(&up.transport)
+                            .is_some_and(|now| http_url(&old.config.transport) == Some(now))
                     })
-                    .map_or_else(Default::default, |old| Hidden::carried(&old.hidden));
+                    .map_or_else(Default::default, |old| old.hidden.clone());
                 let upstream = Upstream {
                     config: up.clone(),
                     http,
@@ -113,5 +101,13 @@ impl Upstreams {
     /// Every upstream.
     pub fn iter(&self) -> impl Iterator<Item = &Upstream> {
         self.by_name.values()
+    }
+}
+
+/// The URL of a Streamable HTTP upstream.
+fn http_url(t: &Transport) -> Option<&url::Url> {
+    match t {
+        Transport::StreamableHttp(h) => Some(&h.url),
+        Transport::Sse(_) | Transport::Stdio(_) => None,
     }
 }

@@ -138,6 +138,18 @@ async fn modern(
         Some(n) => json!({"name": n, "arguments": {}, "_meta": meta()}),
         None => json!({"_meta": meta()}),
     };
+    send(gw, path, user, method, name, params).await
+}
+
+/// A 2026-07-28 request with these `params`; the answer's last message (JSON or SSE).
+async fn send(
+    gw: &Gateway,
+    path: &str,
+    user: &str,
+    method: &str,
+    name: Option<&str>,
+    params: Value,
+) -> (u16, Value) {
     let mut req = client()
         .post(gw.url(path))
         .header("content-type", "application/json")
@@ -251,26 +263,8 @@ async fn each_caller_gets_a_legacy_session_of_its_own() {
 }
 
 async fn listen(gw: &Gateway, user: &str) -> (u16, Value) {
-    let body = json!({"jsonrpc":"2.0","id":9,"method":"subscriptions/listen","params":{
-        "notifications":{"toolsListChanged":true},"_meta":meta()}});
-    let resp = client()
-        .post(gw.url("/mcp/old"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header(
-            "authorization",
-            format!("Bearer {}", token(user, &["User"])),
-        )
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "subscriptions/listen")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    (
-        resp.status().as_u16(),
-        resp.json().await.unwrap_or(Value::Null),
-    )
+    let params = json!({"notifications":{"toolsListChanged":true},"_meta":meta()});
+    send(gw, "/mcp/old", user, "subscriptions/listen", None, params).await
 }
 
 /// An upstream that refuses the probe for a reason that says nothing about the protocol
